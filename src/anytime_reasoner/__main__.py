@@ -1,0 +1,3 @@
+from anytime_reasoner.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,173 @@
+"""The ``anytime-reasoner`` command.
+
+One option convention for every subcommand::
+
+    anytime-reasoner SUBCOMMAND [PRESET] [POSITIONAL …] [--config FILE …] [key=value …] [--help]
+
+Arguments are parsed and the configuration validated here, importing only pydantic and PyYAML;
+the subcommand's module (torch, transformers, …) is imported afterwards, so ``--help`` and
+configuration errors are instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from pydantic import BaseModel
+
+from anytime_reasoner.config import PRESETS, ConfigError, build_config
+from anytime_reasoner.errors import UserError
+
+PROG = "anytime-reasoner"
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: ``run`` and ``config`` are ``module:attribute`` paths, imported lazily."""
+
+    summary: str
+    run: str
+    config: str
+    presets: bool = False
+    positional: str | None = None  # config field that collects positional arguments
+    positional_list: bool = False
+
+
+COMMANDS: dict[str, Command] = {
+    "grade": Command(
+        summary="grade model responses against ground truths (JSONL in, JSONL out)",
+        run="anytime_reasoner.rewards.cli:run_grade",
+        config="anytime_reasoner.config:GradeConfig",
+    ),
+}
+
+
+def _load(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = [
+        f"usage: {PROG} SUBCOMMAND [PRESET] [--config FILE] [key=value ...] [--help]",
+        "",
+        "subcommands:",
+        *(f"  {name.ljust(width)}  {cmd.summary}" for name, cmd in COMMANDS.items()),
+        "",
+        f"Run '{PROG} SUBCOMMAND --help' for its keys. Nested keys are dotted: rollout.n_summary=4.",
+    ]
+    return "\n".join(lines)
+
+
+def describe_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """``key  (type, default)  description`` for every leaf key of a config model."""
+    lines: list[str] = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            lines.extend(describe_fields(ann, prefix=f"{key}."))
+            continue
+        default = "required" if field.is_required() else f"default {field.default!r}"
+        type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+        desc = f"  {field.description}" if field.description else ""
+        lines.append(f"  {key} ({type_name}; {default}){desc}")
+    return lines
+
+
+def command_help(name: str, cmd: Command) -> str:
+    config_cls = _load(cmd.config)
+    head = f"usage: {PROG} {name}"
+    if cmd.presets:
+        head += " [PRESET]"
+    if cmd.positional:
+        head += f" {cmd.positional.upper()}{' ...' if cmd.positional_list else ''}"
+    head += " [--config FILE] [key=value ...]"
+    parts = [head, "", cmd.summary]
+    if cmd.presets:
+        parts += ["", f"presets: {', '.join(PRESETS)}"]
+    parts += ["", "keys:", *describe_fields(config_cls)]
+    return "\n".join(parts)
+
+
+def parse_args(name: str, cmd: Command, argv: Sequence[str]) -> BaseModel:
+    """Split argv into preset, positionals, config files and overrides, then validate."""
+    preset: str | None = None
+    files: list[str] = []
+    overrides: list[str] = []
+    positionals: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--config":
+            if i + 1 >= len(args):
+                raise ConfigError("--config: needs a file path")
+            files.append(args[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--config="):
+            files.append(arg.split("=", 1)[1])
+        elif arg.startswith("-"):
+            raise ConfigError(f"{arg}: unknown option; allowed: --config FILE, --help, key=value")
+        elif _OVERRIDE.match(arg):
+            overrides.append(arg)
+        elif cmd.presets and preset is None and not positionals and arg in PRESETS:
+            preset = arg
+        elif cmd.positional:
+            positionals.append(arg)
+        else:
+            allowed = f"a preset ({', '.join(PRESETS)}) or key=value" if cmd.presets else "key=value"
+            raise ConfigError(f"{arg!r}: unexpected argument to '{name}'; allowed: {allowed}")
+        i += 1
+    extra: dict[str, Any] = {}
+    if positionals:
+        if cmd.positional_list:
+            extra[cmd.positional] = positionals
+        elif len(positionals) == 1:
+            extra[cmd.positional] = positionals[0]
+        else:
+            raise ConfigError(f"{cmd.positional}: expected one value, got {len(positionals)}")
+    from anytime_reasoner.config import deep_merge, parse_overrides
+
+    merged = deep_merge(parse_overrides(overrides), extra)
+    return build_config(_load(cmd.config), preset=preset, files=files, overrides=merged)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    cmd = COMMANDS.get(name)
+    if cmd is None:
+        print(f"{PROG}: error: unknown subcommand {name!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    if "-h" in rest or "--help" in rest:
+        print(command_help(name, cmd))
+        return 0
+    try:
+        config = parse_args(name, cmd, rest)
+    except ConfigError as err:
+        print(f"{PROG} {name}: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        result = _load(cmd.run)(config)
+    except (UserError, ConfigError) as err:
+        print(f"{PROG} {name}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG} {name}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

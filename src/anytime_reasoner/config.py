@@ -1,0 +1,342 @@
+"""Typed configuration, validated once at load.
+
+Sources, later ones winning: the model defaults → a named preset (SPEC §8) → ``--config FILE``
+(YAML) → dotted ``key=value`` overrides. Any problem (unknown key, wrong type, value out of range,
+inconsistent budgets) raises :class:`ConfigError` with one line naming the key and what is allowed.
+
+Only pydantic and PyYAML are imported here, so the CLI validates before torch is loaded.
+
+The seed's five rollout knobs keep their names under ``rollout.`` (``rollout.n_summary=4``);
+the seed's full spelling ``actor_rollout_ref.rollout.n_summary=4`` is accepted as an alias.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from anytime_reasoner.algo.budgets import PRIORS, BudgetError, BudgetPlan, parse_grid
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased as one line naming the key and what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def _split_list(value: Any) -> Any:
+    """Let ``key=a,b,c`` on the command line fill a list field."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        return [p.strip() for p in text.split(",") if p.strip()]
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Training configuration
+# --------------------------------------------------------------------------------------------
+
+
+class ModelConfig(_Strict):
+    path: str = Field("tiny", description="Hugging Face model name or local path; 'tiny' = embedded default")
+    tokenizer: str | None = Field(None, description="tokenizer path if different from the model's")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    attention: Literal["auto", "dense", "flex"] = Field(
+        "auto", description="packed-row attention: dense 4-D mask (CPU) or FlexAttention (CUDA)"
+    )
+    think_start: str = "<think>"
+    think_end: str = "</think>"
+
+
+class RolloutConfig(_Strict):
+    n: int = Field(8, ge=1, description="thinkings sampled per question (G)")
+    n_summary: int = Field(4, ge=1, description="summaries sampled per budget (A)")
+    summary_method: Literal["grpo", "brpo"] = "brpo"
+    n_budget_support: int = Field(4, ge=1, description="number of evenly spaced budgets (m)")
+    budget_probs: str | list[float] = Field(
+        "uniform", description="prior over budgets: base, uniform, linear, or explicit weights"
+    )
+    variance_reduction: Literal["brpo", "v1only", "v2only", "none"] = "brpo"
+    max_budget: int = Field(8000, ge=1, description="largest thinking budget b_m (seed: max_gen_len)")
+    budgets: list[int] | None = Field(None, description="explicit increasing budgets; overrides n_budget_support")
+    summary_max_tokens: int = Field(118, ge=1, description="new-token cap of each summary")
+    temperature: float = Field(1.0, gt=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    cut_marker: str = Field("...\n\n...\n\n", description="text inserted after a cut, before think_end")
+    answer_delimiter: str = Field("\n\n**Final Answer**\n", description="text inserted before a summary")
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _grid(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
+            return None
+        try:
+            return list(parse_grid(value, field="budgets"))
+        except BudgetError as err:
+            raise ValueError(str(err).split(": ", 1)[-1]) from None
+
+    @field_validator("budget_probs", mode="before")
+    @classmethod
+    def _probs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if "," in value or value.strip().startswith("["):
+                return _split_list(value)
+            if value not in PRIORS:
+                raise ValueError(
+                    f"allowed: {', '.join(PRIORS)}, or a list of non-negative weights (e.g. 1,2,3,4)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _plan_is_valid(self) -> "RolloutConfig":
+        try:
+            self.plan()
+        except BudgetError as err:
+            raise ValueError(str(err)) from None
+        return self
+
+    def plan(self) -> BudgetPlan:
+        """The budget support and normalized prior this rollout uses."""
+        return BudgetPlan.build(
+            max_budget=self.max_budget,
+            n_support=self.n_budget_support,
+            budgets=self.budgets,
+            prior=self.budget_probs,
+        )
+
+
+class PPOConfig(_Strict):
+    clip_eps: float = Field(0.2, gt=0.0, lt=1.0)
+    loss_agg: Literal["constant", "token-mean"] = Field(
+        "constant", description="constant: token-loss sum / (rows × max response length) (Dr. GRPO)"
+    )
+    ppo_epochs: int = Field(1, ge=1)
+    ppo_mini_batch_size: int = Field(32, ge=1, description="questions per optimizer step")
+    ppo_max_token_len: int = Field(30720, ge=64, description="token budget of one micro-batch")
+    lr: float = Field(1e-6, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = Field(1.0, gt=0.0)
+
+    @field_validator("betas", mode="before")
+    @classmethod
+    def _betas(cls, value: Any) -> Any:
+        return _split_list(value)
+
+
+class DataConfig(_Strict):
+    train: str = Field("synthetic", description="'synthetic', a file, a name in data_dir, or a hub dataset")
+    val: str = Field("synthetic", description="validation set, same forms as train")
+    data_dir: str | None = Field(None, description="folder holding train/ and test/ JSON files")
+    max_prompt_tokens: int = Field(1024, ge=1)
+    val_size: int = Field(256, ge=1, description="held-out questions used for validation")
+
+
+class TrainerConfig(_Strict):
+    steps: int = Field(100, ge=0, description="RL steps (0 = only evaluate)")
+    batch_size: int = Field(64, ge=1, description="questions per RL step")
+    val_every: int = Field(10, ge=0, description="validate every N steps (0 = never)")
+    val_budgets: list[int] | None = Field(None, description="validation budgets (default: the rollout's)")
+    val_temperature: float = Field(0.6, gt=0.0)
+    save_every: int = Field(0, ge=0, description="checkpoint every N steps (0 = only at the end)")
+    out: str = Field("runs/anytime", description="output folder: metrics.jsonl, checkpoints, final model")
+    resume: Literal["auto", "never"] = "auto"
+    seed: int = 0
+    loggers: list[Literal["jsonl", "tensorboard", "wandb"]] = ["jsonl"]
+    progress: bool = True
+
+    @field_validator("loggers", mode="before")
+    @classmethod
+    def _loggers(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("val_budgets", mode="before")
+    @classmethod
+    def _val_grid(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
+            return None
+        try:
+            return list(parse_grid(value, field="val_budgets"))
+        except BudgetError as err:
+            raise ValueError(str(err).split(": ", 1)[-1]) from None
+
+
+class TrainConfig(_Strict):
+    """Everything ``anytime-reasoner train`` needs."""
+
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    ppo: PPOConfig = PPOConfig()
+    trainer: TrainerConfig = TrainerConfig()
+
+
+# --------------------------------------------------------------------------------------------
+# Other subcommands
+# --------------------------------------------------------------------------------------------
+
+
+class GradeConfig(_Strict):
+    """``anytime-reasoner grade input=F.jsonl output=G.jsonl``."""
+
+    input: str = Field(..., description="JSONL with 'response' and 'ground_truth' per line")
+    output: str = Field(..., description="JSONL written with 'correct' and 'extracted' per line")
+    timeout: float = Field(10.0, gt=0.0, description="seconds allowed per item before it counts as wrong")
+    workers: int = Field(2, ge=1, description="grading processes")
+    progress: bool = True
+
+
+# --------------------------------------------------------------------------------------------
+# Presets (SPEC §8): the seed's eight experiments, by name.
+# --------------------------------------------------------------------------------------------
+
+PRESETS: dict[str, dict[str, Any]] = {
+    name: {
+        "rollout": dict(
+            n_summary=a,
+            summary_method=sm,
+            n_budget_support=s,
+            budget_probs=bp,
+            variance_reduction=vr,
+        )
+    }
+    for name, (a, sm, s, bp, vr) in {
+        "grpo": (1, "grpo", 1, "base", "v2only"),
+        "ar-linear": (4, "brpo", 4, "linear", "brpo"),
+        "ar-uniform": (4, "brpo", 4, "uniform", "brpo"),
+        "ar-base": (4, "brpo", 4, "base", "brpo"),
+        "grpo+linear": (1, "grpo", 4, "linear", "v2only"),
+        "grpo+decouple": (4, "brpo", 4, "base", "v2only"),
+        "grpo+vr": (1, "grpo", 4, "base", "brpo"),
+        "grpo+vr+decouple": (4, "brpo", 4, "base", "brpo"),
+    }.items()
+}
+
+SEED_ALIASES = {"actor_rollout_ref.rollout.": "rollout."}
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["rollout.n=8", "trainer.out=x"]`` → nested dict of strings (pydantic coerces types)."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"{item!r}: overrides are written key=value (e.g. rollout.n=8)")
+        for old, new in SEED_ALIASES.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+        _set_dotted(tree, key, value)
+    return tree
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--config: file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--config: {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config: {path} must hold a mapping of keys to values")
+    return data
+
+
+def build_config(
+    cls: type[ConfigT],
+    *,
+    preset: str | None = None,
+    files: Sequence[str | Path] = (),
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+) -> ConfigT:
+    """Merge defaults, preset, files and overrides into ``cls``; raise :class:`ConfigError`."""
+    data: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"preset: unknown {preset!r}; allowed: {', '.join(PRESETS)}")
+        data = deep_merge(data, PRESETS[preset])
+    for path in files:
+        data = deep_merge(data, read_yaml(path))
+    if isinstance(overrides, Mapping):
+        data = deep_merge(data, overrides)
+    else:
+        data = deep_merge(data, parse_overrides(overrides))
+    return validate(cls, data)
+
+
+def validate(cls: type[ConfigT], data: Mapping[str, Any]) -> ConfigT:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_error(cls, err)) from None
+
+
+def format_error(cls: type[BaseModel], err: ValidationError) -> str:
+    """One line for the first problem: the dotted key, what is wrong, what is allowed."""
+    first = err.errors()[0]
+    # Drop pydantic's union/validator tags (e.g. "literal['a','b']", "function-after[...]").
+    loc = [str(p) for p in first["loc"] if not any(c in str(p) for c in "[(")]
+    key = ".".join(loc)
+    if first["type"] == "extra_forbidden":
+        parent = ".".join(loc[:-1])
+        allowed = _fields_at(cls, loc[:-1])
+        where = f" in '{parent}'" if parent else ""
+        return f"{key}: unknown key{where}; allowed: {', '.join(allowed)}"
+    if first["type"] == "missing":
+        return f"{key}: required, not given"
+    msg = first["msg"].removeprefix("Value error, ")
+    got = first.get("input")
+    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    if first["type"] == "value_error" and isinstance(got, dict):
+        # A cross-field check of a whole section: its message starts with the field it names.
+        return f"{key}.{msg}" if key else msg
+    return f"{key}: {msg}{shown}"
+
+
+def _fields_at(cls: type[BaseModel], path: Sequence[str]) -> list[str]:
+    model: Any = cls
+    for part in path:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))
+
+
+def dump(config: BaseModel) -> dict[str, Any]:
+    """A plain, YAML/JSON-safe dict of a config (for run folders and results files)."""
+    return config.model_dump(mode="json")
