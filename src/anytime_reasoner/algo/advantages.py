@@ -1,0 +1,133 @@
+"""BRPO advantages for the thinking and summary policies (SPEC §5). Pure tensors, vectorized.
+
+Notation: B questions, G thinkings each, S budgets, A summaries per budget.
+``scores[b, g, s, a]`` is the reward of summary a after cutting thinking g of question b at budget s.
+
+Thinking (every token of segment s gets ``A_think[b, g, s]``)::
+
+    r[s]   = mean_a scores[s, a]
+    R[s]   = Σ_{j≥s} P_j r[j]
+    V2[s]  = mean_g R[s]                       (0 when G = 1)
+    V1[s]  = (Σ_{k<s} 2^k r[k] / Σ_{k<s} 2^k) · Σ_{j≥s} P_j,   V1[0] = 0
+    brpo:  baseline = (s·V1 + (S−s)·V2) / S;   v1only: V1;  v2only: V2;  none: 0
+
+Summary: score minus the mean over the A summaries of the same cut (A > 1), or over the G
+thinkings at that budget (A = 1); ``grpo`` keeps only the last summary (s = S−1, a = A−1).
+
+There is no division by a standard deviation anywhere (as in the seed). With S = 1, A = 1, the
+``base`` prior and ``v2only`` this is GRPO without std normalization (Dr. GRPO).
+
+Departure from a literal reading: the 2^k weights of V1 are computed as 2^(k−S+1) in float64, an
+equal ratio that does not overflow for long budget grids; results are cast back to float32.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+VarianceReduction = Literal["brpo", "v1only", "v2only", "none"]
+SummaryMethod = Literal["grpo", "brpo"]
+VARIANCE_REDUCTIONS = ("brpo", "v1only", "v2only", "none")
+SUMMARY_METHODS = ("grpo", "brpo")
+
+
+def _reverse_cumsum(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    return x.flip(dim).cumsum(dim).flip(dim)
+
+
+def thinking_returns(scores: torch.Tensor, budget_probs: torch.Tensor) -> torch.Tensor:
+    """``R[b, g, s] = Σ_{j≥s} P_j · r[b, g, j]``; scores ``[B, G, S, A]`` → ``[B, G, S]``."""
+    probs = _normalized(budget_probs, scores.shape[2]).to(torch.float64)  # [S]
+    rewards = scores.to(torch.float64).mean(dim=-1)  # [B, G, S]
+    return _reverse_cumsum(rewards * probs, dim=-1)  # [B, G, S]
+
+
+def thinking_advantages(
+    scores: torch.Tensor, budget_probs: torch.Tensor, variance_reduction: VarianceReduction = "brpo"
+) -> torch.Tensor:
+    """Per-segment advantages of the thinking policy.
+
+    Args:
+        scores: float ``[B, G, S, A]`` summary rewards.
+        budget_probs: ``[S]`` prior weights (normalized here; need not sum to 1).
+        variance_reduction: ``brpo`` | ``v1only`` | ``v2only`` | ``none``.
+    Returns:
+        float32 ``[B, G, S]``.
+    """
+    _check_scores(scores)
+    if variance_reduction not in VARIANCE_REDUCTIONS:
+        raise ValueError(
+            f"variance_reduction: unknown {variance_reduction!r}; allowed: {', '.join(VARIANCE_REDUCTIONS)}"
+        )
+    B, G, S, _ = scores.shape
+    probs = _normalized(budget_probs, S).to(torch.float64)  # [S]
+    rewards = scores.to(torch.float64).mean(dim=-1)  # [B, G, S]
+    returns = _reverse_cumsum(rewards * probs, dim=-1)  # [B, G, S]
+    if variance_reduction == "none":
+        baseline = torch.zeros_like(returns)
+    elif variance_reduction == "v2only":
+        baseline = _group_baseline(returns)
+    elif variance_reduction == "v1only":
+        baseline = _own_history_baseline(rewards, probs)
+    else:
+        steps = torch.arange(S, dtype=torch.float64)  # [S]
+        v1 = _own_history_baseline(rewards, probs)  # [B, G, S]
+        v2 = _group_baseline(returns)  # [B, G, S]
+        baseline = (steps * v1 + (S - steps) * v2) / S  # [B, G, S]
+    return (returns - baseline).to(torch.float32)
+
+
+def summary_advantages(scores: torch.Tensor, summary_method: SummaryMethod = "brpo") -> torch.Tensor:
+    """Per-summary advantages: ``[B, G, S, A]`` → float32 ``[B, G, S, A]``."""
+    _check_scores(scores)
+    if summary_method not in SUMMARY_METHODS:
+        raise ValueError(f"summary_method: unknown {summary_method!r}; allowed: {', '.join(SUMMARY_METHODS)}")
+    scores = scores.to(torch.float32)
+    group_dim = -1 if scores.shape[-1] > 1 else 1  # over the A summaries, else over the G thinkings
+    advantages = scores - scores.mean(dim=group_dim, keepdim=True)  # [B, G, S, A]
+    if summary_method == "grpo":
+        keep = torch.zeros_like(advantages)
+        keep[:, :, -1, -1] = 1.0
+        advantages = advantages * keep
+    return advantages
+
+
+def _own_history_baseline(rewards: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """V1: discounted mean of the rollout's own earlier-budget rewards times the remaining prior mass.
+
+    rewards ``[B, G, S]`` (float64), probs ``[S]`` → ``[B, G, S]``.
+    """
+    S = rewards.shape[-1]
+    weights = torch.pow(2.0, torch.arange(S, dtype=torch.float64) - (S - 1))  # [S] ∝ 2^k
+    weighted = torch.cumsum(rewards * weights, dim=-1)  # [B, G, S] inclusive sums
+    weighted = torch.nn.functional.pad(weighted, (1, 0))[..., :-1]  # [B, G, S] exclusive: Σ_{k<s}
+    norm = torch.nn.functional.pad(torch.cumsum(weights, dim=0), (1, 0))[:-1]  # [S] Σ_{k<s} 2^k
+    mean_before = weighted / norm.clamp_min(torch.finfo(torch.float64).tiny)  # [B, G, S]
+    mean_before[..., 0] = 0.0
+    tail_mass = _reverse_cumsum(probs, dim=0)  # [S] Σ_{j≥s} P_j
+    return mean_before * tail_mass
+
+
+def _group_baseline(returns: torch.Tensor) -> torch.Tensor:
+    """V2: mean over the G thinkings of the same question (0 when G = 1). ``[B, G, S]``."""
+    if returns.shape[1] == 1:
+        return torch.zeros_like(returns)
+    return returns.mean(dim=1, keepdim=True).expand_as(returns)
+
+
+def _normalized(budget_probs: torch.Tensor, n_budgets: int) -> torch.Tensor:
+    probs = torch.as_tensor(budget_probs, dtype=torch.float64).flatten()
+    if probs.numel() != n_budgets:
+        raise ValueError(f"budget_probs: {probs.numel()} weights for {n_budgets} budgets; lengths must match")
+    if bool((probs < 0).any()) or float(probs.sum()) <= 0:
+        raise ValueError("budget_probs: weights must be non-negative with a positive sum")
+    return probs / probs.sum()
+
+
+def _check_scores(scores: torch.Tensor) -> None:
+    if scores.dim() != 4:
+        raise ValueError(f"scores: expected shape [B, G, S, A], got {tuple(scores.shape)}")
+    if 0 in scores.shape:
+        raise ValueError(f"scores: every dimension must be non-empty, got {tuple(scores.shape)}")
