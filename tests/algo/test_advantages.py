@@ -1,0 +1,138 @@
+"""Advantages: hand-computed cases (arithmetic in comments) and a loop reference on random inputs."""
+
+import pytest
+import torch
+
+from anytime_reasoner.algo.advantages import summary_advantages, thinking_advantages
+
+
+def reference_thinking(scores, probs, vr):
+    """Literal, loop-by-loop transcription of SPEC §5 (independent of the vectorized code)."""
+    B, G, S, A = scores.shape
+    P = [float(p) / float(sum(probs)) for p in probs]
+    r = [[[sum(float(scores[b, g, s, a]) for a in range(A)) / A for s in range(S)] for g in range(G)] for b in range(B)]
+    out = torch.zeros(B, G, S, dtype=torch.float64)
+    for b in range(B):
+        R = [[sum(P[j] * r[b][g][j] for j in range(s, S)) for s in range(S)] for g in range(G)]
+        for g in range(G):
+            for s in range(S):
+                v2 = sum(R[gg][s] for gg in range(G)) / G if G > 1 else 0.0
+                if s == 0:
+                    v1 = 0.0
+                else:
+                    num = sum(2**k * r[b][g][k] for k in range(s))
+                    den = sum(2**k for k in range(s))
+                    v1 = num / den * sum(P[j] for j in range(s, S))
+                base = {"brpo": (s * v1 + (S - s) * v2) / S, "v1only": v1, "v2only": v2, "none": 0.0}[vr]
+                out[b, g, s] = R[g][s] - base
+    return out
+
+
+def reference_summary(scores, method):
+    B, G, S, A = scores.shape
+    out = torch.zeros(B, G, S, A, dtype=torch.float64)
+    for b in range(B):
+        for g in range(G):
+            for s in range(S):
+                for a in range(A):
+                    if A > 1:
+                        mean = sum(float(scores[b, g, s, x]) for x in range(A)) / A
+                    else:
+                        mean = sum(float(scores[b, x, s, 0]) for x in range(G)) / G
+                    keep = method == "brpo" or (s == S - 1 and a == A - 1)
+                    out[b, g, s, a] = (float(scores[b, g, s, a]) - mean) if keep else 0.0
+    return out
+
+
+def test_hand_computed_brpo_two_rollouts_three_budgets():
+    # uniform prior P = 1/3 each; rollout 0 rewards r = [1, 0, 1], rollout 1 r = [0, 0, 1]
+    scores = torch.tensor([[[[1.0], [0.0], [1.0]], [[0.0], [0.0], [1.0]]]])  # [1, 2, 3, 1]
+    # R(g0) = [2/3, 1/3, 1/3], R(g1) = [1/3, 1/3, 1/3]; V2 = [1/2, 1/3, 1/3]
+    # V1(g0) = [0, 1·(2/3), (1·1 + 2·0)/3 · 1/3] = [0, 2/3, 1/9]
+    # baseline(g0) = [(0 + 3·1/2)/3, (1·2/3 + 2·1/3)/3, (2·1/9 + 1·1/3)/3] = [1/2, 4/9, 5/27]
+    # A(g0) = [2/3 − 1/2, 1/3 − 4/9, 1/3 − 5/27] = [1/6, −1/9, 4/27]
+    # V1(g1) = [0, 0, 0]; baseline(g1) = [1/2, 2/9, 1/9]; A(g1) = [−1/6, 1/9, 2/9]
+    adv = thinking_advantages(scores, torch.tensor([1.0, 1.0, 1.0]), "brpo")
+    expected = torch.tensor([[[1 / 6, -1 / 9, 4 / 27], [-1 / 6, 1 / 9, 2 / 9]]])
+    torch.testing.assert_close(adv, expected)
+
+
+def test_linear_prior_v1only_and_none():
+    # budgets {1,2}: linear prior P = [1/3, 2/3]; one rollout, A = 2 summaries
+    scores = torch.tensor([[[[1.0, 0.0], [1.0, 1.0]]]])  # r = [0.5, 1.0]
+    probs = torch.tensor([1.0, 2.0])
+    # R = [1/3·0.5 + 2/3·1, 2/3·1] = [5/6, 2/3]
+    torch.testing.assert_close(thinking_advantages(scores, probs, "none"), torch.tensor([[[5 / 6, 2 / 3]]]))
+    # V1 = [0, 0.5 · 2/3] = [0, 1/3] → A = [5/6, 1/3]
+    torch.testing.assert_close(thinking_advantages(scores, probs, "v1only"), torch.tensor([[[5 / 6, 1 / 3]]]))
+    # G = 1: V2 = 0, so v2only equals none
+    torch.testing.assert_close(thinking_advantages(scores, probs, "v2only"), torch.tensor([[[5 / 6, 2 / 3]]]))
+
+
+def test_reduces_to_grpo_without_std():
+    # S = 1, A = 1, base prior, v2only: advantage = reward − group mean (no std division)
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0, 1.0]])  # [B=2, G=5]
+    scores = rewards[:, :, None, None]  # [2, 5, 1, 1]
+    # means: 3/5 and 1/5
+    expected = rewards - torch.tensor([[0.6], [0.2]])
+    think = thinking_advantages(scores, torch.tensor([1.0]), "v2only")
+    summ = summary_advantages(scores, "grpo")
+    torch.testing.assert_close(think[..., 0], expected)
+    torch.testing.assert_close(summ[..., 0, 0], expected)
+    # brpo with S = 1 is also V2 (s = 0 puts all weight on V2)
+    torch.testing.assert_close(thinking_advantages(scores, torch.tensor([1.0]), "brpo")[..., 0], expected)
+
+
+def test_single_rollout_single_budget_single_summary_gives_zero_summary_advantage():
+    scores = torch.tensor([[[[1.0]]]])  # G = S = A = 1
+    assert summary_advantages(scores, "brpo").item() == 0.0  # 1 − mean over G of 1
+    # thinking: R = 1, G = 1 so V2 = 0 → A = 1 (no baseline available)
+    assert thinking_advantages(scores, torch.tensor([1.0]), "brpo").item() == pytest.approx(1.0)
+
+
+def test_summary_advantages_over_a_and_grpo_keeps_last_only():
+    scores = torch.tensor([[[[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 0.0]]]])  # [1, 1, 2, 4]
+    # budget 0 mean 1/2 → [1/2, −1/2, −1/2, 1/2]; budget 1 mean 3/4 → [1/4, 1/4, 1/4, −3/4]
+    brpo = summary_advantages(scores, "brpo")
+    torch.testing.assert_close(brpo, torch.tensor([[[[0.5, -0.5, -0.5, 0.5], [0.25, 0.25, 0.25, -0.75]]]]))
+    grpo = summary_advantages(scores, "grpo")
+    expected = torch.zeros(1, 1, 2, 4)
+    expected[0, 0, 1, 3] = -0.75
+    torch.testing.assert_close(grpo, expected)
+
+
+@pytest.mark.parametrize("vr", ["brpo", "v1only", "v2only", "none"])
+@pytest.mark.parametrize("shape", [(3, 4, 5, 2), (2, 1, 4, 3), (2, 3, 1, 1), (1, 6, 8, 1)])
+def test_thinking_matches_reference_on_random_inputs(vr, shape):
+    gen = torch.Generator().manual_seed(hash((vr, shape)) % 2**31)
+    scores = torch.randint(0, 2, shape, generator=gen).float()
+    probs = torch.rand(shape[2], generator=gen) + 0.05
+    got = thinking_advantages(scores, probs, vr)
+    torch.testing.assert_close(got.double(), reference_thinking(scores, probs, vr), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["brpo", "grpo"])
+@pytest.mark.parametrize("shape", [(3, 4, 5, 2), (2, 3, 4, 1), (1, 1, 1, 1)])
+def test_summary_matches_reference_on_random_inputs(method, shape):
+    gen = torch.Generator().manual_seed(7)
+    scores = torch.rand(shape, generator=gen)
+    torch.testing.assert_close(summary_advantages(scores, method).double(), reference_summary(scores, method), atol=1e-6, rtol=1e-5)
+
+
+def test_many_budgets_do_not_overflow():
+    scores = torch.ones(1, 2, 64, 1)
+    adv = thinking_advantages(scores, torch.ones(64), "brpo")
+    # all rewards 1: R[s] = (64 − s)/64, V1 = 1·tail = R, V2 = R → advantage 0 everywhere
+    assert torch.isfinite(adv).all()
+    torch.testing.assert_close(adv, torch.zeros_like(adv), atol=1e-6, rtol=0)
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="variance_reduction"):
+        thinking_advantages(torch.zeros(1, 1, 2, 1), torch.ones(2), "v3")
+    with pytest.raises(ValueError, match="budget_probs"):
+        thinking_advantages(torch.zeros(1, 1, 2, 1), torch.ones(3), "brpo")
+    with pytest.raises(ValueError, match="scores"):
+        summary_advantages(torch.zeros(2, 2), "brpo")
+    with pytest.raises(ValueError, match="summary_method"):
+        summary_advantages(torch.zeros(1, 1, 1, 1), "ppo")

@@ -1,0 +1,114 @@
+"""Configuration: presets, shipped config files, overrides and one-line errors."""
+
+from pathlib import Path
+
+import pytest
+
+import anytime_reasoner
+from anytime_reasoner.config import PRESETS, ConfigError, TrainConfig, build_config, parse_overrides
+
+CONFIG_DIR = Path(anytime_reasoner.__file__).parent / "configs"
+
+SEED_TABLE = {  # SPEC §8: n_summary, summary_method, n_budget_support, budget_probs, variance_reduction
+    "grpo": (1, "grpo", 1, "base", "v2only"),
+    "ar-linear": (4, "brpo", 4, "linear", "brpo"),
+    "ar-uniform": (4, "brpo", 4, "uniform", "brpo"),
+    "ar-base": (4, "brpo", 4, "base", "brpo"),
+    "grpo+linear": (1, "grpo", 4, "linear", "v2only"),
+    "grpo+decouple": (4, "brpo", 4, "base", "v2only"),
+    "grpo+vr": (1, "grpo", 4, "base", "brpo"),
+    "grpo+vr+decouple": (4, "brpo", 4, "base", "brpo"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEED_TABLE))
+def test_every_preset_loads_with_the_seed_values(name):
+    cfg = build_config(TrainConfig, preset=name)
+    r = cfg.rollout
+    assert (r.n_summary, r.summary_method, r.n_budget_support, r.budget_probs, r.variance_reduction) == SEED_TABLE[name]
+
+
+def test_preset_budget_plans():
+    # max_budget 8000, 4 supports → {2000, 4000, 6000, 8000}; linear prior ∝ b_j → 0.1, 0.2, 0.3, 0.4
+    plan = build_config(TrainConfig, preset="ar-linear").rollout.plan()
+    assert plan.budgets == (2000, 4000, 6000, 8000)
+    assert plan.probs == pytest.approx((0.1, 0.2, 0.3, 0.4))
+    grpo = build_config(TrainConfig, preset="grpo").rollout.plan()
+    assert grpo.budgets == (8000,) and grpo.probs == (1.0,)
+    assert set(PRESETS) == set(SEED_TABLE)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_file_loads(path):
+    cfg = build_config(TrainConfig, files=[path])
+    cfg.rollout.plan()
+
+
+def test_shipped_config_files_exist():
+    assert list(CONFIG_DIR.glob("*.yaml")), "the package ships example configs"
+
+
+def test_order_defaults_preset_file_overrides(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("rollout:\n  n_summary: 2\n  max_budget: 400\ntrainer:\n  steps: 5\n")
+    cfg = build_config(TrainConfig, preset="ar-uniform", files=[f], overrides=["trainer.steps=7"])
+    assert cfg.rollout.n_summary == 2  # file beats preset
+    assert cfg.trainer.steps == 7  # override beats file
+    assert cfg.rollout.plan().budgets == (100, 200, 300, 400)
+
+
+def test_seed_spelling_of_knobs_is_accepted():
+    cfg = build_config(
+        TrainConfig,
+        overrides=["actor_rollout_ref.rollout.n_summary=2", "actor_rollout_ref.rollout.budget_probs=linear"],
+    )
+    assert cfg.rollout.n_summary == 2 and cfg.rollout.budget_probs == "linear"
+
+
+def test_explicit_budgets_and_weights():
+    cfg = build_config(TrainConfig, overrides=["rollout.budgets=100,300,600", "rollout.budget_probs=1,1,2"])
+    plan = cfg.rollout.plan()
+    assert plan.budgets == (100, 300, 600)
+    assert plan.probs == pytest.approx((0.25, 0.25, 0.5))
+    grid = build_config(TrainConfig, overrides=["rollout.budgets=250:1000:250"]).rollout.plan()
+    assert grid.budgets == (250, 500, 750, 1000)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("rollout.n=0", "rollout.n: Input should be greater than or equal to 1"),
+        ("rollout.bogus=1", "rollout.bogus: unknown key in 'rollout'; allowed: n, n_summary"),
+        ("bogus=1", "bogus: unknown key; allowed: model, data, rollout, ppo, trainer"),
+        ("rollout.n_summary=x", "rollout.n_summary: Input should be a valid integer"),
+        ("rollout.summary_method=ppo", "rollout.summary_method: Input should be 'grpo' or 'brpo'"),
+        ("rollout.budget_probs=cubic", "rollout.budget_probs: allowed: base, uniform, linear"),
+        ("rollout.budget_probs=1,2", "rollout.budget_probs: 2 weights given for 4 budgets"),
+        ("rollout.budget_probs=0,0,0,0", "rollout.budget_probs: weights sum to zero"),
+        ("rollout.budgets=300,200", "rollout.budgets: budgets must be strictly increasing"),
+        ("rollout.top_p=1.5", "rollout.top_p: Input should be less than or equal to 1"),
+        ("ppo.loss_agg=seq", "ppo.loss_agg: Input should be 'constant' or 'token-mean'"),
+    ],
+)
+def test_bad_values_give_one_line_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        build_config(TrainConfig, overrides=[override])
+    text = str(err.value)
+    assert "\n" not in text
+    assert text.startswith(message), text
+
+
+def test_unknown_preset_and_bad_override_syntax():
+    with pytest.raises(ConfigError, match="preset: unknown 'ppo'; allowed: grpo, ar-linear"):
+        build_config(TrainConfig, preset="ppo")
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["rollout.n"])
+
+
+def test_bad_yaml_file(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("rollout: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        build_config(TrainConfig, files=[f])
+    with pytest.raises(ConfigError, match="file not found"):
+        build_config(TrainConfig, files=[tmp_path / "missing.yaml"])
