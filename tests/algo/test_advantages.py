@@ -136,3 +136,15 @@ def test_bad_inputs_raise_clear_errors():
         summary_advantages(torch.zeros(2, 2), "brpo")
     with pytest.raises(ValueError, match="summary_method"):
         summary_advantages(torch.zeros(1, 1, 1, 1), "ppo")
+
+
+def test_brpo_diagnostics_by_hand():
+    from anytime_reasoner.algo.advantages import brpo_diagnostics
+
+    # same case as the hand-computed BRPO test: R(g0) = [2/3, 1/3, 1/3], R(g1) = [1/3, 1/3, 1/3]
+    scores = torch.tensor([[[[1.0], [0.0], [1.0]], [[0.0], [0.0], [1.0]]]])
+    d = brpo_diagnostics(scores, torch.ones(3))
+    # Var[R] over the two rollouts (population): s0 → ((1/6)² + (1/6)²)/2 = 1/36; s1, s2 → 0
+    torch.testing.assert_close(d["var_R"], torch.tensor([1 / 36, 0.0, 0.0]))
+    # R − V: s0 → ±1/6 → 1/36; s1 → −1/9, 1/9 → 1/81; s2 → 4/27, 2/9 → mean 5/27, var (1/27)² = 1/729
+    torch.testing.assert_close(d["var_R_minus_V"], torch.tensor([1 / 36, 1 / 81, 1 / 729]))

@@ -131,3 +131,17 @@ def _check_scores(scores: torch.Tensor) -> None:
         raise ValueError(f"scores: expected shape [B, G, S, A], got {tuple(scores.shape)}")
     if 0 in scores.shape:
         raise ValueError(f"scores: every dimension must be non-empty, got {tuple(scores.shape)}")
+
+
+def brpo_diagnostics(scores: torch.Tensor, budget_probs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Variances across rollouts, per budget, of R, R−V1, R−V2 and R−V (paper Fig. 3).
+
+    scores ``[B, G, S, A]`` → each entry ``[S]`` (float32): the variance over all B·G thinkings of
+    the return and of the return minus each baseline.
+    """
+    out = {}
+    for name, vr in (("var_R", "none"), ("var_R_minus_V1", "v1only"), ("var_R_minus_V2", "v2only"), ("var_R_minus_V", "brpo")):
+        adv = thinking_advantages(scores, budget_probs, vr)  # [B, G, S]
+        flat = adv.reshape(-1, adv.shape[-1])  # [B·G, S]
+        out[name] = flat.var(dim=0, unbiased=False) if flat.shape[0] > 1 else torch.zeros(flat.shape[-1])
+    return out
