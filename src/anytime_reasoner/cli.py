@@ -44,6 +44,13 @@ COMMANDS: dict[str, Command] = {
         run="anytime_reasoner.rewards.cli:run_grade",
         config="anytime_reasoner.config:GradeConfig",
     ),
+    "data": Command(
+        summary="build training/evaluation sets in one schema (JSONL, + parquet with pyarrow)",
+        run="anytime_reasoner.data.build:run_data",
+        config="anytime_reasoner.config:DataBuildConfig",
+        positional="sources",
+        positional_list=True,
+    ),
 }
 
 

@@ -194,6 +194,139 @@ class GradeConfig(_Strict):
     progress: bool = True
 
 
+# -- data, eval, plot, ask (anytime_reasoner.data / anytime_reasoner.eval) ---------------------
+
+BENCHMARK_NAMES = ["aime", "amc", "math500", "minerva", "olympiad_bench"]
+
+
+def _grid_field(value: Any, field: str) -> Any:
+    try:
+        return list(parse_grid(value, field=field))
+    except BudgetError as err:
+        raise ValueError(str(err).split(": ", 1)[-1]) from None
+
+
+def _prior_field(value: Any) -> Any:
+    if isinstance(value, str):
+        if "," in value or value.strip().startswith("["):
+            return _split_list(value)
+        if value not in PRIORS:
+            raise ValueError(f"allowed: {', '.join(PRIORS)}, or a list of non-negative weights (e.g. 1,2,3,4)")
+    return value
+
+
+class DataBuildConfig(_Strict):
+    """``anytime-reasoner data SOURCE ... out=DIR``."""
+
+    sources: list[str] = Field(..., min_length=1, description="names (aime, amc, math500, minerva, olympiad_bench, "
+                               "train/aime, train/math), .json/.jsonl/.parquet files, or hub datasets owner/name")
+    out: str = Field("data", description="folder (one <source>.jsonl each) or a .jsonl file (all sources merged)")
+    data_dir: str | None = Field(None, description="folder with test/ and train/ JSON (else $ANYTIME_REASONER_DATA)")
+    tokenizer: str | None = Field(None, description="tokenizer path: drop prompts over max_prompt_tokens")
+    max_prompt_tokens: int = Field(1024, ge=1, description="templated prompt length cap (needs tokenizer)")
+    strict: bool = Field(False, description="raise on the first bad row instead of counting and skipping it")
+    split: str = Field("train", description="split of a hub dataset")
+    parquet: bool = Field(True, description="also write .parquet when pyarrow is installed")
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _sources(cls, value: Any) -> Any:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return [p for v in value for p in _split_list(v)]
+        return _split_list(value)
+
+
+class _Generation(_Strict):
+    """Model and sampling keys shared by ``eval`` and ``ask``."""
+
+    model: str = Field(..., description="Hugging Face causal LM (local path or name); tokenizer needs </think> as one token")
+    tokenizer: str | None = Field(None, description="tokenizer path if different from the model's")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    temperature: float = Field(0.6, gt=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    summary_max_tokens: int = Field(118, ge=1, description="new-token cap of each summary")
+    seed: int = 0
+    think_start: str = "<think>"
+    think_end: str = "</think>"
+    cut_marker: str = Field("...\n\n...\n\n", description="text inserted after a cut, before think_end")
+    answer_delimiter: str = Field("\n\n**Final Answer**\n", description="text inserted before a summary")
+
+
+class EvalConfig(_Generation):
+    """``anytime-reasoner eval model=M data=aime,amc budgets=250:8000:250 samples=K``."""
+
+    data: list[str] = Field(BENCHMARK_NAMES, description="benchmarks: names, files or hub datasets")
+    data_dir: str | None = Field(None, description="folder with test/*.json (else $ANYTIME_REASONER_DATA)")
+    budgets: list[int] = Field(
+        "250:8000:250", validate_default=True, description="budget grid: start:stop:step or a comma list"
+    )
+    samples: int = Field(1, ge=1, description="thinkings per problem (each cut at every budget)")
+    prior: str | list[float] = Field("uniform", description="prior of the anytime score: base, uniform, linear, or weights")
+    batch_size: int = Field(8, ge=1, description="problems per generation call")
+    limit: int | None = Field(None, ge=1, description="first N problems of each benchmark")
+    out: str = Field("runs/eval", description="output folder: results.json/.csv/.md and the resume cache")
+    max_prompt_tokens: int = Field(1024, ge=1)
+    strict: bool = Field(False, description="raise on bad rows instead of skipping them")
+    grade_timeout: float = Field(10.0, gt=0.0, description="seconds per graded answer")
+    progress: bool = True
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _budgets(cls, value: Any) -> Any:
+        return _grid_field(value, "budgets")
+
+    @field_validator("prior", mode="before")
+    @classmethod
+    def _prior(cls, value: Any) -> Any:
+        return _prior_field(value)
+
+    @model_validator(mode="after")
+    def _prior_fits(self) -> "EvalConfig":
+        from anytime_reasoner.algo.budgets import prior_weights
+
+        try:
+            prior_weights(self.prior, self.budgets)
+        except BudgetError as err:
+            raise ValueError(str(err).replace("budget_probs", "prior")) from None
+        return self
+
+
+class AskConfig(_Generation):
+    """``anytime-reasoner ask "QUESTION" model=M budgets=500,1000,2000``."""
+
+    question: str = Field(..., min_length=1, description="the problem to answer")
+    budgets: list[int] = Field(
+        "1000,2000,4000,8000", validate_default=True, description="thinking budgets: comma list or start:stop:step"
+    )
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _budgets(cls, value: Any) -> Any:
+        return _grid_field(value, "budgets")
+
+
+class PlotConfig(_Strict):
+    """``anytime-reasoner plot a.json b.json ... out=FIG.png``."""
+
+    inputs: list[str] = Field(..., min_length=1, description="results files (eval's results.json or the demo's)")
+    out: str = Field("anytime.png", description="PNG written")
+    labels: list[str] | None = Field(None, description="one legend label per input file (default: model / file name)")
+    title: str | None = Field(None, description="figure title")
+
+    @field_validator("inputs", "labels", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return [p for v in value for p in _split_list(v)]
+        return _split_list(value)
+
+
 # --------------------------------------------------------------------------------------------
 # Presets (SPEC §8): the seed's eight experiments, by name.
 # --------------------------------------------------------------------------------------------

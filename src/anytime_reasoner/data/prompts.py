@@ -1,0 +1,32 @@
+"""Chat prompts as token ids: ``<user>{question …}<assistant><think>\\n`` in the model's template.
+
+The prompt is rendered by the tokenizer's own chat template with the generation prompt; when the
+rendered text does not already end with the think-start tag plus a newline (R1-Distill's template
+adds it, many others do not), ``think_start + "\\n"`` is appended so every thinking starts the same
+way (SPEC §8). A tokenizer without a chat template gets a plain ``User: … / Assistant:`` layout —
+a departure from the seed, which only ran templated models, so that tiny test tokenizers work.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+
+def render_prompt(tokenizer: Any, messages: Sequence[dict[str, str]], think_start: str = "<think>") -> str:
+    """The prompt text the model sees, ending with ``think_start`` and a newline."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    else:
+        turns = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages)
+        text = f"{turns}Assistant: "
+    stripped = text.rstrip(" ")
+    if stripped.endswith(think_start + "\n"):
+        return stripped
+    if stripped.endswith(think_start):
+        return stripped + "\n"
+    return text + think_start + "\n"
+
+
+def encode_prompt(tokenizer: Any, messages: Sequence[dict[str, str]], think_start: str = "<think>") -> list[int]:
+    """Token ids of :func:`render_prompt` (the template already holds any BOS text)."""
+    return list(tokenizer.encode(render_prompt(tokenizer, messages, think_start), add_special_tokens=False))
