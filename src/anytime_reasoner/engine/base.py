@@ -4,14 +4,19 @@ An engine samples ``n`` continuations for each of a batch of token-id prefixes. 
 encoded once and its state (KV cache) shared by its ``n`` samples: the anytime rollout relies on
 this to sample A summaries from one cut of a thinking without re-encoding the thinking A times.
 Token ids for stopping come from the caller (read from the tokenizer), never from the engine.
+
+Extension (compatible): ``n`` may also be a sequence with one sample count per prefix, so that one
+call can serve prefixes that need different numbers of samples (the anytime rollout samples
+``A × k`` summaries from a cut shared by ``k`` budgets). A count of 0 yields an empty list.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence
+from typing import Literal, Protocol, Sequence, Union
 
 FinishReason = Literal["stop", "length"]
+SampleCounts = Union[int, Sequence[int]]  # one n for all prefixes, or one per prefix
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,18 @@ class Completion:
 
 class GenerationEngine(Protocol):
     def sample(
-        self, prefixes: Sequence[Sequence[int]], n: int, params: SamplingParams
+        self, prefixes: Sequence[Sequence[int]], n: SampleCounts, params: SamplingParams
     ) -> list[list[Completion]]:
-        """``[len(prefixes)][n]`` completions; each prefix is encoded once for its n samples."""
+        """``[len(prefixes)][n]`` completions (``[i][n[i]]`` when ``n`` is per prefix); each prefix
+        is encoded once for its n samples."""
         ...
+
+
+def sample_counts(n: SampleCounts, n_prefixes: int) -> list[int]:
+    """Normalize ``n`` to one non-negative count per prefix (raise ``ValueError`` otherwise)."""
+    counts = [n] * n_prefixes if isinstance(n, int) else [int(c) for c in n]
+    if len(counts) != n_prefixes:
+        raise ValueError(f"n: {len(counts)} sample counts given for {n_prefixes} prefixes")
+    if any(c < 0 for c in counts):
+        raise ValueError(f"n: sample counts must be >= 0, got {counts}")
+    return counts

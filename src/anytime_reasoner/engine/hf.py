@@ -1,0 +1,271 @@
+"""Generation with a Hugging Face causal LM (``model.generate``), CPU or CUDA, with prefix reuse.
+
+:class:`TransformersEngine` samples ``n`` continuations per prefix. Prefix reuse (SPEC §3.4): the
+distinct prefixes of a chunk are left-padded into ``ids [k, T]`` and ``ids[:, :-1]`` is run once
+through the model into a ``DynamicCache``; the cache rows are then gathered n-fold
+(``Cache.batch_select_indices`` with row indices ``[0,0,…,1,1,…]``, which also allows a different
+n per prefix) and ``generate`` is called on the expanded full ids with that cache. In transformers
+5.x ``GenerationMixin._prefill`` then sees ``input_ids`` longer than the cache by one and feeds
+only the last prefix token; position ids come from the full attention mask (``cumsum - 1``), the
+same ones the prefill used, so the result is plain ``generate`` on the full prefix, minus
+``n - 1`` re-encodings of it.
+
+Fallback: a model whose cache cannot be gathered by rows (no ``Cache`` returned, or
+linear-attention/recurrent layers) is served by re-encoding the prefix for each sample (one log
+line says so), as is ``reuse_prefix=False`` (used by the benchmark as the baseline).
+
+Sampling is exactly temperature / top-p from the model: the model's own ``generation_config``
+knobs that would change the distribution (top-k, min-p, typical-p, repetition penalty, …) are
+neutralized. ``temperature == 0`` means greedy. A seed is applied inside ``torch.random.fork_rng``
+so the global RNG is left as it was. Big requests are split into chunks of at most
+``max_batch_rows`` sampled rows and (optionally) ``max_batch_tokens`` padded tokens; prefixes are
+sorted by length first so chunks carry little padding.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from anytime_reasoner.engine.base import Completion, SampleCounts, SamplingParams, sample_counts
+
+log = logging.getLogger(__name__)
+
+# Generation-config knobs that change the sampling distribution, and their neutral values.
+_NEUTRAL_KNOBS = (
+    ("min_p", 0.0),
+    ("typical_p", 1.0),
+    ("epsilon_cutoff", 0.0),
+    ("eta_cutoff", 0.0),
+    ("repetition_penalty", 1.0),
+    ("no_repeat_ngram_size", 0),
+    ("min_new_tokens", 0),
+    ("min_length", 0),
+)
+
+
+@dataclass
+class EngineStats:
+    """Counters over the engine's lifetime (for benchmarks and logs)."""
+
+    generate_calls: int = 0
+    sampled_rows: int = 0
+    prefill_tokens: int = 0  # prefix tokens run through the model (excluding left padding)
+    padded_prefill_tokens: int = 0  # the same including left padding
+
+
+@dataclass
+class TransformersEngine:
+    """Sample from any HF causal LM; see the module docstring for how prefixes are reused."""
+
+    model: Any  # a transformers PreTrainedModel with generate()
+    pad_token_id: int
+    max_batch_rows: int = 64  # sampled rows per generate() call
+    max_batch_tokens: int | None = None  # rows × (padded prefix + max_new_tokens) per call
+    reuse_prefix: bool = True
+    stats: EngineStats = field(default_factory=EngineStats)
+    _reuse_ok: bool | None = field(default=None, init=False, repr=False)  # learned at first prefill
+
+    def __post_init__(self) -> None:
+        if self.max_batch_rows < 1:
+            raise ValueError(f"max_batch_rows: must be >= 1, got {self.max_batch_rows}")
+        self.model.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def sample(
+        self, prefixes: Sequence[Sequence[int]], n: SampleCounts, params: SamplingParams
+    ) -> list[list[Completion]]:
+        counts = sample_counts(n, len(prefixes))
+        if any(len(p) == 0 for p in prefixes):
+            raise ValueError("prefixes: every prefix needs at least one token")
+        out: list[list[Completion]] = [[] for _ in prefixes]
+        lengths = [len(p) for p in prefixes]
+        with torch.no_grad(), _seeded(params.seed, self.device):
+            for group in plan_chunks(lengths, counts, params.max_new_tokens, self.max_batch_rows, self.max_batch_tokens):
+                done = self._sample_chunk([prefixes[i] for i in group], [counts[i] for i in group], params)
+                for i, completions in zip(group, done):
+                    out[i] = completions
+        return out
+
+    # -- one chunk of prefixes ---------------------------------------------------------------
+
+    def _sample_chunk(
+        self, prefixes: list[Sequence[int]], counts: list[int], params: SamplingParams
+    ) -> list[list[Completion]]:
+        ids, mask = left_pad(prefixes, self.pad_token_id, self.device)  # [k, T], [k, T]
+        rows = torch.repeat_interleave(torch.arange(len(prefixes)), torch.tensor(counts))  # [R]
+        cache = self._prefill(ids[:, :-1], mask[:, :-1]) if self.reuse_prefix and ids.shape[1] > 1 else None
+        slices = [rows[i : i + self.max_batch_rows] for i in range(0, len(rows), self.max_batch_rows)]
+        sampled: list[Completion] = []
+        for j, sub in enumerate(slices):
+            if cache is not None:
+                sub_cache = cache if j == len(slices) - 1 else copy.deepcopy(cache)
+                sub_cache.batch_select_indices(sub.to(self.device))
+                self._count(mask[sub], encoded_last_only=True)
+            else:
+                sub_cache = None
+                self._count(mask[sub], encoded_last_only=False)
+            tokens = self._generate(ids[sub], mask[sub], sub_cache, params)  # [r, new]
+            sampled.extend(finish(row, params.stop_token_ids) for row in tokens.tolist())
+        starts = [0] + torch.cumsum(torch.tensor(counts), 0).tolist()
+        return [sampled[a:b] for a, b in zip(starts[:-1], starts[1:])]
+
+    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> Any | None:
+        """Run ``ids [k, T-1]`` once; return its cache if it can be gathered by rows, else None."""
+        if self._reuse_ok is False:
+            return None
+        kwargs: dict[str, Any] = {}
+        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
+            kwargs["logits_to_keep"] = 1
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=True, **kwargs)
+        self.stats.prefill_tokens += int(mask.sum())
+        self.stats.padded_prefill_tokens += mask.numel()
+        cache = _output_cache(out)
+        if self._reuse_ok is None:
+            self._reuse_ok = expandable(cache)
+            if not self._reuse_ok:
+                log.warning(
+                    "TransformersEngine: %s cache cannot be expanded by rows; re-encoding each prefix per sample",
+                    type(cache).__name__,
+                )
+        return cache if self._reuse_ok else None
+
+    def _generate(self, ids: torch.Tensor, mask: torch.Tensor, cache: Any | None, params: SamplingParams) -> torch.Tensor:
+        """Sampled tokens after the prefix, ``[rows, new]`` (finished rows padded after their stop)."""
+        kwargs = generation_kwargs(self.model, params, self.pad_token_id)
+        if cache is not None:
+            kwargs[_cache_kwarg(self.model)] = cache
+        out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)  # [rows, T + new]
+        self.stats.generate_calls += 1
+        self.stats.sampled_rows += ids.shape[0]
+        return out[:, ids.shape[1] :].cpu()
+
+    def _count(self, mask: torch.Tensor, *, encoded_last_only: bool) -> None:
+        """Count the prefix tokens generate() itself runs: only the last one per row when cached."""
+        if encoded_last_only:
+            self.stats.prefill_tokens += mask.shape[0]
+            self.stats.padded_prefill_tokens += mask.shape[0]
+        else:
+            self.stats.prefill_tokens += int(mask.sum())
+            self.stats.padded_prefill_tokens += mask.numel()
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def plan_chunks(
+    lengths: Sequence[int], counts: Sequence[int], max_new_tokens: int, max_rows: int, max_tokens: int | None
+) -> list[list[int]]:
+    """Group prefix indices (longest first) so a group has ≤ ``max_rows`` sampled rows and
+    ≤ ``max_tokens`` padded tokens; a single prefix whose rows exceed the cap forms its own group
+    (its rows are then split across several generate calls that share one prefill)."""
+    order = sorted((i for i in range(len(lengths)) if counts[i] > 0), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    rows = 0
+    for i in order:
+        width = (lengths[groups[-1][0]] if groups else lengths[i]) + max_new_tokens
+        fits = groups and rows + counts[i] <= max_rows
+        if fits and max_tokens is not None:
+            fits = (rows + counts[i]) * width <= max_tokens
+        if fits:
+            groups[-1].append(i)
+            rows += counts[i]
+        else:
+            groups.append([i])
+            rows = counts[i]
+    return groups
+
+
+def left_pad(prefixes: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ``ids [k, T]`` and attention ``mask [k, T]`` (1 on real tokens)."""
+    width = max(len(p) for p in prefixes)
+    ids = torch.full((len(prefixes), width), pad_id, dtype=torch.long)  # [k, T]
+    mask = torch.zeros((len(prefixes), width), dtype=torch.long)  # [k, T]
+    for row, p in enumerate(prefixes):
+        if len(p):
+            ids[row, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
+            mask[row, width - len(p) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens (0 on padding), as ``generate`` derives them. ``[k, T]``"""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def finish(tokens: Sequence[int], stop_ids: Sequence[int]) -> Completion:
+    """Keep tokens through the first stop id (finish ``"stop"``); else all of them (``"length"``)."""
+    stops = set(stop_ids)
+    for i, tok in enumerate(tokens):
+        if tok in stops:
+            return Completion(tuple(tokens[: i + 1]), "stop")
+    return Completion(tuple(tokens), "length")
+
+
+def expandable(cache: Any) -> bool:
+    """True when a prefill cache can be gathered by rows: every layer is plain attention KV."""
+    from transformers import cache_utils
+
+    if cache is None or not isinstance(cache, cache_utils.Cache) or not hasattr(cache, "batch_select_indices"):
+        return False
+    linear = getattr(cache_utils, "LinearAttentionCacheLayerMixin", None)
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        return False
+    return all(hasattr(layer, "batch_select_indices") and not (linear and isinstance(layer, linear)) for layer in layers)
+
+
+def generation_kwargs(model: Any, params: SamplingParams, pad_id: int) -> dict[str, Any]:
+    """``generate`` keyword arguments for exactly temperature/top-p sampling (or greedy)."""
+    greedy = params.temperature == 0
+    kwargs: dict[str, Any] = dict(
+        max_new_tokens=params.max_new_tokens,
+        do_sample=not greedy,
+        num_beams=1,
+        num_return_sequences=1,
+        pad_token_id=pad_id,
+        eos_token_id=list(params.stop_token_ids),
+        use_cache=True,
+    )
+    if not greedy:
+        kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+    defaults = getattr(model, "generation_config", None)
+    for name, neutral in _NEUTRAL_KNOBS:
+        if defaults is not None and getattr(defaults, name, None) not in (None, neutral):
+            kwargs[name] = neutral
+    return kwargs
+
+
+def _cache_kwarg(model: Any) -> str:
+    """transformers 5.x calls the cache ``cache``; 4.x called it ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _output_cache(out: Any) -> Any | None:
+    for name in ("cache", "past_key_values"):
+        value = getattr(out, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+@contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed torch's RNG for the block only; the caller's RNG state is restored afterwards."""
+    if seed is None:
+        yield
+        return
+    cuda = device.type == "cuda"
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

@@ -1,0 +1,83 @@
+"""Shared test fixtures: a tiny byte-level tokenizer and a tiny random Qwen2 model.
+
+The tokenizer maps every byte to its own value as id (``"a"`` → 97, ``"\\n"`` → 10), so token
+arithmetic in tests can be done by hand; special tokens follow from 256:
+``<pad>`` 256, ``<eos>`` 257, ``<think>`` 258, ``</think>`` 259, ``<|user|>`` 260, ``<|assistant|>`` 261.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+PAD, EOS, THINK, THINK_END, USER, ASSISTANT = 256, 257, 258, 259, 260, 261
+SPECIAL_TOKENS = ("<pad>", "<eos>", "<think>", "</think>", "<|user|>", "<|assistant|>")
+VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
+
+# Ends at the assistant turn; the prompt helper must append "<think>\n" itself.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte → printable character map (the ByteLevel alphabet)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = list(keep)
+    extra = 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {b: chr(c) for b, c in zip(keep, chars)}
+
+
+def make_tokenizer(chat_template: str = CHAT_TEMPLATE):
+    """A byte-level tokenizer (id of byte b is b) with the special tokens above."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {ch: b for b, ch in bytes_to_unicode().items()}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    core.add_special_tokens(list(SPECIAL_TOKENS))
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, eos_token="<eos>", pad_token="<pad>", padding_side="left"
+    )
+    tok.chat_template = chat_template
+    return tok
+
+
+def make_tiny_qwen2(seed: int = 0, hidden: int = 32, layers: int = 2, vocab: int = VOCAB_SIZE):
+    """A random Qwen2 causal LM built from a config (no download)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        bos_token_id=EOS,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return Qwen2ForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return make_tiny_qwen2()

@@ -1,0 +1,133 @@
+"""TransformersEngine on a tiny random Qwen2 (CPU): shapes, stops, seeds, and prefix reuse.
+
+Prefix reuse is checked two ways: greedy continuations from the cached, left-padded path equal
+plain ``generate`` on each unpadded prefix, and seeded samples equal those of the re-encoding
+path (same logits, same RNG stream → same tokens). A forward hook shows that ``generate`` itself
+only runs the last prefix token when the cache is reused.
+"""
+
+import logging
+
+import pytest
+import torch
+
+from anytime_reasoner.engine import hf
+from anytime_reasoner.engine.base import SamplingParams
+from anytime_reasoner.engine.hf import TransformersEngine, left_pad, plan_chunks, position_ids
+
+PAD = 256  # tests/conftest.py: <pad>
+PREFIXES = [[5, 6, 7, 8, 9, 10, 11], [20], [30, 31, 32]]  # lengths 7, 1, 3 → left padding
+
+
+def reference(model, prefix, max_new_tokens):
+    """Plain greedy generate on one unpadded prefix, no stop ids."""
+    out = model.generate(
+        input_ids=torch.tensor([prefix]), max_new_tokens=max_new_tokens, do_sample=False,
+        eos_token_id=[], pad_token_id=PAD,
+    )
+    return tuple(out[0, len(prefix):].tolist())
+
+
+@pytest.fixture
+def engine(tiny_model):
+    return TransformersEngine(tiny_model, pad_token_id=PAD)
+
+
+def test_helpers_left_pad_and_positions():
+    ids, mask = left_pad([[1, 2, 3], [4]], pad_id=0, device=torch.device("cpu"))
+    assert ids.tolist() == [[1, 2, 3], [0, 0, 4]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert position_ids(mask).tolist() == [[0, 1, 2], [0, 0, 0]]
+
+
+def test_plan_chunks_respects_rows_and_tokens():
+    # lengths 5, 9, 2 with 2 samples each → sorted longest first: 1 (9), 0 (5), 2 (2)
+    assert plan_chunks([5, 9, 2], [2, 2, 2], 1, max_rows=4, max_tokens=None) == [[1, 0], [2]]
+    # token cap 25: group {1}: 2 rows × (9 + 1) = 20; adding 0 → 4 × 10 = 40 > 25 → new group
+    assert plan_chunks([5, 9, 2], [2, 2, 2], 1, max_rows=8, max_tokens=25) == [[1], [0, 2]]
+    # a prefix needing more rows than the cap gets its own group; zero counts are dropped
+    assert plan_chunks([5, 9], [7, 0], 1, max_rows=4, max_tokens=None) == [[0]]
+
+
+def test_shapes_and_length_finish(engine):
+    out = engine.sample(PREFIXES, 2, SamplingParams(max_new_tokens=6, temperature=1.0, seed=0))
+    assert [len(row) for row in out] == [2, 2, 2]
+    assert all(len(c.token_ids) == 6 and c.finish_reason == "length" for row in out for c in row)
+
+
+def test_per_prefix_counts(engine):
+    out = engine.sample(PREFIXES, [0, 3, 1], SamplingParams(max_new_tokens=2, temperature=1.0, seed=0))
+    assert [len(row) for row in out] == [0, 3, 1]
+
+
+def test_greedy_cached_path_equals_plain_generate(tiny_model, engine):
+    calls = []
+    handle = tiny_model.register_forward_pre_hook(
+        lambda mod, args, kwargs: calls.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    try:
+        out = engine.sample(PREFIXES, 2, SamplingParams(max_new_tokens=8, temperature=0))
+    finally:
+        handle.remove()
+    for prefix, row in zip(PREFIXES, out):
+        ref = reference(tiny_model, prefix, 8)
+        assert [c.token_ids for c in row] == [ref, ref]
+    # forward 1: the prefill of ids[:, :-1] → [3 prefixes, 7 - 1]; forward 2: generate's first step
+    # sees only the last prefix token for the 3 × 2 expanded rows → [6, 1]
+    assert calls[0] == (3, 6)
+    assert calls[1] == (6, 1)
+    # prefill counts real tokens: (7-1) + (1-1) + (3-1) = 8, then one last token per row: 6 → 14
+    assert engine.stats.prefill_tokens == 14
+
+
+def test_chunked_rows_share_one_prefill(tiny_model):
+    # 5 rows per prefix, at most 2 rows per generate → 3 generate calls per prefix from one prefill
+    engine = TransformersEngine(tiny_model, pad_token_id=PAD, max_batch_rows=2)
+    out = engine.sample(PREFIXES[:1], 5, SamplingParams(max_new_tokens=4, temperature=0))
+    assert [c.token_ids for c in out[0]] == [reference(tiny_model, PREFIXES[0], 4)] * 5
+    assert engine.stats.generate_calls == 3
+
+
+def test_stop_ids_end_rows_and_padding_is_stripped(tiny_model, engine):
+    ref0 = reference(tiny_model, PREFIXES[0], 8)
+    ref2 = reference(tiny_model, PREFIXES[2], 8)
+    # stop on the first token of ref0 (after position 0) that appears in neither earlier ref0 nor ref2
+    i = next(k for k in range(1, 8) if ref0[k] not in ref0[:k] and ref0[k] not in ref2)
+    stop = ref0[i]
+    out = engine.sample([PREFIXES[0], PREFIXES[2]], 1, SamplingParams(max_new_tokens=8, temperature=0, stop_token_ids=(stop,)))
+    assert out[0][0].token_ids == ref0[: i + 1] and out[0][0].finish_reason == "stop"
+    assert out[1][0].token_ids == ref2 and out[1][0].finish_reason == "length"
+
+
+def test_seed_reproducible_and_scoped(engine):
+    params = SamplingParams(max_new_tokens=6, temperature=1.0, top_p=0.9, seed=123)
+    state = torch.get_rng_state()
+    a = engine.sample(PREFIXES, 2, params)
+    assert torch.equal(state, torch.get_rng_state())  # the caller's RNG is untouched
+    assert engine.sample(PREFIXES, 2, params) == a
+    other = engine.sample(PREFIXES, 2, SamplingParams(max_new_tokens=6, temperature=1.0, top_p=0.9, seed=124))
+    assert other != a
+
+
+def test_reuse_samples_equal_reencoding_samples(tiny_model, engine):
+    params = SamplingParams(max_new_tokens=6, temperature=1.0, seed=7)
+    baseline = TransformersEngine(tiny_model, pad_token_id=PAD, reuse_prefix=False)
+    assert engine.sample(PREFIXES, 3, params) == baseline.sample(PREFIXES, 3, params)
+    # re-encoding runs every prefix token of every row: 3 × (7 + 1 + 3) = 33
+    assert baseline.stats.prefill_tokens == 33
+
+
+def test_fallback_when_cache_cannot_be_expanded(tiny_model, monkeypatch, caplog):
+    monkeypatch.setattr(hf, "expandable", lambda cache: False)
+    engine = TransformersEngine(tiny_model, pad_token_id=PAD)
+    with caplog.at_level(logging.WARNING, logger="anytime_reasoner.engine.hf"):
+        out = engine.sample(PREFIXES, 2, SamplingParams(max_new_tokens=4, temperature=0))
+    assert "re-encoding each prefix per sample" in caplog.text
+    for prefix, row in zip(PREFIXES, out):
+        assert [c.token_ids for c in row] == [reference(tiny_model, prefix, 4)] * 2
+
+
+def test_expandable_on_real_cache(tiny_model):
+    out = tiny_model(input_ids=torch.tensor([[1, 2]]), use_cache=True)
+    assert hf.expandable(hf._output_cache(out))
+    assert not hf.expandable(None)
