@@ -1,0 +1,276 @@
+"""The math verifier: extraction here, equivalence in killable worker processes.
+
+:class:`MathVerifier` implements :class:`~anytime_reasoner.rewards.base.Verifier`. Keep one for a
+whole run (it is a context manager; :meth:`MathVerifier.close` ends its workers)::
+
+    with MathVerifier(GraderSettings(timeout=10, workers=4)) as verifier:
+        grades = verifier.grade(responses, ground_truths)
+
+How a batch is graded:
+
+1. In the caller: the format rule, answer extraction, the answer-length cap and the plain-text
+   fast path (:mod:`~anytime_reasoner.rewards.normalize`). These are linear-time string code.
+2. Answers still undecided are deduplicated (a rollout repeats answers many times) and sent to a
+   ``pebble`` process pool, one task each, with a per-task timeout that starts when a worker
+   picks the task up. A task that runs past it is counted wrong with ``timed_out=True`` and its
+   worker is killed and replaced; the other tasks go on.
+3. A backstop deadline for the whole batch guards against a broken pool: past it, the pending
+   answers count as timed out and the pool is rebuilt on the next call.
+
+The timeout needs no signals in the caller, so grading works from any thread. There is no
+in-process math path: a thread cannot be interrupted inside one long C call (``9^{9^{9}}`` is
+big-integer arithmetic), so only a separate process can be bounded.
+
+Workers are started with ``forkserver`` by default (a clean process, not a fork of a trainer that
+holds CUDA or threads), with math-verify preloaded so that replacing a killed worker is quick.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import math
+import multiprocessing
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Literal, Sequence
+
+from pebble import ProcessExpired, ProcessPool
+
+from anytime_reasoner.rewards.base import Grade
+from anytime_reasoner.rewards.extract import ANSWER_MARKER, THINK_END, extract_answer, is_well_formed
+from anytime_reasoner.rewards.normalize import same_text
+
+logger = logging.getLogger(__name__)
+
+WORKER_MODULE = "anytime_reasoner.rewards.equivalence"
+Progress = Callable[[int], None]  # called with the number of items just finished
+GroundTruths = Sequence[str] | str
+
+
+@dataclass(frozen=True)
+class GraderSettings:
+    """How :class:`MathVerifier` grades; all times in seconds."""
+
+    timeout: float = 10.0  # per answer, in a worker, before it counts as wrong (timed_out)
+    workers: int = 2  # grading processes
+    max_answer_chars: int = 2000  # longer extracted answers count as wrong without parsing
+    memory_limit_mb: int | None = 4096  # address-space cap of each worker (None: no cap)
+    start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"
+    restart_allowance: float = 5.0  # per task in the backstop: replacing a killed worker
+    backstop_slack: float = 60.0  # extra time before a whole batch is abandoned
+    think_end: str = THINK_END
+    answer_marker: str = ANSWER_MARKER
+
+    def __post_init__(self) -> None:
+        if not self.timeout > 0:
+            raise ValueError(f"timeout: must be > 0 (got {self.timeout})")
+        if self.workers < 1:
+            raise ValueError(f"workers: must be >= 1 (got {self.workers})")
+        if self.max_answer_chars < 1:
+            raise ValueError(f"max_answer_chars: must be >= 1 (got {self.max_answer_chars})")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether one answer matched its ground truths."""
+
+    correct: bool
+    timed_out: bool = False
+
+
+@dataclass
+class _Batch:
+    """Answers waiting for a worker: one task per distinct (answer, ground truths)."""
+
+    indices: dict[tuple[str, tuple[str, ...]], list[int]] = field(default_factory=dict)
+
+    def add(self, index: int, answer: str, truths: tuple[str, ...]) -> None:
+        self.indices.setdefault((answer, truths), []).append(index)
+
+
+def as_truth_list(ground_truth: GroundTruths) -> tuple[str, ...]:
+    """A ground truth given as one string or as several, as a tuple of strings."""
+    return (ground_truth,) if isinstance(ground_truth, str) else tuple(ground_truth)
+
+
+def _init_worker(memory_limit_mb: int | None) -> None:
+    """Worker start-up; imports math-verify there, never in the caller."""
+    from anytime_reasoner.rewards.equivalence import init_worker
+
+    init_worker(memory_limit_mb)
+
+
+def _match_in_worker(answer: str, truths: tuple[str, ...]) -> bool:
+    from anytime_reasoner.rewards.equivalence import answers_match
+
+    return answers_match(answer, truths)
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars)"
+
+
+class MathVerifier:
+    """Grades responses against ground truths; safe on hostile input; reusable; closable."""
+
+    def __init__(self, settings: GraderSettings | None = None, **overrides: Any) -> None:
+        self.settings = replace(settings or GraderSettings(), **overrides)
+        self._pool: ProcessPool | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def __enter__(self) -> "MathVerifier":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers. Further grading raises ``RuntimeError``."""
+        with self._lock:
+            self._closed = True
+            self._stop_pool()
+
+    def _stop_pool(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.stop()
+            try:
+                pool.join(timeout=10)
+            except TimeoutError:
+                logger.error("grading workers did not stop within 10s")
+
+    def _get_pool(self) -> ProcessPool:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("MathVerifier is closed")
+            if self._pool is None or not self._pool.active:
+                self._stop_pool()
+                self._pool = self._new_pool()
+            return self._pool
+
+    def _new_pool(self) -> ProcessPool:
+        s = self.settings
+        context = multiprocessing.get_context(s.start_method)
+        if s.start_method == "forkserver":
+            context.set_forkserver_preload([WORKER_MODULE])
+        return ProcessPool(
+            max_workers=s.workers,
+            initializer=_init_worker,
+            initargs=(s.memory_limit_mb,),
+            context=context,
+        )
+
+    def _discard_pool(self, pool: ProcessPool) -> None:
+        with self._lock:
+            if self._pool is pool:
+                self._stop_pool()
+
+    # ---- grading --------------------------------------------------------------------------
+
+    def grade(
+        self,
+        responses: Sequence[str],
+        ground_truths: Sequence[GroundTruths],
+        progress: Progress | None = None,
+    ) -> list[Grade]:
+        """One :class:`Grade` per response, in order (see the module docstring)."""
+        if len(responses) != len(ground_truths):
+            raise ValueError(f"{len(responses)} responses but {len(ground_truths)} ground truths")
+        s = self.settings
+        extracted = [extract_answer(r, s.think_end, s.answer_marker) for r in responses]
+        verdicts = self.match(extracted, ground_truths, progress)
+        return [
+            Grade(correct=v.correct, well_formed=is_well_formed(r, s.think_end), extracted=a,
+                  timed_out=v.timed_out)
+            for r, a, v in zip(responses, extracted, verdicts)
+        ]
+
+    def match(
+        self,
+        answers: Sequence[str | None],
+        ground_truths: Sequence[GroundTruths],
+        progress: Progress | None = None,
+    ) -> list[Verdict]:
+        """One :class:`Verdict` per already-extracted answer (``None``: no answer, wrong)."""
+        if len(answers) != len(ground_truths):
+            raise ValueError(f"{len(answers)} answers but {len(ground_truths)} ground truths")
+        verdicts: list[Verdict | None] = [None] * len(answers)
+        batch = _Batch()
+        for i, (answer, truth) in enumerate(zip(answers, ground_truths)):
+            truths = as_truth_list(truth)
+            verdicts[i] = self._decide_cheaply(answer, truths)
+            if verdicts[i] is None:
+                batch.add(i, answer, truths)  # type: ignore[arg-type]
+        if progress is not None:
+            progress(len(answers) - sum(len(ix) for ix in batch.indices.values()))
+        if batch.indices:
+            self._run_batch(batch, verdicts, progress)
+        return [v if v is not None else Verdict(False) for v in verdicts]
+
+    def _decide_cheaply(self, answer: str | None, truths: tuple[str, ...]) -> Verdict | None:
+        """A verdict without a worker, or None when math-verify is needed."""
+        if answer is None or not truths:
+            return Verdict(False)
+        if len(answer) > self.settings.max_answer_chars:
+            logger.warning(
+                "answer of %d chars exceeds max_answer_chars=%d; counted wrong: %s",
+                len(answer), self.settings.max_answer_chars, _short(answer),
+            )
+            return Verdict(False)
+        if any(same_text(answer, t) for t in truths):
+            return Verdict(True)
+        return None
+
+    def _run_batch(self, batch: _Batch, verdicts: list[Verdict | None], progress: Progress | None) -> None:
+        s = self.settings
+        pool = self._get_pool()
+        futures = {
+            pool.schedule(_match_in_worker, args=key, timeout=s.timeout): key for key in batch.indices
+        }
+        rounds = math.ceil(len(futures) / s.workers)
+        deadline = time.monotonic() + rounds * (s.timeout + s.restart_allowance) + s.backstop_slack
+        pending = set(futures)
+        while pending:
+            done, pending = cf.wait(pending, timeout=max(0.0, deadline - time.monotonic()),
+                                    return_when=cf.FIRST_COMPLETED)
+            if not done:
+                break
+            for future in done:
+                key = futures[future]
+                verdict = self._verdict(future, key[0])
+                for i in batch.indices[key]:
+                    verdicts[i] = verdict
+                if progress is not None:
+                    progress(len(batch.indices[key]))
+        if pending:
+            logger.error("grading missed its backstop deadline; %d answers counted as timed out",
+                         len(pending))
+            for future in pending:
+                future.cancel()
+                key = futures[future]
+                for i in batch.indices[key]:
+                    verdicts[i] = Verdict(False, timed_out=True)
+                if progress is not None:
+                    progress(len(batch.indices[key]))
+            self._discard_pool(pool)
+
+    def _verdict(self, future: cf.Future, answer: str) -> Verdict:
+        """Read one finished task: a result, a timeout, or a worker failure (all but the first wrong)."""
+        try:
+            return Verdict(bool(future.result()))
+        except TimeoutError:
+            logger.warning("grading timed out after %.1fs; counted wrong: %s",
+                           self.settings.timeout, _short(answer))
+            return Verdict(False, timed_out=True)
+        except ProcessExpired as err:
+            logger.warning("grading worker died (%s); counted wrong: %s", err, _short(answer))
+            return Verdict(False)
+        except Exception as err:  # an error inside math-verify or a broken pool
+            logger.warning("grading failed (%s: %s); counted wrong: %s",
+                           type(err).__name__, err, _short(answer))
+            return Verdict(False)
