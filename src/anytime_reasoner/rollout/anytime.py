@@ -1,0 +1,245 @@
+"""The anytime rollout (SPEC §3): G thinkings per question, cut at every budget, A summaries per cut.
+
+For a batch of B questions:
+
+1. Sample G thinkings per prompt up to the largest budget b_m, stopping on the think-end token
+   (kept) or EOS (kept). Each prompt is encoded once for its G samples.
+2. Cut every thinking z (length L) at every budget b_j:
+   - closed with think-end and L ≤ b_j: keep z whole, insert the answer delimiter;
+   - otherwise (cut inside, unfinished at b_m, or ended by EOS): keep z[:min(b_j, L)], insert
+     cut marker + think-end + answer delimiter.
+   Budgets that give the same cut share one summary prefix ``prompt + z[:cut] + inserted``; it is
+   sent to the engine once with ``n = A × (budgets sharing it)`` and the samples are dealt out A
+   per budget in budget order (each budget keeps its own A samples). All prefixes of the batch go
+   in ONE engine call.
+3. Grade each summary: response = decode(z[:cut] + inserted) + decode(summary); reward =
+   ``grade.reward``, except that a thinking ended by EOS (no think-end, not at the cap) scores 0
+   (format rule, SPEC §4), though its summaries are still sampled.
+
+Output: :class:`RolloutBatch` with ``scores()`` ``[B, G, S, A]`` and ``segment_mask()`` ``[B, G, S]``.
+
+Departures from the SPEC: EOS also ends a thinking (the SPEC only names think-end and the cap); the
+seed of the summary phase is ``seed + 1`` so it does not replay the thinking phase's random
+stream; the response text is decoded in two pieces (the shared prefix once per distinct cut, then
+each summary), which equals decoding the whole for byte-level tokenizers at these boundaries
+(the inserted text starts and ends with ASCII).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from anytime_reasoner.algo.budgets import BudgetPlan
+from anytime_reasoner.engine.base import Completion, GenerationEngine, SamplingParams
+from anytime_reasoner.rewards.base import Verifier
+from anytime_reasoner.rollout.codec import TokenizerCodec
+from anytime_reasoner.rollout.types import RolloutBatch, Summary, Thinking
+
+if TYPE_CHECKING:
+    from anytime_reasoner.config import RolloutConfig
+
+
+@dataclass(frozen=True)
+class RolloutParams:
+    """Sampling knobs of one anytime rollout (training: from :class:`RolloutConfig`; evaluation:
+    G = samples per question, A = 1)."""
+
+    n_thinking: int  # G
+    n_summary: int  # A
+    summary_max_tokens: int = 118
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    cut_marker: str = "...\n\n...\n\n"
+    answer_delimiter: str = "\n\n**Final Answer**\n"
+
+    def __post_init__(self) -> None:
+        if self.n_thinking < 1 or self.n_summary < 1:
+            raise ValueError(f"n_thinking and n_summary must be >= 1, got {self.n_thinking}, {self.n_summary}")
+
+    @classmethod
+    def from_config(cls, cfg: "RolloutConfig", seed: int | None = None) -> "RolloutParams":
+        return cls(
+            n_thinking=cfg.n,
+            n_summary=cfg.n_summary,
+            summary_max_tokens=cfg.summary_max_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            seed=seed,
+            cut_marker=cfg.cut_marker,
+            answer_delimiter=cfg.answer_delimiter,
+        )
+
+
+@dataclass(frozen=True)
+class InsertedIds:
+    """The forced (never sampled, never trained) token ids placed between a cut and its summary."""
+
+    closed: tuple[int, ...]  # after a thinking that closed itself: the answer delimiter
+    forced: tuple[int, ...]  # after a cut: cut marker + think-end + answer delimiter
+
+    @classmethod
+    def build(cls, codec: TokenizerCodec, cut_marker: str, answer_delimiter: str) -> "InsertedIds":
+        delimiter = tuple(codec.encode(answer_delimiter))  # each string encoded once
+        marker = tuple(codec.encode(cut_marker))
+        return cls(closed=delimiter, forced=marker + (codec.think_end_id,) + delimiter)
+
+    def of(self, natural: bool) -> tuple[int, ...]:
+        return self.closed if natural else self.forced
+
+
+@dataclass(frozen=True)
+class CutGroup:
+    """Budgets (indices into the plan) whose summaries share one prefix of a thinking."""
+
+    cut: int  # thinking tokens kept
+    natural: bool  # True: the whole thinking closed itself before the cut (insert only the delimiter)
+    budget_indices: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SummaryRequest:
+    """One distinct summary prefix: thinking ``[b][g]`` cut as ``group``."""
+
+    b: int
+    g: int
+    group: CutGroup
+    prefix: tuple[int, ...]  # prompt + thinking[:cut] + inserted
+
+
+def cut_groups(length: int, closed: bool, budgets: Sequence[int]) -> list[CutGroup]:
+    """Distinct cuts of a thinking of ``length`` tokens over ``budgets``, in budget order."""
+    keys: dict[tuple[int, bool], list[int]] = {}
+    for j, budget in enumerate(budgets):
+        natural = closed and length <= budget
+        cut = length if natural else min(budget, length)
+        keys.setdefault((cut, natural), []).append(j)
+    return [CutGroup(cut, natural, tuple(js)) for (cut, natural), js in keys.items()]
+
+
+def ended_by_eos(thinking: Thinking) -> bool:
+    """A thinking that stopped without think-end before the cap (its summaries score 0)."""
+    return not thinking.closed and thinking.finish_reason == "stop"
+
+
+def sample_thinkings(
+    engine: GenerationEngine,
+    codec: TokenizerCodec,
+    prompt_ids: Sequence[Sequence[int]],
+    budgets: Sequence[int],
+    params: RolloutParams,
+) -> list[list[Thinking]]:
+    """``[B][G]`` thinkings sampled to ``max(budgets)`` with their per-budget cuts (no summaries)."""
+    sampling = SamplingParams(
+        max_new_tokens=max(budgets),
+        temperature=params.temperature,
+        top_p=params.top_p,
+        stop_token_ids=(codec.think_end_id, codec.eos_id),
+        seed=params.seed,
+    )
+    completions = engine.sample(prompt_ids, params.n_thinking, sampling)  # [B][G]
+    return [[_thinking(prompt, c, codec, budgets) for c in row] for prompt, row in zip(prompt_ids, completions)]
+
+
+def _thinking(prompt: Sequence[int], c: Completion, codec: TokenizerCodec, budgets: Sequence[int]) -> Thinking:
+    ids = list(c.token_ids)
+    closed = bool(ids) and ids[-1] == codec.think_end_id
+    cuts = [0] * len(budgets)
+    for group in cut_groups(len(ids), closed, budgets):
+        for j in group.budget_indices:
+            cuts[j] = group.cut
+    return Thinking(
+        prompt_ids=list(prompt),
+        thinking_ids=ids,
+        closed=closed,
+        cuts=cuts,
+        summaries=[[] for _ in budgets],
+        finish_reason=c.finish_reason,
+    )
+
+
+def summary_requests(
+    thinkings: list[list[Thinking]], budgets: Sequence[int], inserted: InsertedIds
+) -> list[SummaryRequest]:
+    """One request per distinct cut of every thinking, in ``[b][g]`` then budget order."""
+    requests = []
+    for b, row in enumerate(thinkings):
+        for g, t in enumerate(row):
+            for group in cut_groups(t.length, t.closed, budgets):
+                prefix = tuple(t.prompt_ids) + tuple(t.thinking_ids[: group.cut]) + inserted.of(group.natural)
+                requests.append(SummaryRequest(b, g, group, prefix))
+    return requests
+
+
+def anytime_rollout(
+    engine: GenerationEngine,
+    codec: TokenizerCodec,
+    prompt_ids: Sequence[Sequence[int]],
+    ground_truths: Sequence[Sequence[str]],
+    plan: BudgetPlan,
+    params: RolloutParams,
+    verifier: Verifier,
+) -> RolloutBatch:
+    """Roll out B questions: ``scores()`` of the result is ``[B, G, S, A]`` (S = ``len(plan)``)."""
+    if len(prompt_ids) != len(ground_truths):
+        raise ValueError(f"{len(prompt_ids)} prompts but {len(ground_truths)} ground-truth lists")
+    inserted = InsertedIds.build(codec, params.cut_marker, params.answer_delimiter)
+    thinkings = sample_thinkings(engine, codec, prompt_ids, plan.budgets, params)
+    requests = summary_requests(thinkings, plan.budgets, inserted)
+    sampling = SamplingParams(
+        max_new_tokens=params.summary_max_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        stop_token_ids=(codec.eos_id,),
+        seed=None if params.seed is None else params.seed + 1,
+    )
+    counts = [params.n_summary * len(r.group.budget_indices) for r in requests]
+    completions = engine.sample([r.prefix for r in requests], counts, sampling)
+    _attach_summaries(thinkings, requests, completions, codec, inserted, params.n_summary, ground_truths, verifier)
+    return RolloutBatch(budgets=plan.budgets, thinkings=thinkings, ground_truths=[list(t) for t in ground_truths])
+
+
+def _attach_summaries(
+    thinkings: list[list[Thinking]],
+    requests: Sequence[SummaryRequest],
+    completions: Sequence[Sequence[Completion]],
+    codec: TokenizerCodec,
+    inserted: InsertedIds,
+    n_summary: int,
+    ground_truths: Sequence[Sequence[str]],
+    verifier: Verifier,
+) -> None:
+    """Deal each request's samples A per budget, grade all responses in one call, fill summaries."""
+    pending: list[tuple[Thinking, int, tuple[int, ...], Completion, str]] = []
+    responses: list[str] = []
+    truths: list[Sequence[str]] = []
+    for request, samples in zip(requests, completions):
+        t = thinkings[request.b][request.g]
+        ins = inserted.of(request.group.natural)
+        prefix_text = codec.decode(t.thinking_ids[: request.group.cut] + list(ins))
+        for k, j in enumerate(request.group.budget_indices):
+            for c in samples[k * n_summary : (k + 1) * n_summary]:
+                text = codec.decode(_strip_eos(c.token_ids, codec.eos_id))
+                pending.append((t, j, ins, c, text))
+                responses.append(prefix_text + text)
+                truths.append(ground_truths[request.b])
+    grades = verifier.grade(responses, truths)
+    if len(grades) != len(responses):
+        raise RuntimeError(f"verifier returned {len(grades)} grades for {len(responses)} responses")
+    for (t, j, ins, c, text), grade in zip(pending, grades):
+        reward = 0.0 if ended_by_eos(t) else grade.reward
+        t.summaries[j].append(
+            Summary(
+                inserted_ids=list(ins),
+                sampled_ids=list(c.token_ids),
+                text=text,
+                reward=reward,
+                extracted=grade.extracted,
+                finish_reason=c.finish_reason,
+            )
+        )
+
+
+def _strip_eos(ids: Sequence[int], eos_id: int) -> Sequence[int]:
+    return ids[:-1] if ids and ids[-1] == eos_id else ids
