@@ -1,0 +1,374 @@
+"""Tree-packed training rows: one row per thinking with all its summaries (SPEC §7).
+
+A row is ``prompt + thinking + [inserted_1 + summary_1] + … + [inserted_k + summary_k]`` with
+k = S·A blocks in (budget, sample) order: block ``i = s·A + a + 1``. The rollout structure is
+described per token by a few integer arrays, from which both attention masks are built:
+
+- ``segment_ids``: 0 for the trunk (prompt + thinking), i ≥ 1 for block i, −1 for padding;
+- ``visible_trunk``: for a token of block i, ``|prompt| + cut_i`` (how many trunk tokens it sees);
+  0 for trunk and padding tokens;
+- ``position_ids``: 0… along the trunk; block i restarts at ``|prompt| + cut_i``;
+- ``prev_index``: the row index of the token whose output predicts this token (−1 when none).
+  Along the trunk and inside a block it is ``t − 1``; the first token of block i is predicted
+  by the last trunk token it sees, ``|prompt| + cut_i − 1`` — not by ``t − 1``, which is the end
+  of the previous block. Log-probs gather their hidden states through this index.
+
+Query q may attend key k iff ``(seg[k] == seg[q] and k ≤ q) or (seg[k] == 0 and k < visible_trunk[q])``:
+the trunk is causal, a block sees its trunk prefix and itself causally, padding sees only padding
+(never an empty row, so no NaN). :func:`dense_attention_mask` materializes this rule as an additive
+float ``[N, 1, T, T]`` mask (CPU, eager/sdpa); :func:`flex_block_mask` turns the same rule into a
+FlexAttention ``BlockMask`` (CUDA).
+
+Training targets: thinking token p (0-based) belongs to segment s with ``b_{s-1} < p + 1 ≤ b_s``
+and gets ``thinking_advantages[b, g, s]``; the sampled tokens of summary (s, a) get
+``summary_advantages[b, g, s, a]``; prompt, inserted tokens and padding get 0 and are not trainable.
+
+:func:`unpack_rollouts` builds the same training data without the tree: one plain causal row for
+``prompt + thinking`` and one per summary ``prompt + thinking[:cut] + inserted + summary`` (used to
+check equivalence and to measure what packing saves).
+
+Departure from the seed: the seed padded the packed sequence to a multiple of the 128-token
+FlexAttention block; here rows are only right-padded to the longest row of a (micro-)batch —
+``create_block_mask`` handles lengths that are not a multiple of the block size.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass, fields, replace
+from typing import Any, Sequence
+
+import torch
+
+from anytime_reasoner.rollout.types import RolloutBatch, Thinking
+
+TRUNK = 0
+PADDING = -1
+
+
+@dataclass
+class PackedBatch:
+    """Right-padded training rows. N rows, T = longest row.
+
+    A packed batch has one row per thinking (``rollout_index`` unique); an unpacked one has
+    ``1 + S·A`` plain causal rows per thinking. Every tensor lives on the same device.
+    """
+
+    input_ids: torch.Tensor  # [N, T] int64, padding = pad_token_id
+    position_ids: torch.Tensor  # [N, T] int64, padding = 0
+    segment_ids: torch.Tensor  # [N, T] int64: 0 trunk, i >= 1 block i, -1 padding
+    visible_trunk: torch.Tensor  # [N, T] int64: block tokens |prompt| + cut_i, else 0
+    prev_index: torch.Tensor  # [N, T] int64: row index of the predicting token, -1 if none
+    trainable_mask: torch.Tensor  # [N, T] bool: sampled thinking and summary tokens
+    advantages: torch.Tensor  # [N, T] float32, 0 where not trainable
+    lengths: torch.Tensor  # [N] int64 real (unpadded) length of each row
+    prompt_lengths: torch.Tensor  # [N] int64
+    question_index: torch.Tensor  # [N] int64: b, the question of the row
+    rollout_index: torch.Tensor  # [N] int64: b·G + g, the thinking the row trains
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.input_ids.shape[1])
+
+    @property
+    def n_rollouts(self) -> int:
+        return int(torch.unique(self.rollout_index).numel())
+
+    @property
+    def is_causal(self) -> bool:
+        """True when no row has summary blocks: a plain causal mask is exact."""
+        return not bool((self.segment_ids > TRUNK).any())
+
+    @property
+    def response_lengths(self) -> torch.Tensor:
+        """``[N]`` tokens after the prompt in each row."""
+        return self.lengths - self.prompt_lengths
+
+    def select(self, rows: torch.Tensor | Sequence[int]) -> "PackedBatch":
+        """The given rows, with padding trimmed to their longest row."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.input_ids.device)  # [n]
+        width = int(self.lengths[rows].max()) if rows.numel() else 0
+        out: dict[str, torch.Tensor] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)[rows]
+            out[f.name] = value[:, :width] if value.dim() == 2 else value
+        return PackedBatch(**out)
+
+    def to(self, device: torch.device | str) -> "PackedBatch":
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+# ---------------------------------------------------------------------------------------------
+# Building rows
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    """One row as Python lists (before padding)."""
+
+    input_ids: list[int]
+    position_ids: list[int]
+    segment_ids: list[int]
+    visible_trunk: list[int]
+    prev_index: list[int]
+    trainable: list[bool]
+    advantages: list[float]
+    prompt_length: int
+    question: int
+    rollout: int
+
+
+def _trunk_row(t: Thinking, budgets: Sequence[int], think_adv: Sequence[float], question: int, rollout: int) -> _Row:
+    """``prompt + thinking``; thinking token p gets the advantage of its budget segment."""
+    n_prompt, n_think = len(t.prompt_ids), t.length
+    n = n_prompt + n_think
+    segments = [bisect_left(budgets, p + 1) for p in range(n_think)]  # b_{s-1} < p+1 <= b_s
+    return _Row(
+        input_ids=list(t.prompt_ids) + list(t.thinking_ids),
+        position_ids=list(range(n)),
+        segment_ids=[TRUNK] * n,
+        visible_trunk=[0] * n,
+        prev_index=list(range(-1, n - 1)),
+        trainable=[False] * n_prompt + [True] * n_think,
+        advantages=[0.0] * n_prompt + [float(think_adv[s]) for s in segments],
+        prompt_length=n_prompt,
+        question=question,
+        rollout=rollout,
+    )
+
+
+def _append_block(row: _Row, segment: int, visible: int, inserted: Sequence[int], sampled: Sequence[int], adv: float) -> None:
+    """Append ``inserted + sampled`` as block ``segment`` seeing the first ``visible`` trunk tokens."""
+    start = len(row.input_ids)
+    ids = list(inserted) + list(sampled)
+    row.input_ids += ids
+    row.position_ids += [visible + j for j in range(len(ids))]
+    row.segment_ids += [segment] * len(ids)
+    row.visible_trunk += [visible] * len(ids)
+    if ids:  # the first token is predicted by the last visible trunk token, the rest by t - 1
+        row.prev_index += [visible - 1] + [start + j for j in range(len(ids) - 1)]
+    row.trainable += [False] * len(inserted) + [True] * len(sampled)
+    row.advantages += [0.0] * len(inserted) + [float(adv)] * len(sampled)
+
+
+def _check_thinking(t: Thinking, budgets: Sequence[int], n_summary: int, where: str) -> None:
+    S = len(budgets)
+    if not t.prompt_ids:
+        raise ValueError(f"{where}: empty prompt; the first thinking token needs a predecessor")
+    if t.length > budgets[-1]:
+        raise ValueError(f"{where}: thinking of {t.length} tokens exceeds the largest budget {budgets[-1]}")
+    if len(t.cuts) != S or len(t.summaries) != S:
+        raise ValueError(f"{where}: expected {S} cuts and {S} summary lists, got {len(t.cuts)} and {len(t.summaries)}")
+    for s, (cut, per_budget) in enumerate(zip(t.cuts, t.summaries)):
+        if not 0 <= cut <= t.length:
+            raise ValueError(f"{where}: cut {s} = {cut} outside [0, {t.length}]")
+        if len(per_budget) != n_summary:
+            raise ValueError(f"{where}: budget {s} has {len(per_budget)} summaries, expected {n_summary}")
+
+
+def _check_advantages(batch: RolloutBatch, thinking_advantages: torch.Tensor, summary_advantages: torch.Tensor) -> None:
+    B, G, S, A = batch.shape
+    if tuple(thinking_advantages.shape) != (B, G, S):
+        raise ValueError(f"thinking_advantages: expected shape {(B, G, S)}, got {tuple(thinking_advantages.shape)}")
+    if tuple(summary_advantages.shape) != (B, G, S, A):
+        raise ValueError(f"summary_advantages: expected shape {(B, G, S, A)}, got {tuple(summary_advantages.shape)}")
+
+
+def packed_rows(batch: RolloutBatch, thinking_advantages: torch.Tensor, summary_advantages: torch.Tensor) -> list[_Row]:
+    """One tree-packed row per thinking, in (b, g) order."""
+    _check_advantages(batch, thinking_advantages, summary_advantages)
+    B, G, S, A = batch.shape
+    think_adv = thinking_advantages.detach().cpu().tolist()  # [B][G][S]
+    summ_adv = summary_advantages.detach().cpu().tolist()  # [B][G][S][A]
+    rows = []
+    for b, per_question in enumerate(batch.thinkings):
+        for g, t in enumerate(per_question):
+            _check_thinking(t, batch.budgets, A, where=f"thinking[{b}][{g}]")
+            row = _trunk_row(t, batch.budgets, think_adv[b][g], question=b, rollout=b * G + g)
+            for s in range(S):
+                visible = len(t.prompt_ids) + t.cuts[s]
+                for a, summary in enumerate(t.summaries[s]):
+                    _append_block(row, s * A + a + 1, visible, summary.inserted_ids, summary.sampled_ids, summ_adv[b][g][s][a])
+            rows.append(row)
+    return rows
+
+
+def unpacked_rows(batch: RolloutBatch, thinking_advantages: torch.Tensor, summary_advantages: torch.Tensor) -> list[_Row]:
+    """Per thinking: ``prompt + thinking``, then one causal row per summary (s, a) in order."""
+    _check_advantages(batch, thinking_advantages, summary_advantages)
+    B, G, S, A = batch.shape
+    think_adv = thinking_advantages.detach().cpu().tolist()  # [B][G][S]
+    summ_adv = summary_advantages.detach().cpu().tolist()  # [B][G][S][A]
+    rows = []
+    for b, per_question in enumerate(batch.thinkings):
+        for g, t in enumerate(per_question):
+            _check_thinking(t, batch.budgets, A, where=f"thinking[{b}][{g}]")
+            trunk = _trunk_row(t, batch.budgets, think_adv[b][g], question=b, rollout=b * G + g)
+            rows.append(trunk)
+            for s in range(S):
+                visible = len(t.prompt_ids) + t.cuts[s]
+                for a, summary in enumerate(t.summaries[s]):
+                    rows.append(_causal_summary_row(trunk, visible, summary.inserted_ids, summary.sampled_ids, summ_adv[b][g][s][a]))
+    return rows
+
+
+def _causal_summary_row(trunk: _Row, visible: int, inserted: Sequence[int], sampled: Sequence[int], adv: float) -> _Row:
+    """``trunk[:visible] + inserted + sampled`` as a plain causal row; only ``sampled`` trains."""
+    ids = trunk.input_ids[:visible] + list(inserted) + list(sampled)
+    n = len(ids)
+    n_untrained = visible + len(inserted)
+    return _Row(
+        input_ids=ids,
+        position_ids=list(range(n)),
+        segment_ids=[TRUNK] * n,
+        visible_trunk=[0] * n,
+        prev_index=list(range(-1, n - 1)),
+        trainable=[False] * n_untrained + [True] * len(sampled),
+        advantages=[0.0] * n_untrained + [float(adv)] * len(sampled),
+        prompt_length=trunk.prompt_length,
+        question=trunk.question,
+        rollout=trunk.rollout,
+    )
+
+
+def collate_rows(rows: Sequence[_Row], pad_token_id: int = 0) -> PackedBatch:
+    """Right-pad rows into a :class:`PackedBatch` (padding: segment −1, not trainable)."""
+    if not rows:
+        raise ValueError("rows: nothing to collate")
+    N, T = len(rows), max(len(r.input_ids) for r in rows)
+
+    def pad(name: str, value: Any, dtype: torch.dtype) -> torch.Tensor:
+        return torch.tensor([getattr(r, name) + [value] * (T - len(r.input_ids)) for r in rows], dtype=dtype)  # [N, T]
+
+    return PackedBatch(
+        input_ids=pad("input_ids", pad_token_id, torch.long),
+        position_ids=pad("position_ids", 0, torch.long),
+        segment_ids=pad("segment_ids", PADDING, torch.long),
+        visible_trunk=pad("visible_trunk", 0, torch.long),
+        prev_index=pad("prev_index", -1, torch.long),
+        trainable_mask=pad("trainable", False, torch.bool),
+        advantages=pad("advantages", 0.0, torch.float32),
+        lengths=torch.tensor([len(r.input_ids) for r in rows], dtype=torch.long),  # [N]
+        prompt_lengths=torch.tensor([r.prompt_length for r in rows], dtype=torch.long),  # [N]
+        question_index=torch.tensor([r.question for r in rows], dtype=torch.long),  # [N]
+        rollout_index=torch.tensor([r.rollout for r in rows], dtype=torch.long),  # [N]
+    )
+
+
+def pack_rollouts(
+    batch: RolloutBatch,
+    thinking_advantages: torch.Tensor,
+    summary_advantages: torch.Tensor,
+    pad_token_id: int = 0,
+) -> PackedBatch:
+    """Tree-packed rows, one per thinking (N = B·G).
+
+    Args:
+        batch: the rollouts (B questions, G thinkings, S cuts, A summaries per cut).
+        thinking_advantages: ``[B, G, S]`` per-segment advantages.
+        summary_advantages: ``[B, G, S, A]`` per-summary advantages.
+        pad_token_id: any valid id; padding is masked out of attention and training.
+    """
+    return collate_rows(packed_rows(batch, thinking_advantages, summary_advantages), pad_token_id)
+
+
+def unpack_rollouts(
+    batch: RolloutBatch,
+    thinking_advantages: torch.Tensor,
+    summary_advantages: torch.Tensor,
+    pad_token_id: int = 0,
+) -> PackedBatch:
+    """The same training data as plain causal rows (N = B·G·(1 + S·A)); see :func:`unpacked_rows`."""
+    return collate_rows(unpacked_rows(batch, thinking_advantages, summary_advantages), pad_token_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Response-length bound (the constant of the Dr. GRPO normalizer)
+# ---------------------------------------------------------------------------------------------
+
+
+def packed_response_len_bound(max_budget: int, n_budgets: int, n_summary: int, inserted_len: int, summary_max_tokens: int) -> int:
+    """Longest possible packed response: ``b_max + S·A·(inserted + summary cap)`` tokens."""
+    return max_budget + n_budgets * n_summary * (inserted_len + summary_max_tokens)
+
+
+def max_response_len(rollout_cfg: Any, codec: Any) -> int:
+    """:func:`packed_response_len_bound` for a ``RolloutConfig`` and a tokenizer codec.
+
+    The inserted text is the longest one (a cut inside the thinking): cut marker + think-end +
+    answer delimiter, each encoded on its own as the rollout does.
+    """
+    plan = rollout_cfg.plan()
+    inserted = len(codec.encode(rollout_cfg.cut_marker)) + 1 + len(codec.encode(rollout_cfg.answer_delimiter))
+    return packed_response_len_bound(plan.max_budget, len(plan), rollout_cfg.n_summary, inserted, rollout_cfg.summary_max_tokens)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention masks
+# ---------------------------------------------------------------------------------------------
+
+
+def allowed_attention(segment_ids: torch.Tensor, visible_trunk: torch.Tensor) -> torch.Tensor:
+    """Dense visibility: ``[N, T]`` per-token arrays → bool ``[N, T(query), T(key)]``."""
+    T = segment_ids.shape[1]
+    pos = torch.arange(T, device=segment_ids.device)  # [T]
+    causal = pos[None, :, None] >= pos[None, None, :]  # [1, T, T] key <= query
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [N, T, T]
+    trunk_key = (segment_ids == TRUNK)[:, None, :]  # [N, 1, T]
+    in_prefix = pos[None, None, :] < visible_trunk[:, :, None]  # [N, T, T]
+    return (same & causal) | (trunk_key & in_prefix)  # [N, T, T]
+
+
+def dense_attention_mask(batch: PackedBatch, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Additive ``[N, 1, T, T]`` mask (0 where allowed, ``finfo(dtype).min`` elsewhere).
+
+    transformers 5.x passes a 4-D mask through unchanged (``_preprocess_mask_arguments``); the
+    eager kernel *adds* it to the scores (a bool mask would be wrong there) and sdpa accepts an
+    additive float mask too, so the float form works for both.
+    """
+    allowed = allowed_attention(batch.segment_ids, batch.visible_trunk)  # [N, T, T]
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)  # [N, T, T]
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[:, None]  # [N, 1, T, T]
+
+
+def tree_mask_mod(segment_ids: torch.Tensor, visible_trunk: torch.Tensor):
+    """FlexAttention ``mask_mod(b, h, q, k)`` for the same rule as :func:`allowed_attention`."""
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        seg_q = segment_ids[b, q_idx]
+        seg_k = segment_ids[b, kv_idx]
+        own = (seg_q == seg_k) & (kv_idx <= q_idx)
+        prefix = (seg_k == TRUNK) & (kv_idx < visible_trunk[b, q_idx])
+        return own | prefix
+
+    return mask_mod
+
+
+def flex_block_mask(batch: PackedBatch, block_size: int = 128, compile_mask: bool | None = None):
+    """A FlexAttention ``BlockMask`` ``[N, 1, T, T]`` on the batch's device.
+
+    ``compile_mask`` (default: on CUDA) builds the mask with ``torch.compile`` instead of
+    materializing ``[N, T, T]`` booleans.
+    """
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    device = batch.segment_ids.device
+    if compile_mask is None:
+        compile_mask = device.type == "cuda"
+    N, T = batch.segment_ids.shape
+    return create_block_mask(
+        tree_mask_mod(batch.segment_ids, batch.visible_trunk),
+        N,
+        None,
+        T,
+        T,
+        device=device,
+        BLOCK_SIZE=block_size,
+        _compile=compile_mask,
+    )

@@ -1,0 +1,184 @@
+"""Tree packing (SPEC §7): row layout, advantages, trainable mask, attention rule — by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anytime_reasoner.rollout.packing import (
+    allowed_attention,
+    dense_attention_mask,
+    max_response_len,
+    pack_rollouts,
+    packed_response_len_bound,
+    tree_mask_mod,
+    unpack_rollouts,
+)
+from anytime_reasoner.rollout.types import RolloutBatch, Summary, Thinking
+
+
+def _summary(inserted, sampled):
+    return Summary(inserted_ids=inserted, sampled_ids=sampled, text="", reward=0.0)
+
+
+def hand_batch() -> tuple[RolloutBatch, torch.Tensor, torch.Tensor]:
+    """B = 1, G = 2, budgets (2, 4), A = 1.
+
+    Thinking 0: prompt [11 12 13], thinking [21 22 23] (L = 3): cut at b1 = 2, and at b2 = 4 the
+    thinking has closed (L = 3 ≤ 4) → cuts [2, 3].
+    Thinking 1: prompt [11 12], thinking [24] (L = 1, ends before b1) → cuts [1, 1].
+    """
+    t0 = Thinking(
+        prompt_ids=[11, 12, 13],
+        thinking_ids=[21, 22, 23],
+        closed=True,
+        cuts=[2, 3],
+        summaries=[[_summary([91, 92], [31, 32])], [_summary([93], [33])]],
+    )
+    t1 = Thinking(
+        prompt_ids=[11, 12],
+        thinking_ids=[24],
+        closed=True,
+        cuts=[1, 1],
+        summaries=[[_summary([94], [34])], [_summary([94], [35, 36])]],
+    )
+    batch = RolloutBatch(budgets=(2, 4), thinkings=[[t0, t1]])
+    think_adv = torch.tensor([[[0.5, -0.25], [0.75, 0.1]]])  # [1, 2, 2]
+    summ_adv = torch.tensor([[[[1.0], [-1.0]], [[0.2], [-0.3]]]])  # [1, 2, 2, 1]
+    return batch, think_adv, summ_adv
+
+
+def test_layout_by_hand():
+    batch, think_adv, summ_adv = hand_batch()
+    p = pack_rollouts(batch, think_adv, summ_adv, pad_token_id=0)
+    F, T = False, True
+    # Row 0: idx 0-2 prompt, 3-5 thinking, 6-9 block 1 (cut 2 → sees 3 + 2 = 5 trunk tokens),
+    # 10-11 block 2 (cut 3 → sees 6).
+    # Row 1: idx 0-1 prompt, 2 thinking, 3-4 block 1 (sees 2 + 1 = 3), 5-7 block 2 (sees 3), 8-11 padding.
+    assert p.input_ids.tolist() == [
+        [11, 12, 13, 21, 22, 23, 91, 92, 31, 32, 93, 33],
+        [11, 12, 24, 94, 34, 94, 35, 36, 0, 0, 0, 0],
+    ]
+    # Blocks restart at |prompt| + cut: row 0 → 5 and 6; row 1 → 3 and 3.
+    assert p.position_ids.tolist() == [
+        [0, 1, 2, 3, 4, 5, 5, 6, 7, 8, 6, 7],
+        [0, 1, 2, 3, 4, 3, 4, 5, 0, 0, 0, 0],
+    ]
+    assert p.segment_ids.tolist() == [
+        [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2],
+        [0, 0, 0, 1, 1, 2, 2, 2, -1, -1, -1, -1],
+    ]
+    assert p.visible_trunk.tolist() == [
+        [0, 0, 0, 0, 0, 0, 5, 5, 5, 5, 6, 6],
+        [0, 0, 0, 3, 3, 3, 3, 3, 0, 0, 0, 0],
+    ]
+    # First token of a block is predicted by trunk token |prompt| + cut - 1: row 0 → 4, 5; row 1 → 2, 2.
+    assert p.prev_index.tolist() == [
+        [-1, 0, 1, 2, 3, 4, 4, 6, 7, 8, 5, 10],
+        [-1, 0, 1, 2, 3, 2, 5, 6, -1, -1, -1, -1],
+    ]
+    assert p.trainable_mask.tolist() == [
+        [F, F, F, T, T, T, F, F, T, T, F, T],
+        [F, F, T, F, T, F, T, T, F, F, F, F],
+    ]
+    # Thinking token p is in segment s with b_{s-1} < p + 1 <= b_s: row 0 p = 0, 1 → s 0 (0.5),
+    # p = 2 → s 1 (-0.25); row 1 p = 0 → s 0 (0.75). Summaries: their own value.
+    assert p.advantages.tolist() == [
+        [0, 0, 0, 0.5, 0.5, -0.25, 0, 0, 1.0, 1.0, 0, -1.0],
+        [0, 0, 0.75, 0, pytest.approx(0.2), 0, pytest.approx(-0.3), pytest.approx(-0.3), 0, 0, 0, 0],
+    ]
+    assert p.lengths.tolist() == [12, 8]
+    assert p.prompt_lengths.tolist() == [3, 2]
+    assert p.response_lengths.tolist() == [9, 6]
+    assert p.question_index.tolist() == [0, 0]
+    assert p.rollout_index.tolist() == [0, 1]
+    assert not p.is_causal and p.n_rollouts == 2
+
+
+def test_attention_rule_by_hand():
+    batch, think_adv, summ_adv = hand_batch()
+    p = pack_rollouts(batch, think_adv, summ_adv)
+    allowed = allowed_attention(p.segment_ids, p.visible_trunk)  # [2, 12, 12]
+    seen = lambda n, q: allowed[n, q].nonzero().flatten().tolist()  # noqa: E731
+    assert seen(0, 5) == [0, 1, 2, 3, 4, 5]  # trunk: causal
+    assert seen(0, 8) == [0, 1, 2, 3, 4, 6, 7, 8]  # block 1: trunk[:5] + own block; not 23 at idx 5
+    assert seen(0, 11) == [0, 1, 2, 3, 4, 5, 10, 11]  # block 2: trunk[:6] + own block; not block 1
+    assert seen(1, 7) == [0, 1, 2, 5, 6, 7]
+    assert seen(1, 9) == [8, 9]  # padding sees padding only (no empty softmax row)
+    mask = dense_attention_mask(p)  # [2, 1, 12, 12]
+    assert mask.shape == (2, 1, 12, 12)
+    assert mask[0, 0, 8, 4] == 0 and mask[0, 0, 8, 5] == torch.finfo(torch.float32).min
+
+
+def test_mask_mod_matches_dense_rule():
+    batch, think_adv, summ_adv = hand_batch()
+    p = pack_rollouts(batch, think_adv, summ_adv)
+    N, T = p.segment_ids.shape
+    b = torch.arange(N)[:, None, None]
+    q = torch.arange(T)[None, :, None]
+    k = torch.arange(T)[None, None, :]
+    by_mask_mod = tree_mask_mod(p.segment_ids, p.visible_trunk)(b, 0, q, k)  # [N, T, T]
+    assert torch.equal(by_mask_mod, allowed_attention(p.segment_ids, p.visible_trunk))
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_flex_attention_matches_dense_mask_on_cpu():
+    """FlexAttention (eager, forward only on CPU) with the BlockMask == sdpa with the dense mask."""
+    flex = pytest.importorskip("torch.nn.attention.flex_attention")
+    from anytime_reasoner.rollout.packing import flex_block_mask
+
+    batch, think_adv, summ_adv = hand_batch()
+    p = pack_rollouts(batch, think_adv, summ_adv)
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, p.width, 8, generator=gen) for _ in range(3))  # [N, heads, T, d]
+    block_mask = flex_block_mask(p, compile_mask=False)
+    by_flex = flex.flex_attention(q, k, v, block_mask=block_mask)
+    by_dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=dense_attention_mask(p))
+    torch.testing.assert_close(by_flex, by_dense, atol=1e-5, rtol=1e-5)
+
+
+def test_unpacked_rows_by_hand():
+    batch, think_adv, summ_adv = hand_batch()
+    u = unpack_rollouts(batch, think_adv, summ_adv, pad_token_id=0)
+    # Per thinking: the trunk row, then one row per (s, a): prompt + thinking[:cut] + inserted + sampled.
+    assert u.n_rows == 6 and u.is_causal and u.n_rollouts == 2
+    assert u.input_ids[1, : u.lengths[1]].tolist() == [11, 12, 13, 21, 22, 91, 92, 31, 32]
+    assert u.input_ids[2, : u.lengths[2]].tolist() == [11, 12, 13, 21, 22, 23, 93, 33]
+    assert u.input_ids[5, : u.lengths[5]].tolist() == [11, 12, 24, 94, 35, 36]
+    assert u.trainable_mask[1, : u.lengths[1]].tolist() == [False] * 7 + [True] * 2
+    assert u.rollout_index.tolist() == [0, 0, 0, 1, 1, 1]
+    # Same trainable tokens and advantages, in the same order, as the packed rows.
+    p = pack_rollouts(batch, think_adv, summ_adv)
+    assert torch.equal(u.input_ids[u.trainable_mask], p.input_ids[p.trainable_mask])
+    assert torch.equal(u.advantages[u.trainable_mask], p.advantages[p.trainable_mask])
+
+
+def test_select_trims_padding():
+    batch, think_adv, summ_adv = hand_batch()
+    p = pack_rollouts(batch, think_adv, summ_adv)
+    row1 = p.select([1])
+    assert row1.width == 8 and row1.input_ids.tolist() == [[11, 12, 24, 94, 34, 94, 35, 36]]
+
+
+def test_rejects_bad_shapes():
+    batch, think_adv, summ_adv = hand_batch()
+    with pytest.raises(ValueError, match="thinking_advantages"):
+        pack_rollouts(batch, think_adv[..., :1], summ_adv)
+    batch.thinkings[0][0].thinking_ids = [1, 2, 3, 4, 5]  # 5 > b_max = 4
+    with pytest.raises(ValueError, match="exceeds the largest budget"):
+        pack_rollouts(batch, think_adv, summ_adv)
+
+
+def test_response_len_bound():
+    # 8000 + S·A·(inserted + cap) = 8000 + 4·4·(10 + 118) = 10048
+    assert packed_response_len_bound(8000, 4, 4, 10, 118) == 10048
+
+    class Codec:  # one token per character
+        def encode(self, text):
+            return list(range(len(text)))
+
+    from anytime_reasoner.config import RolloutConfig
+
+    cfg = RolloutConfig(max_budget=100, n_budget_support=2, n_summary=3, summary_max_tokens=5, cut_marker="ab", answer_delimiter="xyz")
+    # inserted = 2 (marker) + 1 (think-end) + 3 (delimiter) = 6 → 100 + 2·3·(6 + 5) = 166
+    assert max_response_len(cfg, Codec()) == 166
