@@ -1,0 +1,240 @@
+"""The PPO update over packed rows (SPEC §6). Algorithm-blind: it sees a :class:`PackedBatch`.
+
+One call of :func:`ppo_update`:
+
+1. old log-probs of the trainable tokens, recomputed from the rows without grad (unless given);
+2. for each of ``ppo_epochs`` epochs, mini-batches of ``ppo_mini_batch_size`` *questions* (all
+   rows of a question together, questions in order), one optimizer step each;
+3. each mini-batch is split into micro-batches whose padded size (rows × longest row) stays
+   within ``ppo_max_token_len`` (rows sorted by length, filled greedily; a row longer than the
+   budget goes alone); every micro-batch loss is divided by the *mini-batch* normalizer
+   (:func:`minibatch_normalizer`), so the accumulated gradient does not depend on the split;
+4. gradient clipping at ``grad_clip`` (the pre-clip norm is reported); a step whose norm is not
+   finite is skipped, as in the seed's trainer.
+
+The ``constant`` normalizer counts *rollouts* (thinkings), not rows: the same as rows for packed
+batches, while an unpacked batch (``unpack_rollouts``) gets the same normalizer as its packed twin.
+
+The model's train/eval mode is left to the caller.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from anytime_reasoner.algo.losses import loss_normalizer, ppo_policy_loss
+from anytime_reasoner.config import PPOConfig
+from anytime_reasoner.rollout.packing import PackedBatch
+from anytime_reasoner.train.logprobs import Attention, packed_logprobs
+
+
+def build_optimizer(model: torch.nn.Module, ppo_cfg: PPOConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters with the config's lr, betas and weight decay."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=ppo_cfg.lr, betas=tuple(ppo_cfg.betas), weight_decay=ppo_cfg.weight_decay)
+
+
+def question_mini_batches(question_index: torch.Tensor, questions_per_batch: int) -> list[torch.Tensor]:
+    """Row indices of consecutive groups of ``questions_per_batch`` questions (in first-seen order)."""
+    questions = list(dict.fromkeys(question_index.tolist()))
+    batches = []
+    for start in range(0, len(questions), questions_per_batch):
+        chosen = torch.tensor(questions[start : start + questions_per_batch], device=question_index.device)
+        batches.append(torch.isin(question_index, chosen).nonzero(as_tuple=True)[0])  # [rows]
+    return batches
+
+
+def token_budget_micro_batches(lengths: torch.Tensor, max_token_len: int) -> list[list[int]]:
+    """Split rows (given their lengths ``[n]``) into micro-batches of ≤ ``max_token_len`` padded tokens.
+
+    Rows are taken longest first; a micro-batch grows while ``rows × longest ≤ max_token_len``.
+    Returns positions into ``lengths``.
+    """
+    sizes = [int(n) for n in lengths.tolist()]
+    order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
+    micro: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        n = sizes[i]
+        if current and (len(current) + 1) * max(longest, n) > max_token_len:
+            micro.append(current)
+            current, longest = [], 0
+        current.append(i)
+        longest = max(longest, n)
+    if current:
+        micro.append(current)
+    return micro
+
+
+def minibatch_normalizer(batch: PackedBatch, agg: str, max_response_len: int | None) -> float:
+    """``loss_normalizer`` of a mini-batch: rollouts × ``max_response_len`` (constant) or
+    trainable tokens (token-mean)."""
+    if agg == "constant":
+        per_rollout = torch.ones(batch.n_rollouts, 1, dtype=torch.bool)  # [R, 1] one entry per rollout
+        return loss_normalizer(per_rollout, agg, max_response_len)
+    return loss_normalizer(batch.trainable_mask, agg, max_response_len)
+
+
+@torch.no_grad()
+def compute_old_logprobs(
+    model: Any,
+    batch: PackedBatch,
+    *,
+    max_token_len: int,
+    attention: Attention = "auto",
+    chunk_size: int = 1024,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Log-probs of the trainable tokens under the current weights, no grad → float32 ``[N, T]`` (CPU)."""
+    old_logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32)  # [N, T]
+    device = _device_of(model)
+    for micro in token_budget_micro_batches(batch.lengths, max_token_len):
+        rows = torch.tensor(micro, dtype=torch.long)
+        part = batch.select(rows).to(device)
+        logprobs = packed_logprobs(model, part, attention=attention, chunk_size=chunk_size, temperature=temperature)  # [n, t]
+        old_logprobs[rows, : part.width] = logprobs.float().cpu()
+    return old_logprobs
+
+
+@dataclass
+class _Tally:
+    """Running sums for the returned metrics."""
+
+    loss: float = 0.0
+    tokens: float = 0.0
+    clip_tokens: float = 0.0
+    kl_tokens: float = 0.0
+    ratio_min: float = math.inf
+    ratio_max: float = -math.inf
+    padded_tokens: int = 0
+    micro_batches: int = 0
+    grad_norms: list[float] = field(default_factory=list)
+    skipped_steps: int = 0
+
+    def add_micro(self, loss: float, metrics: dict[str, torch.Tensor], padded: int) -> None:
+        n = float(metrics["n_tokens"])
+        self.loss += loss
+        self.tokens += n
+        self.clip_tokens += float(metrics["clip_frac"]) * n
+        self.kl_tokens += float(metrics["approx_kl"]) * n
+        if n:
+            self.ratio_min = min(self.ratio_min, float(metrics["ratio_min"]))
+            self.ratio_max = max(self.ratio_max, float(metrics["ratio_max"]))
+        self.padded_tokens += padded
+        self.micro_batches += 1
+
+    def summary(self, epochs: int) -> dict[str, float]:
+        steps = max(len(self.grad_norms), 1)
+        count = max(self.tokens, 1.0)
+        return {
+            "loss": self.loss / steps,  # mean over optimizer steps of the mini-batch loss
+            "clip_frac": self.clip_tokens / count,
+            "approx_kl": self.kl_tokens / count,
+            "ratio_min": self.ratio_min if self.tokens else 1.0,
+            "ratio_max": self.ratio_max if self.tokens else 1.0,
+            "grad_norm": sum(self.grad_norms) / steps,
+            "grad_norm_max": max(self.grad_norms, default=0.0),
+            "tokens": self.tokens / epochs,  # trainable tokens per epoch
+            "padded_tokens": self.padded_tokens / epochs,  # tokens run through the model per epoch
+            "micro_batches": float(self.micro_batches),
+            "optimizer_steps": float(len(self.grad_norms) - self.skipped_steps),
+            "skipped_steps": float(self.skipped_steps),
+        }
+
+
+def accumulate_gradients(
+    model: Any,
+    batch: PackedBatch,
+    old_logprobs: torch.Tensor,
+    *,
+    normalizer: float,
+    clip_eps: float,
+    max_token_len: int,
+    attention: Attention = "auto",
+    chunk_size: int = 1024,
+    temperature: float = 1.0,
+    tally: _Tally | None = None,
+) -> float:
+    """Backward the PPO loss of one mini-batch, micro-batch by micro-batch; returns the loss.
+
+    ``old_logprobs`` is ``[N, T']`` aligned with ``batch`` rows (T' ≥ the batch width).
+    Gradients add into ``.grad``; nothing is stepped or zeroed.
+    """
+    device = _device_of(model)
+    total = 0.0
+    for micro in token_budget_micro_batches(batch.lengths, max_token_len):
+        rows = torch.tensor(micro, dtype=torch.long)
+        part = batch.select(rows).to(device)
+        part_old_logprobs = old_logprobs[rows, : part.width].to(device)  # [n, t]
+        logprobs = packed_logprobs(model, part, attention=attention, chunk_size=chunk_size, temperature=temperature)  # [n, t]
+        loss, metrics = ppo_policy_loss(
+            logprobs, part_old_logprobs, part.advantages, part.trainable_mask, normalizer=normalizer, clip_eps=clip_eps
+        )
+        loss.backward()
+        total += float(loss.detach())
+        if tally is not None:
+            tally.add_micro(float(loss.detach()), metrics, part.n_rows * part.width)
+    return total
+
+
+def ppo_update(
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    batch: PackedBatch,
+    ppo_cfg: PPOConfig,
+    *,
+    max_response_len: int | None = None,
+    old_logprobs: torch.Tensor | None = None,
+    attention: Attention = "auto",
+    chunk_size: int = 1024,
+    temperature: float = 1.0,
+) -> dict[str, float]:
+    """PPO epochs over ``batch``; returns detached metrics (see ``_Tally.summary``).
+
+    Args:
+        batch: packed (or unpacked) rows on any device; micro-batches move to the model's.
+        ppo_cfg: clip_eps, loss_agg, ppo_epochs, ppo_mini_batch_size (questions),
+            ppo_max_token_len (padded tokens per micro-batch), grad_clip.
+        max_response_len: the constant of ``loss_agg="constant"``: the longest possible packed
+            response for the config (``rollout.packing.max_response_len``).
+        old_logprobs: ``[N, T]``; recomputed here (no grad) when None.
+    """
+    if old_logprobs is None:
+        old_logprobs = compute_old_logprobs(
+            model, batch, max_token_len=ppo_cfg.ppo_max_token_len, attention=attention, chunk_size=chunk_size, temperature=temperature
+        )  # [N, T]
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    tally = _Tally()
+    for _ in range(ppo_cfg.ppo_epochs):
+        for rows in question_mini_batches(batch.question_index, ppo_cfg.ppo_mini_batch_size):
+            mini = batch.select(rows)
+            optimizer.zero_grad(set_to_none=True)
+            accumulate_gradients(
+                model,
+                mini,
+                old_logprobs[rows.cpu()],
+                normalizer=minibatch_normalizer(mini, ppo_cfg.loss_agg, max_response_len),
+                clip_eps=ppo_cfg.clip_eps,
+                max_token_len=ppo_cfg.ppo_max_token_len,
+                attention=attention,
+                chunk_size=chunk_size,
+                temperature=temperature,
+                tally=tally,
+            )
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, ppo_cfg.grad_clip))
+            tally.grad_norms.append(grad_norm)
+            if math.isfinite(grad_norm):
+                optimizer.step()
+            else:
+                tally.skipped_steps += 1
+            optimizer.zero_grad(set_to_none=True)
+    return tally.summary(ppo_cfg.ppo_epochs)
+
+
+def _device_of(model: Any) -> torch.device:
+    return next(model.parameters()).device
