@@ -51,6 +51,11 @@ COMMANDS: dict[str, Command] = {
         positional="sources",
         positional_list=True,
     ),
+    "eval": Command(
+        summary="one-pass anytime evaluation: accuracy per benchmark x budget, anytime and final scores",
+        run="anytime_reasoner.eval.cli:run_eval",
+        config="anytime_reasoner.config:EvalConfig",
+    ),
 }
 
 

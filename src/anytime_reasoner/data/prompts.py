@@ -3,8 +3,9 @@
 The prompt is rendered by the tokenizer's own chat template with the generation prompt; when the
 rendered text does not already end with the think-start tag plus a newline (R1-Distill's template
 adds it, many others do not), ``think_start + "\\n"`` is appended so every thinking starts the same
-way (SPEC §8). A tokenizer without a chat template gets a plain ``User: … / Assistant:`` layout —
-a departure from the seed, which only ran templated models, so that tiny test tokenizers work.
+way (SPEC §8) — the same rule as ``rollout.codec.build_prompt_ids``, here for any message list.
+A tokenizer without a chat template gets a plain ``User: … / Assistant:`` layout — a departure
+from the seed, which only ran templated models, so that tiny test tokenizers work.
 """
 
 from __future__ import annotations
@@ -19,12 +20,9 @@ def render_prompt(tokenizer: Any, messages: Sequence[dict[str, str]], think_star
     else:
         turns = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages)
         text = f"{turns}Assistant: "
-    stripped = text.rstrip(" ")
-    if stripped.endswith(think_start + "\n"):
-        return stripped
-    if stripped.endswith(think_start):
-        return stripped + "\n"
-    return text + think_start + "\n"
+    if text.endswith(think_start + "\n"):
+        return text
+    return text + ("\n" if text.endswith(think_start) else think_start + "\n")
 
 
 def encode_prompt(tokenizer: Any, messages: Sequence[dict[str, str]], think_start: str = "<think>") -> list[int]:

@@ -1,0 +1,239 @@
+"""One-pass anytime evaluation (SPEC §9) with a resumable per-problem cache.
+
+For each benchmark, problems are taken in fixed chunks of ``batch_size``; each chunk is ONE
+anytime rollout (``rollout.anytime.anytime_rollout``) with G = ``samples`` thinkings per problem,
+A = 1 summary per budget and the evaluation grid as budgets: every thinking is generated once, up
+to the largest budget, and cut at every budget — never regenerated per budget.
+
+Resuming: each finished chunk appends one JSON line per problem to ``cache.jsonl`` (settings key,
+benchmark, id, a fingerprint of the row, rewards ``[K][S]``, thinking lengths). A rerun with the
+same settings skips chunks whose problems are all cached. Each chunk's sampling seed is derived
+from (seed, benchmark, chunk index), not from what ran before, so an interrupted-then-resumed run
+gives exactly the results of an uninterrupted one. Chunks are fixed by ``batch_size``, which is
+therefore part of the settings key; the prior is not (it only weighs the cached rewards).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+from anytime_reasoner.algo.budgets import BudgetPlan, prior_weights
+from anytime_reasoner.data.prompts import encode_prompt
+from anytime_reasoner.data.schema import Example
+from anytime_reasoner.eval.metrics import BenchmarkScores, ProblemResult, Scores, average_scores, score_benchmark
+
+if TYPE_CHECKING:
+    from anytime_reasoner.engine.base import GenerationEngine
+    from anytime_reasoner.rewards.base import Verifier
+    from anytime_reasoner.rollout.codec import TokenizerCodec
+
+CACHE_FILE = "cache.jsonl"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Everything that changes the sampled rewards (and so keys the cache)."""
+
+    model: str
+    budgets: tuple[int, ...]
+    samples: int = 1
+    temperature: float = 0.6
+    top_p: float = 1.0
+    summary_max_tokens: int = 118
+    seed: int = 0
+    batch_size: int = 8
+    cut_marker: str = "...\n\n...\n\n"
+    answer_delimiter: str = "\n\n**Final Answer**\n"
+    model_fingerprint: str = ""  # sizes/mtimes of a local model's weight files
+
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class EvalResults:
+    settings: EvalSettings
+    prior: str | list[float]
+    probs: tuple[float, ...]
+    benchmarks: dict[str, BenchmarkScores]
+    average: Scores
+    problems: dict[str, list[ProblemResult]]
+    chunks_run: int = 0
+    chunks_cached: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class ResultCache:
+    """Append-only JSONL of :class:`ProblemResult` rows under one settings key."""
+
+    path: Path
+    key: str
+    _rows: dict[tuple[str, str, str], ProblemResult] = field(default_factory=dict, init=False)
+
+    def load(self) -> "ResultCache":
+        """Read valid rows of this key (a half-written last line or another key is ignored)."""
+        self._rows.clear()
+        if not self.path.is_file():
+            return self
+        with self.path.open(encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    row = json.loads(line)
+                    if row.get("settings") == self.key:
+                        result = ProblemResult.from_json(row)
+                        self._rows[(result.benchmark, result.id, result.fingerprint)] = result
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue
+        return self
+
+    def get(self, benchmark: str, example: Example) -> ProblemResult | None:
+        return self._rows.get((benchmark, example.id, example.fingerprint()))
+
+    def append(self, results: Sequence[ProblemResult]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            for r in results:
+                handle.write(json.dumps({"settings": self.key, **r.to_json()}, ensure_ascii=False) + "\n")
+                self._rows[(r.benchmark, r.id, r.fingerprint)] = r
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def chunk_seed(seed: int, benchmark: str, index: int) -> int:
+    """The sampling seed of chunk ``index`` of a benchmark: independent of what ran before."""
+    digest = hashlib.sha256(f"{seed}:{benchmark}:{index}".encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+def chunks(examples: Sequence[Example], size: int) -> Iterator[tuple[int, Sequence[Example]]]:
+    for index, start in enumerate(range(0, len(examples), size)):
+        yield index, examples[start : start + size]
+
+
+def run_chunk(
+    engine: "GenerationEngine",
+    codec: "TokenizerCodec",
+    verifier: "Verifier",
+    benchmark: str,
+    index: int,
+    examples: Sequence[Example],
+    settings: EvalSettings,
+) -> list[ProblemResult]:
+    """ONE anytime rollout for a chunk: G = samples, A = 1, budgets = the grid."""
+    from anytime_reasoner.rollout.anytime import RolloutParams, anytime_rollout
+
+    plan = BudgetPlan(settings.budgets, prior_weights("uniform", settings.budgets))
+    params = RolloutParams(
+        n_thinking=settings.samples,
+        n_summary=1,
+        summary_max_tokens=settings.summary_max_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        seed=chunk_seed(settings.seed, benchmark, index),
+        cut_marker=settings.cut_marker,
+        answer_delimiter=settings.answer_delimiter,
+    )
+    prompts = [encode_prompt(codec.tokenizer, e.messages, codec.think_start) for e in examples]
+    batch = anytime_rollout(engine, codec, prompts, [list(e.ground_truths) for e in examples], plan, params, verifier)
+    return [
+        ProblemResult(
+            benchmark=benchmark,
+            id=e.id,
+            fingerprint=e.fingerprint(),
+            correct=tuple(tuple(t.summaries[s][0].reward for s in range(len(plan))) for t in row),
+            lengths=tuple(t.length for t in row),
+            closed=tuple(t.closed for t in row),
+        )
+        for e, row in zip(examples, batch.thinkings)
+    ]
+
+
+def evaluate(
+    engine: "GenerationEngine",
+    codec: "TokenizerCodec",
+    verifier: "Verifier",
+    benchmarks: Mapping[str, Sequence[Example]],
+    settings: EvalSettings,
+    *,
+    prior: str | Sequence[float] = "uniform",
+    cache: ResultCache | None = None,
+    progress: bool = False,
+) -> EvalResults:
+    """Evaluate every benchmark at every budget of ``settings.budgets`` (see module docstring)."""
+    from tqdm.auto import tqdm
+
+    prior = prior if isinstance(prior, str) else [float(w) for w in prior]
+    probs = prior_weights(prior, settings.budgets)
+    empty = [name for name, examples in benchmarks.items() if not examples]
+    if empty:
+        raise ValueError(f"data: benchmark {empty[0]!r} has no problems left to evaluate")
+    if cache is not None:
+        cache.load()
+    start = time.perf_counter()
+    problems: dict[str, list[ProblemResult]] = {}
+    run = cached = 0
+    total = sum(len(v) for v in benchmarks.values())
+    with tqdm(total=total, disable=not progress, unit="problem", desc="eval", dynamic_ncols=True) as bar:
+        for name, examples in benchmarks.items():
+            bar.set_postfix_str(name)
+            problems[name] = []
+            for index, chunk in chunks(examples, settings.batch_size):
+                rows = _from_cache(cache, name, chunk)
+                if rows is None:
+                    rows = run_chunk(engine, codec, verifier, name, index, chunk, settings)
+                    run += 1
+                    if cache is not None:
+                        cache.append(rows)
+                else:
+                    cached += 1
+                problems[name].extend(rows)
+                bar.update(len(chunk))
+    scores = {name: score_benchmark(rows, probs) for name, rows in problems.items()}
+    return EvalResults(
+        settings=settings,
+        prior=prior,
+        probs=probs,
+        benchmarks=scores,
+        average=average_scores(scores, probs),
+        problems=problems,
+        chunks_run=run,
+        chunks_cached=cached,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _from_cache(cache: ResultCache | None, benchmark: str, chunk: Sequence[Example]) -> list[ProblemResult] | None:
+    """The chunk's cached rows when every problem of it is cached, else None (rerun it whole)."""
+    if cache is None:
+        return None
+    found = [cache.get(benchmark, e) for e in chunk]
+    return None if any(r is None for r in found) else found  # type: ignore[return-value]
+
+
+def model_fingerprint(path: str) -> str:
+    """Sizes and mtimes of a local model folder's weight/config files ('' for a hub name)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return ""
+    parts = [
+        f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}"
+        for p in sorted(folder.iterdir())
+        if p.suffix in (".safetensors", ".bin", ".json") and p.is_file()
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def settings_json(results: EvalResults) -> dict[str, Any]:
+    s = asdict(results.settings)
+    s["budgets"] = list(results.settings.budgets)
+    s["prior"] = results.prior
+    s["prior_weights"] = list(results.probs)
+    return s
