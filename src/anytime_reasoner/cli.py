@@ -56,6 +56,13 @@ COMMANDS: dict[str, Command] = {
         run="anytime_reasoner.eval.cli:run_eval",
         config="anytime_reasoner.config:EvalConfig",
     ),
+    "plot": Command(
+        summary="overlay accuracy-vs-budget curves of results files into one PNG (one panel per benchmark)",
+        run="anytime_reasoner.eval.plot:run_plot",
+        config="anytime_reasoner.config:PlotConfig",
+        positional="inputs",
+        positional_list=True,
+    ),
 }
 
 
