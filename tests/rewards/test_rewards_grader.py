@@ -160,3 +160,11 @@ def test_the_caller_never_imports_sympy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_pool_that_died_is_rebuilt(respond):
+    with MathVerifier(workers=1) as verifier:
+        assert verifier.match(["1/2"], ["0.5"])[0].correct
+        verifier._pool.stop()  # simulate a pool broken behind the verifier's back
+        verifier._pool.join()
+        assert verifier.grade([respond("\\sqrt{9}")], ["3"])[0].reward == 1.0

@@ -79,25 +79,30 @@ def parse_line(number: int, text: str) -> GradeItem:
     except json.JSONDecodeError as err:
         raise UserError(f"{where}: not valid JSON ({err.msg}); each line must be {SHAPE}") from None
     if not isinstance(data, dict):
-        raise UserError(f"{where}: got a JSON {_kind(data)}; each line must be {SHAPE}")
+        raise UserError(f"{where}: got {_article(_kind(data))}; each line must be {SHAPE}")
     if "response" not in data:
         raise UserError(f"{where}: 'response' is missing; it must be a string")
     if not isinstance(data["response"], str):
-        raise UserError(f"{where}: 'response' must be a string (got {_kind(data['response'])})")
+        raise UserError(f"{where}: 'response' must be a string (got {_article(_kind(data['response']))})")
     if "ground_truth" not in data:
         raise UserError(f"{where}: 'ground_truth' is missing; it must be a string or a list of strings")
     return GradeItem(number, data["response"], _truths(where, data["ground_truth"]))
 
 
 def _truths(where: str, value: Any) -> tuple[str, ...]:
-    allowed = "it must be a string or a non-empty list of strings"
+    allowed = f"{where}: 'ground_truth' must be a string or a non-empty list of strings"
     values = value if isinstance(value, list) else [value]
     if not values:
-        raise UserError(f"{where}: 'ground_truth' is an empty list; {allowed}")
+        raise UserError(f"{allowed} (got an empty list)")
     for item in values:
         if not isinstance(item, (str, int, float)) or isinstance(item, bool):
-            raise UserError(f"{where}: 'ground_truth' holds a {_kind(item)}; {allowed}")
+            inside = " inside the list" if isinstance(value, list) else ""
+            raise UserError(f"{allowed} (got {_article(_kind(item))}{inside})")
     return tuple(item if isinstance(item, str) else json.dumps(item) for item in values)
+
+
+def _article(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 def _kind(value: Any) -> str:

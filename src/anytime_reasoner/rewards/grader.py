@@ -13,7 +13,8 @@ How a batch is graded:
 2. Answers still undecided are deduplicated (a rollout repeats answers many times) and sent to a
    ``pebble`` process pool, one task each, with a per-task timeout that starts when a worker
    picks the task up. A task that runs past it is counted wrong with ``timed_out=True`` and its
-   worker is killed and replaced; the other tasks go on.
+   worker is killed and replaced; the other tasks go on. A worker that crashes or raises counts
+   the answer wrong (not timed out). Each worker's address space is capped (``memory_limit_mb``).
 3. A backstop deadline for the whole batch guards against a broken pool: past it, the pending
    answers count as timed out and the pool is rebuilt on the next call.
 
@@ -23,6 +24,8 @@ big-integer arithmetic), so only a separate process can be bounded.
 
 Workers are started with ``forkserver`` by default (a clean process, not a fork of a trainer that
 holds CUDA or threads), with math-verify preloaded so that replacing a killed worker is quick.
+As with any non-fork start method, a script that grades must guard its entry point with
+``if __name__ == "__main__":`` (the ``anytime-reasoner`` command and ``python -m`` already do).
 """
 
 from __future__ import annotations
@@ -227,11 +230,19 @@ class MathVerifier:
         return None
 
     def _run_batch(self, batch: _Batch, verdicts: list[Verdict | None], progress: Progress | None) -> None:
+        def settle(key: tuple[str, tuple[str, ...]], verdict: Verdict) -> None:
+            for i in batch.indices[key]:
+                verdicts[i] = verdict
+            if progress is not None:
+                progress(len(batch.indices[key]))
+
+        scheduled = self._schedule(batch)
+        if scheduled is None:
+            for key in batch.indices:
+                settle(key, Verdict(False))
+            return
+        pool, futures = scheduled
         s = self.settings
-        pool = self._get_pool()
-        futures = {
-            pool.schedule(_match_in_worker, args=key, timeout=s.timeout): key for key in batch.indices
-        }
         rounds = math.ceil(len(futures) / s.workers)
         deadline = time.monotonic() + rounds * (s.timeout + s.restart_allowance) + s.backstop_slack
         pending = set(futures)
@@ -241,23 +252,29 @@ class MathVerifier:
             if not done:
                 break
             for future in done:
-                key = futures[future]
-                verdict = self._verdict(future, key[0])
-                for i in batch.indices[key]:
-                    verdicts[i] = verdict
-                if progress is not None:
-                    progress(len(batch.indices[key]))
+                settle(futures[future], self._verdict(future, futures[future][0]))
         if pending:
             logger.error("grading missed its backstop deadline; %d answers counted as timed out",
                          len(pending))
             for future in pending:
                 future.cancel()
-                key = futures[future]
-                for i in batch.indices[key]:
-                    verdicts[i] = Verdict(False, timed_out=True)
-                if progress is not None:
-                    progress(len(batch.indices[key]))
+                settle(futures[future], Verdict(False, timed_out=True))
             self._discard_pool(pool)
+
+    def _schedule(self, batch: _Batch) -> tuple[ProcessPool, dict[cf.Future, Any]] | None:
+        """One task per distinct answer; a pool that refuses them is rebuilt once, then given up."""
+        for attempt in (1, 2):
+            pool = self._get_pool()
+            try:
+                return pool, {
+                    pool.schedule(_match_in_worker, args=key, timeout=self.settings.timeout): key
+                    for key in batch.indices
+                }
+            except Exception as err:  # a pool that broke or failed to start
+                action = "rebuilding it" if attempt == 1 else "counting the batch wrong"
+                logger.error("grading pool refused tasks (%s: %s); %s", type(err).__name__, err, action)
+                self._discard_pool(pool)
+        return None
 
     def _verdict(self, future: cf.Future, answer: str) -> Verdict:
         """Read one finished task: a result, a timeout, or a worker failure (all but the first wrong)."""
