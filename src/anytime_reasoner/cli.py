@@ -63,6 +63,12 @@ COMMANDS: dict[str, Command] = {
         positional="inputs",
         positional_list=True,
     ),
+    "ask": Command(
+        summary="answer a question at several thinking budgets from one thinking, printing each as it is reached",
+        run="anytime_reasoner.eval.ask:run_ask",
+        config="anytime_reasoner.config:AskConfig",
+        positional="question",
+    ),
 }
 
 

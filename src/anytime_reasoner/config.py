@@ -301,6 +301,7 @@ class AskConfig(_Generation):
     """``anytime-reasoner ask "QUESTION" model=M budgets=500,1000,2000``."""
 
     question: str = Field(..., min_length=1, description="the problem to answer")
+    show_summary: bool = Field(False, description="also print each sampled summary")
     budgets: list[int] = Field(
         "1000,2000,4000,8000", validate_default=True, description="thinking budgets: comma list or start:stop:step"
     )

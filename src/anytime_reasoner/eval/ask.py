@@ -1,0 +1,133 @@
+"""Budget-controlled answers: the answer at each budget, all from ONE thinking (``anytime-reasoner ask``).
+
+:func:`iter_answers_at_budgets` grows a single thinking budget by budget: it samples the thinking up
+to b_1, forces a summary at that cut (SPEC §3 rule: cut marker + ``</think>`` + delimiter when cut
+inside, only the delimiter when the thinking closed by itself), yields that answer, then *continues
+the same thinking* from its b_1 tokens up to b_2, and so on. The answer at b_j is therefore the one
+the evaluation would score at b_j, and it is available as soon as b_j tokens have been thought.
+:func:`answers_at_budgets` collects them in a list.
+
+Departures (deliberate): once the thinking has ended, later budgets share its prefix and reuse its
+answer instead of sampling a fresh summary per budget (the evaluation samples one per budget;
+here one question wants one answer). Each continuation re-encodes the thinking so far (the engine
+protocol has no persistent state between calls): for b_1 < … < b_m that is at most m prefills of
+≤ b_m tokens, small next to the b_m decoding steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from anytime_reasoner.algo.budgets import check_budgets
+from anytime_reasoner.data.prompts import encode_prompt
+from anytime_reasoner.data.schema import INSTRUCTION
+
+
+@dataclass(frozen=True)
+class BudgetAnswer:
+    budget: int
+    answer: str | None  # the \boxed{} content of the Final Answer paragraph; None if there is none
+    summary: str  # the sampled summary text
+    thinking_tokens: int  # thinking tokens kept before the summary
+    thinking_done: bool  # the thinking had ended (think-end or EOS) at or before this budget
+
+
+@dataclass(frozen=True)
+class AskOptions:
+    temperature: float = 0.6
+    top_p: float = 1.0
+    summary_max_tokens: int = 118
+    seed: int | None = None
+    think_start: str = "<think>"
+    think_end: str = "</think>"
+    cut_marker: str = "...\n\n...\n\n"
+    answer_delimiter: str = "\n\n**Final Answer**\n"
+    instruction: str = INSTRUCTION  # appended to the question, as in training and evaluation
+
+
+def _engine(model: Any, pad_id: int) -> Any:
+    """``model`` may already be a generation engine; else wrap the HF model."""
+    if hasattr(model, "sample"):
+        return model
+    from anytime_reasoner.engine.hf import TransformersEngine
+
+    return TransformersEngine(model, pad_token_id=pad_id)
+
+
+def _seed(options: AskOptions, step: int) -> int | None:
+    return None if options.seed is None else options.seed + step
+
+
+def iter_answers_at_budgets(
+    model: Any, tokenizer: Any, question: str, budgets: Sequence[int], options: AskOptions | None = None
+) -> Iterator[BudgetAnswer]:
+    """Yield one :class:`BudgetAnswer` per budget (increasing), as soon as its budget is reached."""
+    from anytime_reasoner.engine.base import SamplingParams
+    from anytime_reasoner.rewards.extract import extract_answer
+    from anytime_reasoner.rollout.anytime import InsertedIds, cut_groups
+    from anytime_reasoner.rollout.codec import TokenizerCodec
+
+    opts = options or AskOptions()
+    budgets = check_budgets(list(budgets), "budgets")
+    codec = TokenizerCodec.from_tokenizer(tokenizer, opts.think_start, opts.think_end)
+    engine = _engine(model, codec.pad_id)
+    prompt = encode_prompt(tokenizer, [{"role": "user", "content": question + opts.instruction}], opts.think_start)
+    inserted = InsertedIds.build(codec, opts.cut_marker, opts.answer_delimiter)
+    marker = opts.answer_delimiter.lstrip("\n") or opts.answer_delimiter
+    thinking: list[int] = []
+    ended = False
+    previous: tuple[tuple[int, bool], BudgetAnswer] | None = None
+    for j, budget in enumerate(budgets):
+        if not ended and len(thinking) < budget:
+            params = SamplingParams(budget - len(thinking), opts.temperature, opts.top_p,
+                                    (codec.think_end_id, codec.eos_id), _seed(opts, 2 * j))
+            step = engine.sample([prompt + thinking], 1, params)[0][0]
+            thinking += list(step.token_ids)
+            ended = step.finish_reason == "stop"
+        closed = bool(thinking) and thinking[-1] == codec.think_end_id
+        group = cut_groups(len(thinking), closed, [budget])[0]
+        key = (group.cut, group.natural)
+        if previous is not None and previous[0] == key:  # same prefix as the last budget: same answer
+            yield BudgetAnswer(budget, previous[1].answer, previous[1].summary, group.cut, ended)
+            continue
+        forced = list(thinking[: group.cut]) + list(inserted.of(group.natural))
+        params = SamplingParams(opts.summary_max_tokens, opts.temperature, opts.top_p, (codec.eos_id,), _seed(opts, 2 * j + 1))
+        sampled = list(engine.sample([prompt + forced], 1, params)[0][0].token_ids)
+        summary = codec.decode(sampled[:-1] if sampled and sampled[-1] == codec.eos_id else sampled)
+        answer = extract_answer(codec.decode(forced) + summary, opts.think_end, marker)
+        result = BudgetAnswer(budget, answer, summary, group.cut, ended and len(thinking) <= budget)
+        previous = (key, result)
+        yield result
+
+
+def answers_at_budgets(
+    model: Any, tokenizer: Any, question: str, budgets: Sequence[int], options: AskOptions | None = None
+) -> list[BudgetAnswer]:
+    """The answer at every budget, from one thinking (see :func:`iter_answers_at_budgets`)."""
+    return list(iter_answers_at_budgets(model, tokenizer, question, budgets, options))
+
+
+def run_ask(config: Any) -> int:
+    """``anytime-reasoner ask "QUESTION" model=M budgets=…``: print each answer as its budget is reached."""
+    from anytime_reasoner.eval.loading import load
+
+    loaded = load(config.model, config.tokenizer, config.dtype, config.device, config.think_start, config.think_end)
+    options = AskOptions(
+        temperature=config.temperature,
+        top_p=config.top_p,
+        summary_max_tokens=config.summary_max_tokens,
+        seed=config.seed,
+        think_start=config.think_start,
+        think_end=config.think_end,
+        cut_marker=config.cut_marker,
+        answer_delimiter=config.answer_delimiter,
+    )
+    width = len(str(max(config.budgets)))
+    for item in iter_answers_at_budgets(loaded.engine, loaded.tokenizer, config.question, config.budgets, options):
+        state = "thinking finished" if item.thinking_done else "cut"
+        shown = item.answer if item.answer is not None else "(no boxed answer)"
+        print(f"budget {item.budget:>{width}}: {shown}    [{item.thinking_tokens} thinking tokens, {state}]", flush=True)
+        if config.show_summary:
+            print("    " + item.summary.strip().replace("\n", "\n    "), flush=True)
+    return 0
