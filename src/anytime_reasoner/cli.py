@@ -15,7 +15,7 @@ import importlib
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -39,6 +39,12 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
+    "train": Command(
+        summary="RL training: anytime rollout, BRPO advantages, tree-packed PPO update (presets: SPEC section 8)",
+        run="anytime_reasoner.train.build:run_train",
+        config="anytime_reasoner.config:TrainConfig",
+        presets=True,
+    ),
     "grade": Command(
         summary="grade model responses against ground truths (JSONL in, JSONL out)",
         run="anytime_reasoner.rewards.cli:run_grade",
@@ -100,10 +106,18 @@ def describe_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
             lines.extend(describe_fields(ann, prefix=f"{key}."))
             continue
         default = "required" if field.is_required() else f"default {field.default!r}"
-        type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+        type_name = _type_name(ann)
         desc = f"  {field.description}" if field.description else ""
         lines.append(f"  {key} ({type_name}; {default}){desc}")
     return lines
+
+
+def _type_name(ann: Any) -> str:
+    """``Literal['a', 'b']`` → ``a|b``; other annotations by their short name."""
+    if get_origin(ann) is Literal:
+        return "|".join(str(a) for a in get_args(ann))
+    name = getattr(ann, "__name__", None)
+    return name if name and not get_args(ann) else str(ann).replace("typing.", "")
 
 
 def command_help(name: str, cmd: Command) -> str:

@@ -1,0 +1,145 @@
+"""Builds a :class:`~anytime_reasoner.train.trainer.Trainer` from a validated :class:`TrainConfig`.
+
+``model.path=tiny`` selects the embedded default (a tiny local model bootstrapped on the synthetic
+task, cached on disk); anything else is a Hugging Face causal LM name or path with a chat template.
+``trainer.resume=auto`` continues from the newest checkpoint in ``trainer.out``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anytime_reasoner.config import TrainConfig, dump
+from anytime_reasoner.errors import UserError
+from anytime_reasoner.train.checkpoint import latest_checkpoint, load_optimizer_state, load_trainer_state
+from anytime_reasoner.train.sources import FiniteSource, SyntheticSource, synthetic_held_out
+
+log = logging.getLogger(__name__)
+
+TINY = "tiny"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("model.device: cuda was asked for but no CUDA device is available; allowed here: cpu, auto")
+    return torch.device(name)
+
+
+def base_model_path(cfg: TrainConfig) -> str:
+    """The path or hub name of the model to start from (bootstrapping the tiny default if needed)."""
+    if cfg.model.path != TINY:
+        return cfg.model.path
+    from anytime_reasoner.tasks.bootstrap import ensure_base_model
+
+    return str(ensure_base_model(progress=cfg.trainer.progress))
+
+
+def load_model_and_tokenizer(path: str, cfg: TrainConfig, device: torch.device) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = getattr(torch, cfg.model.dtype)
+    attn = "flex_attention" if cfg.model.attention == "flex" else "sdpa"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model.tokenizer or path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn)
+    except OSError as err:
+        raise UserError(f"model.path: cannot load {path!r}: {str(err).splitlines()[0]}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device), tokenizer
+
+
+def build_sources(cfg: TrainConfig, tokenizer: Any) -> tuple[Any, list]:
+    seed = cfg.trainer.seed
+    if cfg.data.train == "synthetic":
+        source = SyntheticSource(seed=seed)
+    else:
+        source = FiniteSource(_load_examples(cfg.data.train, cfg, tokenizer), seed=seed)
+    if cfg.data.val == "synthetic":
+        val = synthetic_held_out(cfg.data.val_size)
+    else:
+        val = _load_examples(cfg.data.val, cfg, tokenizer)[: cfg.data.val_size]
+    return source, val
+
+
+def _load_examples(spec: str, cfg: TrainConfig, tokenizer: Any) -> list:
+    """Comma-separated sources (files, names in ``data_dir``, hub datasets), validated rows."""
+    from anytime_reasoner.data.build import load_source
+
+    examples = []
+    for source in [s for s in spec.split(",") if s]:
+        rows, report = load_source(
+            source,
+            data_dir=cfg.data.data_dir,
+            tokenizer=tokenizer,
+            max_prompt_tokens=cfg.data.max_prompt_tokens,
+            think_start=cfg.model.think_start,
+        )
+        log.info(report.summary())
+        examples.extend(rows)
+    if not examples:
+        raise UserError(f"data: {spec!r} holds no usable problems")
+    return examples
+
+
+def build_trainer(cfg: TrainConfig):
+    from anytime_reasoner.engine.hf import TransformersEngine
+    from anytime_reasoner.rewards.grader import GraderSettings, MathVerifier
+    from anytime_reasoner.rollout.codec import TokenizerCodec
+    from anytime_reasoner.train.trainer import Trainer
+    from anytime_reasoner.train.update import build_optimizer
+
+    torch.manual_seed(cfg.trainer.seed)
+    device = resolve_device(cfg.model.device)
+    out = Path(cfg.trainer.out)
+    resume_from = latest_checkpoint(out) if cfg.trainer.resume == "auto" else None
+    path = str(resume_from) if resume_from else base_model_path(cfg)
+    model, tokenizer = load_model_and_tokenizer(path, cfg, device)
+    optimizer = build_optimizer(model, cfg.ppo)
+    start = 0
+    if resume_from:
+        load_optimizer_state(resume_from, optimizer)
+        start = load_trainer_state(resume_from).step
+        log.info("resuming from %s (step %d)", resume_from, start)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(dump(cfg), indent=2), encoding="utf-8")
+    codec = TokenizerCodec.from_tokenizer(tokenizer, think_start=cfg.model.think_start, think_end=cfg.model.think_end)
+    grading = GraderSettings(think_end=cfg.model.think_end, answer_marker=cfg.rollout.answer_delimiter.lstrip("\n"))
+    source, val = build_sources(cfg, tokenizer)
+    return Trainer(
+        cfg=cfg,
+        model=model,
+        tokenizer=tokenizer,
+        engine=TransformersEngine(model=model, pad_token_id=codec.pad_id),
+        codec=codec,
+        verifier=MathVerifier(grading),
+        optimizer=optimizer,
+        source=source,
+        val_examples=val,
+        out=out,
+        start_step=start,
+    )
+
+
+def run_train(cfg: TrainConfig) -> int:
+    """``anytime-reasoner train``."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    trainer = build_trainer(cfg)
+    try:
+        history = trainer.fit()
+    finally:
+        close = getattr(trainer.verifier, "close", None)
+        if close:
+            close()
+    last = history[-1] if history else {}
+    if "val/accuracy" in last:
+        print(f"final validation: anytime {last['val/anytime']:.3f}, final-budget {last['val/final']:.3f}")
+    print(f"model saved to {Path(cfg.trainer.out) / 'final'}")
+    return 0

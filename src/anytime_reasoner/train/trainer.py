@@ -1,0 +1,179 @@
+"""The RL loop: questions → anytime rollout → rewards → advantages → tree-packed PPO update.
+
+The trainer is algorithm-blind: GRPO and every AnytimeReasoner variant differ only in the rollout
+config (budgets, prior, A) and the advantage knobs, which reach it as data. One step:
+
+1. ``batch_size`` questions from the source (deterministic in the step number);
+2. G thinkings each, cut at every budget, A summaries per cut, graded (``rollout.anytime``);
+3. ``thinking_advantages`` ``[B, G, S]`` and ``summary_advantages`` ``[B, G, S, A]``;
+4. one packed row per thinking, PPO update in mini-batches of questions (``train.update``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from anytime_reasoner.algo.advantages import brpo_diagnostics, summary_advantages, thinking_advantages
+from anytime_reasoner.algo.budgets import BudgetPlan
+from anytime_reasoner.config import TrainConfig, dump
+from anytime_reasoner.data.schema import Example
+from anytime_reasoner.rollout.types import RolloutBatch
+from anytime_reasoner.train.checkpoint import TrainerState, save_checkpoint
+from anytime_reasoner.train.loggers import MetricLogger
+from anytime_reasoner.train.sources import QuestionSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Trainer:
+    """Holds the components of one run; :meth:`fit` runs the remaining steps."""
+
+    cfg: TrainConfig
+    model: Any  # a transformers causal LM
+    tokenizer: Any
+    engine: Any  # engine.base.GenerationEngine
+    codec: Any  # rollout codec: token ids of think-end / EOS and inserted texts
+    verifier: Any  # rewards.base.Verifier
+    optimizer: torch.optim.Optimizer
+    source: QuestionSource
+    val_examples: Sequence[Example]
+    out: Path
+    start_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def plan(self) -> BudgetPlan:
+        return self.cfg.rollout.plan()
+
+    def fit(self) -> list[dict[str, Any]]:
+        """Run steps ``start_step+1 … cfg.trainer.steps``; return the metrics of each."""
+        tcfg = self.cfg.trainer
+        logger = MetricLogger(self.out, tcfg.loggers, run_config=dump(self.cfg))
+        steps = range(self.start_step + 1, tcfg.steps + 1)
+        bar = _progress(steps, enabled=tcfg.progress, desc=f"train {self.out.name}")
+        try:
+            for step in bar:
+                metrics = self.train_step(step)
+                if tcfg.val_every and (step % tcfg.val_every == 0 or step == tcfg.steps):
+                    metrics.update(self.validate())
+                logger.log(step, metrics)
+                self.history.append({"step": step, **metrics})
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(anytime=f"{metrics['anytime_score']:.3f}", loss=f"{metrics['loss']:.4f}")
+                if tcfg.save_every and step % tcfg.save_every == 0 and step < tcfg.steps:
+                    self.save(step)
+            if tcfg.steps > self.start_step:
+                self.save(tcfg.steps)
+            self.save_final()
+        finally:
+            logger.close()
+        return self.history
+
+    # ------------------------------------------------------------------ one step
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        examples = self.source.batch(step, self.cfg.trainer.batch_size)
+        rollouts = self.rollout(examples, seed=self.cfg.trainer.seed * 100_003 + step, train=True)
+        t_rollout = time.perf_counter() - t0
+        scores = rollouts.scores()  # [B, G, S, A]
+        probs = torch.tensor(self.plan.probs)  # [S]
+        think_adv = thinking_advantages(scores, probs, self.cfg.rollout.variance_reduction)  # [B, G, S]
+        summ_adv = summary_advantages(scores, self.cfg.rollout.summary_method)  # [B, G, S, A]
+        update_metrics = self.update(rollouts, think_adv, summ_adv)
+        metrics = rollout_metrics(rollouts, self.plan)
+        metrics.update(update_metrics)
+        metrics.update({k: v for k, v in brpo_diagnostics(scores, probs).items()})
+        metrics.update(time_rollout=t_rollout, time_step=time.perf_counter() - t0)
+        return metrics
+
+    def rollout(self, examples: Sequence[Example], *, seed: int, train: bool) -> RolloutBatch:
+        from anytime_reasoner.data.prompts import encode_prompt
+        from anytime_reasoner.rollout.anytime import RolloutParams, anytime_rollout
+
+        params = RolloutParams.from_config(self.cfg.rollout, seed=seed)
+        plan = self.plan
+        if not train:  # validation: one thinking, one summary per budget, evaluation temperature
+            budgets = self.cfg.trainer.val_budgets or list(plan.budgets)
+            plan = BudgetPlan.build(max(budgets), budgets=budgets, prior="uniform")
+            params = replace(params, n_thinking=1, n_summary=1, temperature=self.cfg.trainer.val_temperature)
+        prompts = [encode_prompt(self.tokenizer, e.messages, self.codec.think_start) for e in examples]
+        self.model.eval()
+        with torch.no_grad():
+            return anytime_rollout(
+                self.engine, self.codec, prompts, [list(e.ground_truths) for e in examples], plan, params, self.verifier
+            )
+
+    def update(self, rollouts: RolloutBatch, think_adv: torch.Tensor, summ_adv: torch.Tensor) -> dict[str, float]:
+        from anytime_reasoner.rollout.packing import max_response_len, pack_rollouts
+        from anytime_reasoner.train.update import ppo_update
+
+        packed = pack_rollouts(rollouts, think_adv, summ_adv, pad_token_id=self.codec.pad_id)
+        self.model.train()
+        return ppo_update(
+            self.model,
+            self.optimizer,
+            packed,
+            self.cfg.ppo,
+            max_response_len=max_response_len(self.cfg.rollout, self.codec),
+            attention=self.cfg.model.attention,
+            temperature=self.cfg.rollout.temperature,
+        )
+
+    def validate(self) -> dict[str, Any]:
+        """Accuracy per validation budget on the held-out questions (one thinking, one summary)."""
+        if not self.val_examples:
+            return {}
+        rollouts = self.rollout(self.val_examples, seed=self.cfg.trainer.seed, train=False)
+        acc = rollouts.scores().mean(dim=(0, 1, 3))  # [S]
+        return {
+            "val/budgets": list(rollouts.budgets),
+            "val/accuracy": acc.tolist(),
+            "val/anytime": float(acc.mean()),
+            "val/final": float(acc[-1]),
+        }
+
+    # ------------------------------------------------------------------ saving
+
+    def save(self, step: int) -> Path:
+        return save_checkpoint(
+            self.out, TrainerState(step=step, seed=self.cfg.trainer.seed), self.model, self.tokenizer, self.optimizer
+        )
+
+    def save_final(self) -> Path:
+        final = self.out / "final"
+        self.model.save_pretrained(final)
+        self.tokenizer.save_pretrained(final)
+        return final
+
+
+def rollout_metrics(rollouts: RolloutBatch, plan: BudgetPlan) -> dict[str, Any]:
+    """Reward per budget, anytime score, thinking/summary lengths, share closed by think-end."""
+    scores = rollouts.scores()  # [B, G, S, A]
+    per_budget = scores.mean(dim=(0, 1, 3))  # [S]
+    lengths = rollouts.thinking_lengths().float()  # [B, G]
+    thinkings = [t for row in rollouts.thinkings for t in row]
+    summary_lens = [len(s.sampled_ids) for t in thinkings for per in t.summaries for s in per]
+    return {
+        "reward_per_budget": per_budget.tolist(),
+        "anytime_score": float((per_budget * torch.tensor(plan.probs)).sum()),
+        "final_reward": float(per_budget[-1]),
+        "thinking_length": float(lengths.mean()),
+        "closed_share": sum(t.closed for t in thinkings) / len(thinkings),
+        "summary_length": sum(summary_lens) / max(len(summary_lens), 1),
+    }
+
+
+def _progress(iterable: Any, *, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, dynamic_ncols=True)
