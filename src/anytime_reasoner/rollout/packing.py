@@ -240,7 +240,7 @@ def collate_rows(rows: Sequence[_Row], pad_token_id: int = 0) -> PackedBatch:
     """Right-pad rows into a :class:`PackedBatch` (padding: segment −1, not trainable)."""
     if not rows:
         raise ValueError("rows: nothing to collate")
-    N, T = len(rows), max(len(r.input_ids) for r in rows)
+    T = max(len(r.input_ids) for r in rows)  # row width after padding
 
     def pad(name: str, value: Any, dtype: torch.dtype) -> torch.Tensor:
         return torch.tensor([getattr(r, name) + [value] * (T - len(r.input_ids)) for r in rows], dtype=dtype)  # [N, T]

@@ -1,0 +1,136 @@
+"""Packed vs unpacked PPO forward+backward on the same anytime rollouts (SPEC §7).
+
+Packed: one row per thinking holding all S·A summary blocks (tree attention mask).
+Unpacked: per thinking, ``prompt + thinking`` plus one plain row per summary
+``prompt + thinking[:cut] + inserted + summary`` — the thinking prefix is recomputed S·A times.
+
+Both go through the same :func:`accumulate_gradients` (micro-batches of ≤ ``--max-token-len``
+padded tokens, one backward each), on the same random rollouts and the same random Qwen2.
+Prints wall-clock medians (and minima, and the median process CPU time) over ``--repeats`` timed runs (after one warm-up; packed and unpacked interleaved), their ratio, and token counts.
+
+    python benchmarks/bench_packed_update.py            # S = A = G = 4, thinking ~300, summaries ~16
+
+``--threads`` defaults to 1 (0 = torch's default): on a shared CPU, multi-threaded kernels spin
+on each other's load and the medians stop meaning anything. Runs in about 30 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from anytime_reasoner.rollout.packing import PackedBatch, pack_rollouts, unpack_rollouts
+from anytime_reasoner.rollout.types import RolloutBatch, Summary, Thinking
+from anytime_reasoner.train.logprobs import packed_logprobs
+from anytime_reasoner.train.update import (
+    accumulate_gradients,
+    compute_old_logprobs,
+    minibatch_normalizer,
+    token_budget_micro_batches,
+)
+
+MARKER, THINK_END, DELIMITER = [5, 6, 5, 6], 7, [8, 9, 10]
+
+
+def random_rollouts(args: argparse.Namespace, gen: torch.Generator) -> RolloutBatch:
+    """B questions × G thinkings of ~``thinking`` tokens, cut at S even budgets, A summaries each."""
+    budgets = tuple(round(j * args.thinking / args.S) for j in range(1, args.S + 1))
+
+    def ids(n: int) -> list[int]:
+        return torch.randint(16, args.vocab, (n,), generator=gen).tolist()
+
+    def thinking() -> Thinking:
+        length = int(torch.randint(int(0.8 * args.thinking), args.thinking + 1, (1,), generator=gen))
+        closed = length < budgets[-1]
+        cuts = [min(b, length) for b in budgets]
+        summaries = []
+        for b in budgets:
+            inserted = MARKER + [THINK_END] + DELIMITER if (length > b or not closed) else list(DELIMITER)
+            n = lambda: int(torch.randint(args.summary // 2, args.summary * 3 // 2 + 1, (1,), generator=gen))  # noqa: E731
+            summaries.append([Summary(inserted, ids(n()), "", 0.0) for _ in range(args.A)])
+        return Thinking(prompt_ids=ids(args.prompt), thinking_ids=ids(length), closed=closed, cuts=cuts, summaries=summaries)
+
+    return RolloutBatch(budgets=budgets, thinkings=[[thinking() for _ in range(args.G)] for _ in range(args.B)])
+
+
+def tiny_qwen2(args: argparse.Namespace):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        intermediate_size=2 * args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+    )
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    return Qwen2ForCausalLM(config).float().train()
+
+
+def update_pass(model, rows: PackedBatch, old_logprobs: torch.Tensor, normalizer: float, max_token_len: int) -> tuple[float, float]:
+    """(wall, process CPU) seconds for one forward+backward pass over all rows."""
+    model.zero_grad(set_to_none=True)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    accumulate_gradients(model, rows, old_logprobs, normalizer=normalizer, clip_eps=0.2, max_token_len=max_token_len)
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def padded_tokens(rows: PackedBatch, max_token_len: int) -> int:
+    """Tokens the model runs over: Σ over micro-batches of rows × longest row."""
+    lengths = rows.lengths.tolist()
+    return sum(len(m) * max(lengths[i] for i in m) for m in token_budget_micro_batches(rows.lengths, max_token_len))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for name, default in [("B", 1), ("G", 4), ("S", 4), ("A", 4), ("thinking", 300), ("summary", 16), ("prompt", 40),
+                          ("vocab", 1024), ("hidden", 128), ("layers", 2), ("max_token_len", 4096), ("repeats", 3), ("seed", 0), ("threads", 1)]:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=default)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    gen = torch.Generator().manual_seed(args.seed)
+    rollouts = random_rollouts(args, gen)
+    B, G, S, A = rollouts.shape
+    think_adv, summ_adv = torch.randn(B, G, S, generator=gen), torch.randn(B, G, S, A, generator=gen)
+    model = tiny_qwen2(args)
+    packed = pack_rollouts(rollouts, think_adv, summ_adv)
+    unpacked = unpack_rollouts(rollouts, think_adv, summ_adv)
+
+    with torch.no_grad():  # same numbers either way
+        diff = (packed_logprobs(model, packed)[packed.trainable_mask] - packed_logprobs(model, unpacked)[unpacked.trainable_mask]).abs().max()
+
+    print(f"rollouts: B={B} G={G} S={S} A={A}, thinking ~{args.thinking}, summary ~{args.summary}; "
+          f"Qwen2 hidden={args.hidden} layers={args.layers} vocab={args.vocab}; torch threads={torch.get_num_threads()}")
+    print(f"max |packed - unpacked| log-prob on trainable tokens: {float(diff):.2e}")
+    print(f"{'layout':<9} {'rows':>5} {'tokens':>7} {'padded':>7} {'trainable':>9} {'median s':>9} {'min s':>7} {'cpu s':>7}")
+    layouts = {"packed": packed, "unpacked": unpacked}
+    inputs = {
+        name: (compute_old_logprobs(model, rows, max_token_len=args.max_token_len), minibatch_normalizer(rows, "constant", 1024))
+        for name, rows in layouts.items()
+    }  # old log-probs [N, T] and normalizer of each layout
+    times: dict[str, list[float]] = {name: [] for name in layouts}
+    cpu_times: dict[str, list[float]] = {name: [] for name in layouts}
+    for repeat in range(args.repeats + 1):  # interleaved, so load from other processes hits both alike
+        for name, rows in layouts.items():
+            seconds, cpu_seconds = update_pass(model, rows, *inputs[name], args.max_token_len)
+            if repeat:  # repeat 0 warms up
+                times[name].append(seconds)
+                cpu_times[name].append(cpu_seconds)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    for name, rows in layouts.items():
+        print(f"{name:<9} {rows.n_rows:>5} {int(rows.lengths.sum()):>7} {padded_tokens(rows, args.max_token_len):>7} "
+              f"{int(rows.trainable_mask.sum()):>9} {medians[name]:>9.3f} {min(times[name]):>7.3f} {statistics.median(cpu_times[name]):>7.3f}")
+    print(f"unpacked / packed time: {medians['unpacked'] / medians['packed']:.2f}x "
+          f"(tokens {int(unpacked.lengths.sum()) / int(packed.lengths.sum()):.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
