@@ -135,6 +135,10 @@ def test_flex_attention_matches_dense_mask_on_cpu():
     by_flex = flex.flex_attention(q, k, v, block_mask=block_mask)
     by_dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=dense_attention_mask(p))
     torch.testing.assert_close(by_flex, by_dense, atol=1e-5, rtol=1e-5)
+    # Block level: with 4-token blocks, a block is kept iff one of its 16 entries is allowed.
+    small = flex_block_mask(p, block_size=4, compile_mask=False).to_dense()[:, 0]  # [N, 3, 3]
+    allowed = allowed_attention(p.segment_ids, p.visible_trunk)  # [N, 12, 12]
+    assert torch.equal(small.bool(), allowed.view(2, 3, 4, 3, 4).any(dim=4).any(dim=2))
 
 
 def test_unpacked_rows_by_hand():

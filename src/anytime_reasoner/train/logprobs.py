@@ -15,6 +15,8 @@ then division by ``temperature`` (as the seed's trainer does; 1.0 in training). 
 model-specific logit transforms applied inside a model's ``forward`` after the head (e.g. Cohere's
 ``logit_scale``) are not reproduced; :func:`sequence_logprobs` with ``chunk_size=None`` goes through
 the model's own ``forward`` and is the reference to compare against for a new architecture.
+A tree mask is a custom 4-D mask, which transformers uses as given for every layer: sliding-window
+layers (e.g. Qwen2 with ``use_sliding_window``) would see the full tree, not their window.
 """
 
 from __future__ import annotations
