@@ -39,6 +39,11 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
+    "demo": Command(
+        summary="the main job on CPU: bootstrap a tiny model, train GRPO and AnytimeReasoner, compare at 8+ budgets",
+        run="anytime_reasoner.demo:run_demo",
+        config="anytime_reasoner.config:DemoConfig",
+    ),
     "train": Command(
         summary="RL training: anytime rollout, BRPO advantages, tree-packed PPO update (presets: SPEC section 8)",
         run="anytime_reasoner.train.build:run_train",

@@ -328,6 +328,41 @@ class PlotConfig(_Strict):
         return _split_list(value)
 
 
+class DemoConfig(_Strict):
+    """``anytime-reasoner demo``: bootstrap the tiny base model, train GRPO and AnytimeReasoner from
+    it with equal rollouts and steps, evaluate all three on the held-out set at every budget."""
+
+    seed: int = Field(0, description="seed of the bootstrap, the RL runs and the evaluation")
+    out: str = Field("runs/demo", description="output folder: results.json, results.md, anytime_curves.png, runs")
+    ar_preset: Literal["ar-uniform", "ar-linear", "ar-base"] = "ar-uniform"
+    steps: int = Field(40, ge=1, description="RL steps of each method")
+    batch_size: int = Field(16, ge=1, description="questions per RL step")
+    n: int = Field(8, ge=2, description="thinkings per question (G), the same for both methods")
+    n_summary: int = Field(4, ge=1, description="summaries per budget (A) for AnytimeReasoner")
+    max_budget: int = Field(96, ge=4, description="largest thinking budget (tokens) in training")
+    n_budget_support: int = Field(4, ge=1)
+    summary_max_tokens: int = Field(12, ge=2)
+    lr: float = Field(1e-4, gt=0.0)
+    eval_size: int = Field(200, ge=1, description="held-out questions")
+    eval_budgets: list[int] = Field([12, 24, 36, 48, 60, 72, 84, 96], description="evaluation grid (>= 8 budgets)")
+    eval_samples: int = Field(2, ge=1, description="thinkings per held-out question")
+    eval_temperature: float = Field(0.6, gt=0.0)
+    cache_dir: str | None = Field(None, description="where the bootstrapped base model is cached")
+    base_model: str | None = Field(None, description="start from this model folder instead of bootstrapping")
+    progress: bool = True
+
+    @field_validator("eval_budgets", mode="before")
+    @classmethod
+    def _eval_grid(cls, value: Any) -> Any:
+        try:
+            grid = list(parse_grid(value, field="eval_budgets"))
+        except BudgetError as err:
+            raise ValueError(str(err).split(": ", 1)[-1]) from None
+        if len(grid) < 8:
+            raise ValueError(f"needs at least 8 budgets, got {len(grid)}")
+        return grid
+
+
 # --------------------------------------------------------------------------------------------
 # Presets (SPEC §8): the seed's eight experiments, by name.
 # --------------------------------------------------------------------------------------------
