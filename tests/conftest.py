@@ -81,3 +81,15 @@ def tiny_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model():
     return make_tiny_qwen2()
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test on one torch thread, restoring the count afterwards: tiny models gain nothing
+    from intra-op threads, and on a shared, loaded machine thread spin-waits make them 40x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

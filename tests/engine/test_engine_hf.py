@@ -15,6 +15,8 @@ from anytime_reasoner.engine import hf
 from anytime_reasoner.engine.base import SamplingParams
 from anytime_reasoner.engine.hf import TransformersEngine, left_pad, plan_chunks, position_ids
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 PAD = 256  # tests/conftest.py: <pad>
 PREFIXES = [[5, 6, 7, 8, 9, 10, 11], [20], [30, 31, 32]]  # lengths 7, 1, 3 → left padding
 

@@ -107,13 +107,13 @@ class TransformersEngine:
         slices = [rows[i : i + self.max_batch_rows] for i in range(0, len(rows), self.max_batch_rows)]
         sampled: list[Completion] = []
         for j, sub in enumerate(slices):
+            sub = sub.to(self.device)  # [r] row → prefix index within the chunk
+            sub_cache = None
             if cache is not None:
+                # the last slice may consume the prefill cache itself; earlier ones gather from a copy
                 sub_cache = cache if j == len(slices) - 1 else copy.deepcopy(cache)
-                sub_cache.batch_select_indices(sub.to(self.device))
-                self._count(mask[sub], encoded_last_only=True)
-            else:
-                sub_cache = None
-                self._count(mask[sub], encoded_last_only=False)
+                sub_cache.batch_select_indices(sub)
+            self._count(mask[sub], encoded_last_only=sub_cache is not None)
             tokens = self._generate(ids[sub], mask[sub], sub_cache, params)  # [r, new]
             sampled.extend(finish(row, params.stop_token_ids) for row in tokens.tolist())
         starts = [0] + torch.cumsum(torch.tensor(counts), 0).tolist()
