@@ -16,20 +16,13 @@ import torch
 
 from anytime_reasoner.config import TrainConfig, dump
 from anytime_reasoner.errors import UserError
+from anytime_reasoner.eval.loading import resolve_device
 from anytime_reasoner.train.checkpoint import latest_checkpoint, load_optimizer_state, load_trainer_state
 from anytime_reasoner.train.sources import FiniteSource, SyntheticSource, synthetic_held_out
 
 log = logging.getLogger(__name__)
 
 TINY = "tiny"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("model.device: cuda was asked for but no CUDA device is available; allowed here: cpu, auto")
-    return torch.device(name)
 
 
 def base_model_path(cfg: TrainConfig) -> str:
@@ -42,17 +35,18 @@ def base_model_path(cfg: TrainConfig) -> str:
 
 
 def load_model_and_tokenizer(path: str, cfg: TrainConfig, device: torch.device) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    dtype = getattr(torch, cfg.model.dtype)
-    attn = "flex_attention" if cfg.model.attention == "flex" else "sdpa"
+    from anytime_reasoner.eval.loading import load_tokenizer
+    from anytime_reasoner.train.logprobs import attn_implementation_for
+
+    tokenizer = load_tokenizer(cfg.model.tokenizer or path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model.tokenizer or path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn)
-    except OSError as err:
-        raise UserError(f"model.path: cannot load {path!r}: {str(err).splitlines()[0]}") from None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=getattr(torch, cfg.model.dtype), attn_implementation=attn_implementation_for(cfg.model.attention, device)
+        )
+    except (OSError, ValueError) as err:
+        raise UserError(f"model.path: cannot load {path!r} as a causal LM: {str(err).splitlines()[0]}") from None
     return model.to(device), tokenizer
 
 
@@ -97,7 +91,7 @@ def build_trainer(cfg: TrainConfig):
     from anytime_reasoner.train.update import build_optimizer
 
     torch.manual_seed(cfg.trainer.seed)
-    device = resolve_device(cfg.model.device)
+    device = torch.device(resolve_device(cfg.model.device))
     out = Path(cfg.trainer.out)
     resume_from = latest_checkpoint(out) if cfg.trainer.resume == "auto" else None
     path = str(resume_from) if resume_from else base_model_path(cfg)
