@@ -93,3 +93,9 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory():
+    """``make_tiny_qwen2`` for tests that need a fresh model (own generation config or mode)."""
+    return make_tiny_qwen2

@@ -133,3 +133,19 @@ def test_expandable_on_real_cache(tiny_model):
     out = tiny_model(input_ids=torch.tensor([[1, 2]]), use_cache=True)
     assert hf.expandable(hf._output_cache(out))
     assert not hf.expandable(None)
+
+
+def test_model_generation_defaults_do_not_change_sampling(tiny_model_factory, engine):
+    skewed = tiny_model_factory()  # same weights as tiny_model (seed 0), its own generation config
+    skewed.generation_config.top_k = 3
+    skewed.generation_config.repetition_penalty = 1.5
+    skewed.generation_config.min_p = 0.2
+    for params in (SamplingParams(max_new_tokens=6, temperature=1.0, seed=11),  # top-k would bite here
+                   SamplingParams(max_new_tokens=8, temperature=0)):  # the repetition penalty here
+        assert TransformersEngine(skewed, pad_token_id=PAD).sample(PREFIXES, 2, params) == engine.sample(PREFIXES, 2, params)
+
+
+def test_sampling_restores_train_mode(tiny_model_factory):
+    model = tiny_model_factory().train()
+    TransformersEngine(model, pad_token_id=PAD).sample([[1, 2]], 1, SamplingParams(max_new_tokens=1, temperature=0))
+    assert model.training

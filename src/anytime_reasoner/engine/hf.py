@@ -75,7 +75,6 @@ class TransformersEngine:
     def __post_init__(self) -> None:
         if self.max_batch_rows < 1:
             raise ValueError(f"max_batch_rows: must be >= 1, got {self.max_batch_rows}")
-        self.model.eval()
 
     @property
     def device(self) -> torch.device:
@@ -89,7 +88,7 @@ class TransformersEngine:
             raise ValueError("prefixes: every prefix needs at least one token")
         out: list[list[Completion]] = [[] for _ in prefixes]
         lengths = [len(p) for p in prefixes]
-        with torch.no_grad(), _seeded(params.seed, self.device):
+        with torch.no_grad(), _eval_mode(self.model), _seeded(params.seed, self.device):
             for group in plan_chunks(lengths, counts, params.max_new_tokens, self.max_batch_rows, self.max_batch_tokens):
                 done = self._sample_chunk([prefixes[i] for i in group], [counts[i] for i in group], params)
                 for i, completions in zip(group, done):
@@ -256,6 +255,17 @@ def _output_cache(out: Any) -> Any | None:
         if value is not None:
             return value
     return None
+
+
+@contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    """Sample in eval mode (no dropout), then restore the model's train/eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 @contextmanager
