@@ -49,6 +49,8 @@ def test_plan_chunks_respects_rows_and_tokens():
     assert plan_chunks([5, 9, 2], [2, 2, 2], 1, max_rows=8, max_tokens=25) == [[1], [0, 2]]
     # a prefix needing more rows than the cap gets its own group; zero counts are dropped
     assert plan_chunks([5, 9], [7, 0], 1, max_rows=4, max_tokens=None) == [[0]]
+    # one-token prefixes are grouped apart from longer ones
+    assert plan_chunks([1, 3, 1], [1, 1, 1], 1, max_rows=8, max_tokens=None) == [[1], [0, 2]]
 
 
 def test_shapes_and_length_finish(engine):
@@ -74,11 +76,13 @@ def test_greedy_cached_path_equals_plain_generate(tiny_model, engine):
     for prefix, row in zip(PREFIXES, out):
         ref = reference(tiny_model, prefix, 8)
         assert [c.token_ids for c in row] == [ref, ref]
-    # forward 1: the prefill of ids[:, :-1] → [3 prefixes, 7 - 1]; forward 2: generate's first step
-    # sees only the last prefix token for the 3 × 2 expanded rows → [6, 1]
-    assert calls[0] == (3, 6)
-    assert calls[1] == (6, 1)
-    # prefill counts real tokens: (7-1) + (1-1) + (3-1) = 8, then one last token per row: 6 → 14
+    # chunk 1 = prefixes of lengths 7 and 3: the prefill of ids[:, :-1] → [2, 7 - 1]; generate's first
+    # step then sees only the last prefix token of the 2 × 2 expanded rows → [4, 1]
+    assert calls[0] == (2, 6)
+    assert calls[1] == (4, 1)
+    # the one-token prefix [20] has nothing to prefill: its own chunk, generate on [2, 1]
+    assert (2, 1) in calls[2:] and engine.stats.generate_calls == 2
+    # prefill counts real tokens: (7-1) + (3-1) = 8, then one last token per row: 4 + 2 → 14
     assert engine.stats.prefill_tokens == 14
 
 

@@ -166,13 +166,15 @@ def plan_chunks(
 ) -> list[list[int]]:
     """Group prefix indices (longest first) so a group has ≤ ``max_rows`` sampled rows and
     ≤ ``max_tokens`` padded tokens; a single prefix whose rows exceed the cap forms its own group
-    (its rows are then split across several generate calls that share one prefill)."""
+    (its rows are then split across several generate calls that share one prefill). One-token
+    prefixes (nothing to prefill) never share a group with longer ones, so no prefill row is all
+    padding."""
     order = sorted((i for i in range(len(lengths)) if counts[i] > 0), key=lambda i: -lengths[i])
     groups: list[list[int]] = []
     rows = 0
     for i in order:
         width = (lengths[groups[-1][0]] if groups else lengths[i]) + max_new_tokens
-        fits = groups and rows + counts[i] <= max_rows
+        fits = groups and rows + counts[i] <= max_rows and (lengths[i] > 1 or lengths[groups[-1][0]] == 1)
         if fits and max_tokens is not None:
             fits = (rows + counts[i]) * width <= max_tokens
         if fits:
