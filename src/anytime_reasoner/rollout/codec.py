@@ -5,9 +5,9 @@
 round trip into the grader. The think-end marker must be a single token: the rollout stops the
 thinking on it and counts it when checking the format.
 
-:func:`build_prompt_ids` renders a question with the tokenizer's chat template (SPEC §8 prompt) and
-makes sure the prompt ends with ``<think>\\n`` (appended when the template does not open the
-thinking itself, e.g. Qwen-style templates).
+:func:`build_prompt_ids` renders a bare question with the tokenizer's chat template (SPEC §8
+prompt) through :func:`anytime_reasoner.data.prompts.encode_prompt`, which makes sure the prompt
+ends with ``<think>\\n``.
 
 Departure: when the tokenizer has no pad token, the EOS id is used for padding (only ever
 attention-masked, so it never reaches the model's view of the text).
@@ -18,9 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from anytime_reasoner.data.schema import INSTRUCTION as PROMPT_SUFFIX  # re-exported
 from anytime_reasoner.errors import UserError
-
-PROMPT_SUFFIX = " Let's think step by step and output the final answer within \\boxed{}."
 
 
 @dataclass(frozen=True)
@@ -64,11 +63,11 @@ def _single_token(tokenizer: Any, text: str, key: str) -> int:
     return int(ids[0])
 
 
-def build_prompt_ids(codec: TokenizerCodec, question: str, suffix: str = PROMPT_SUFFIX) -> list[int]:
-    """Chat-template prompt for ``question`` ending with ``think_start + "\\n"``."""
-    messages = [{"role": "user", "content": question + suffix}]
-    text = codec.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    opener = codec.think_start + "\n"
-    if not text.endswith(opener):
-        text = text + ("\n" if text.endswith(codec.think_start) else opener)
-    return codec.encode(text)
+def build_prompt_ids(codec: TokenizerCodec, question: str) -> list[int]:
+    """Chat-template prompt for a bare ``question`` (the SPEC §8 instruction appended), ending with
+    ``think_start + "\\n"``; the rendering rule lives in :mod:`anytime_reasoner.data.prompts`."""
+    from anytime_reasoner.data.prompts import encode_prompt
+    from anytime_reasoner.data.schema import Example
+
+    example = Example.from_problem("question", "user", question, ())
+    return encode_prompt(codec.tokenizer, example.messages, codec.think_start)
