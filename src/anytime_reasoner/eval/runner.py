@@ -11,6 +11,10 @@ same settings skips chunks whose problems are all cached. Each chunk's sampling 
 from (seed, benchmark, chunk index), not from what ran before, so an interrupted-then-resumed run
 gives exactly the results of an uninterrupted one. Chunks are fixed by ``batch_size``, which is
 therefore part of the settings key; the prior is not (it only weighs the cached rewards).
+
+Departures: the protocol is SPEC §9's; what it leaves open is fixed here — thinking lengths count
+the sampled ``</think>``; a thinking ended by EOS scores 0 at every budget (the rollout's format
+rule); samples of one problem depend on (seed, batch_size) because a chunk is sampled as a batch.
 """
 
 from __future__ import annotations
