@@ -25,7 +25,7 @@ class ScriptedRng(random.Random):
 
 def test_exact_teacher_solution_hand_checked():
     problem = Problem(values=(47, 12, 83, 55), spec=EXACT)
-    assert problem.question == "Which value is the largest? a=47, b=12, c=83, d=55."
+    assert problem.question == "a=47\nb=12\nc=83\nd=55\nWhich value is the largest?"
     assert problem.answer == "83"
     solution = problem.solution(random.Random(0))
     assert solution.text == (

@@ -1,7 +1,9 @@
 """The embedded synthetic task: "which labelled value is the largest?", solved by a running scan.
 
-A problem lists n labelled two-digit values (``a=47, b=12, c=83, …``; n varies, 3–9 by default)
-and asks for the largest one; the ground truth is that integer. The worked solution scans the list
+A problem lists n labelled two-digit values, one per line, then asks (``a=47``, ``b=12``, ``c=83``, …; n varies,
+3–9 by default) for the largest one; the ground truth is that integer. Each item line of the
+question reappears verbatim at the start of its thinking line, so the per-step work is a copy (an
+induction-head lookup by label) and a two-digit comparison: easy for a ~1M-parameter model. The worked solution scans the list
 in order and keeps a running best, one short line per item::
 
     <think>
@@ -113,8 +115,8 @@ class Problem:
 
     @property
     def question(self) -> str:
-        items = ", ".join(f"{k}={v}" for k, v in zip(self.labels, self.values))
-        return f"Which value is the largest? {items}."
+        items = "".join(f"{k}={v}\n" for k, v in zip(self.labels, self.values))
+        return f"{items}Which value is the largest?"
 
     @property
     def prompt(self) -> str:

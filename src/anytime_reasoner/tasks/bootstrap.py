@@ -1,0 +1,255 @@
+"""Bootstrap the embedded base model: SFT of the tiny Qwen2 on the synthetic task's worked solutions.
+
+``ensure_base_model()`` returns a folder that ``AutoModelForCausalLM.from_pretrained`` and
+``AutoTokenizer.from_pretrained`` load. The folder is named by a hash of every setting (task, model,
+tokenizer, SFT, seed, format version), so a second call finds it and returns at once; it is written
+to a temporary folder and renamed, so an interrupted bootstrap never leaves a half-written model.
+
+Training rows are built at the token level exactly like the anytime rollout builds its prompts
+(SPEC §3), so what the model sees in SFT is what it sees in RL:
+
+* full rows: ``chat(question) + thinking + </think> + "\\n\\n**Final Answer**\\n" + \\boxed{N} + eos``
+  (loss on everything after the prompt);
+* cut rows (``cut_fraction`` of them): ``chat(question) + thinking[:c] + "...\\n\\n...\\n\\n" + </think>
+  + "\\n\\n**Final Answer**\\n" + \\boxed{guess} + eos`` with c a random token count, the inserted text
+  masked out of the loss (it is never sampled), and a naive guess (see ``synthetic.cut_summary``).
+
+Half of the prompts carry the seed's instruction suffix (SPEC §8), half are the bare question, so the
+base model answers both forms the data pipeline may produce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerFast
+
+from anytime_reasoner.tasks import synthetic
+from anytime_reasoner.tasks.tiny_model import TinyModelSpec, build_tiny_model, count_parameters
+from anytime_reasoner.tasks.tokenizer import TokenizerSpec, build_tokenizer
+
+FORMAT_VERSION = 1  # bump when the bootstrap recipe changes in a way the settings do not show
+MARKER_FILE = "bootstrap.json"
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class SFTSpec:
+    steps: int = 700
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup_steps: int = 30
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    cut_fraction: float = 0.3
+    bare_question_fraction: float = 0.5
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class BootstrapSpec:
+    """Every setting that determines the base model (and so its cache folder)."""
+
+    task: synthetic.TaskSpec = field(default_factory=synthetic.TaskSpec)
+    model: TinyModelSpec = field(default_factory=TinyModelSpec)
+    tokenizer: TokenizerSpec = field(default_factory=TokenizerSpec)
+    sft: SFTSpec = field(default_factory=SFTSpec)
+
+    def key(self, seed: int) -> str:
+        blob = json.dumps({"spec": asdict(self), "seed": seed, "version": FORMAT_VERSION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Example:
+    input_ids: list[int]
+    loss_mask: list[int]  # 1 = trained on, 0 = prompt or inserted text
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Token ids of the pieces a training row is made of."""
+
+    think_end: int
+    eos: int
+    cut_marker: list[int]
+    delimiter: list[int]
+
+    @classmethod
+    def of(cls, tokenizer: PreTrainedTokenizerFast) -> "Segments":
+        return cls(
+            think_end=tokenizer.convert_tokens_to_ids(synthetic.THINK_END),
+            eos=tokenizer.eos_token_id,
+            cut_marker=_encode(tokenizer, synthetic.CUT_MARKER),
+            delimiter=_encode(tokenizer, synthetic.ANSWER_DELIMITER),
+        )
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ANYTIME_REASONER_CACHE", "~/.cache/anytime-reasoner")).expanduser()
+
+
+def _encode(tokenizer: PreTrainedTokenizerFast, text: str) -> list[int]:
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerFast, question: str) -> list[int]:
+    """The chat prompt of a question, ending with ``<think>\\n``."""
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+    )
+    return _encode(tokenizer, text)
+
+
+def encode_example(
+    problem: synthetic.Problem,
+    tokenizer: PreTrainedTokenizerFast,
+    segments: Segments,
+    rng: random.Random,
+    sft: SFTSpec,
+) -> Example:
+    question = problem.question if rng.random() < sft.bare_question_fraction else problem.prompt
+    prompt = prompt_ids(tokenizer, question)
+    solution = problem.solution(rng)
+    thinking = _encode(tokenizer, solution.thinking)
+    if rng.random() < sft.cut_fraction:
+        cut = rng.randrange(len(thinking))
+        guess = problem.cut_summary(tokenizer.decode(thinking[:cut]), rng)
+        head = thinking[:cut]
+        inserted = segments.cut_marker + [segments.think_end] + segments.delimiter
+        tail = _encode(tokenizer, guess.summary) + [segments.eos]
+    else:
+        head = thinking + [segments.think_end] + segments.delimiter
+        inserted = []
+        tail = _encode(tokenizer, solution.summary) + [segments.eos]
+    ids = prompt + head + inserted + tail
+    mask = [0] * len(prompt) + [1] * len(head) + [0] * len(inserted) + [1] * len(tail)
+    return Example(input_ids=ids, loss_mask=mask)
+
+
+def examples(
+    tokenizer: PreTrainedTokenizerFast, task: synthetic.TaskSpec, sft: SFTSpec, seed: int
+) -> Iterator[Example]:
+    rng = random.Random(f"sft-{seed}")
+    segments = Segments.of(tokenizer)
+    for problem in synthetic.train_stream(seed, task):
+        yield encode_example(problem, tokenizer, segments, rng, sft)
+
+
+def batches(stream: Iterator[Example], batch_size: int, pool: int = 8) -> Iterator[list[Example]]:
+    """Batches of similar length (less padding): draw ``pool`` batches, sort by length, split."""
+    while True:
+        drawn = sorted((next(stream) for _ in range(batch_size * pool)), key=lambda e: len(e.input_ids))
+        chunks = [drawn[i : i + batch_size] for i in range(0, len(drawn), batch_size)]
+        order = random.Random(len(drawn[0].input_ids) * 7919 + len(drawn[-1].input_ids)).sample(chunks, len(chunks))
+        yield from order
+
+
+def collate(batch: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, example in enumerate(batch):
+        n = len(example.input_ids)
+        ids[row, :n] = torch.tensor(example.input_ids)
+        attention[row, :n] = 1
+        kept = torch.tensor(example.loss_mask, dtype=torch.bool)
+        labels[row, :n] = torch.where(kept, ids[row, :n], IGNORE)
+    return {"input_ids": ids, "attention_mask": attention, "labels": labels}
+
+
+def lr_factor(step: int, sft: SFTSpec) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < sft.warmup_steps:
+        return (step + 1) / sft.warmup_steps
+    progress = (step - sft.warmup_steps) / max(1, sft.steps - sft.warmup_steps)
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train_sft(spec: BootstrapSpec, seed: int, progress: bool = True):
+    """Build the tokenizer and the model and run SFT; returns (model, tokenizer, final loss)."""
+    tokenizer = build_tokenizer(spec.tokenizer)
+    model = build_tiny_model(spec.model, tokenizer, seed=seed)
+    sft = spec.sft
+    optimizer = torch.optim.AdamW(model.parameters(), lr=sft.lr, betas=(0.9, 0.98), weight_decay=sft.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, sft))
+    stream = batches(examples(tokenizer, spec.task, sft, seed), sft.batch_size)
+    model.train()
+    ema = None
+    bar = tqdm(range(sft.steps), desc="bootstrap tiny model (SFT)", disable=not progress, leave=False)
+    for _ in bar:
+        batch = collate(next(stream), tokenizer.pad_token_id)
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), sft.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        bar.set_postfix(loss=f"{ema:.3f}")
+    model.eval()
+    return model, tokenizer, float(ema or 0.0)
+
+
+def bootstrap(out_dir: str | Path, seed: int = 0, spec: BootstrapSpec = BootstrapSpec(), progress: bool = True) -> Path:
+    """Train the base model and save it (model, tokenizer, ``bootstrap.json``) in ``out_dir``."""
+    out_dir = Path(out_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(spec.sft.threads, os.cpu_count() or 1)))
+    start, cpu_start = time.perf_counter(), time.process_time()
+    try:
+        model, tokenizer, loss = train_sft(spec, seed, progress)
+    finally:
+        torch.set_num_threads(threads)
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    info = {
+        "key": spec.key(seed),
+        "seed": seed,
+        "spec": asdict(spec),
+        "parameters": count_parameters(model),
+        "seconds": round(time.perf_counter() - start, 1),
+        "cpu_seconds": round(time.process_time() - cpu_start, 1),
+        "final_loss": round(loss, 4),
+        "version": FORMAT_VERSION,
+    }
+    (out_dir / MARKER_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return out_dir
+
+
+def ensure_base_model(
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+    spec: BootstrapSpec = BootstrapSpec(),
+    progress: bool = True,
+) -> Path:
+    """The cached base model's folder (``<cache>/tiny-<hash>``), bootstrapped first if missing."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = root / f"tiny-{spec.key(seed)}"
+    if (target / MARKER_FILE).is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
+    try:
+        bootstrap(tmp, seed=seed, spec=spec, progress=progress)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / MARKER_FILE).is_file():  # not a concurrent build that won the race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
