@@ -16,7 +16,7 @@ from anytime_reasoner.tasks.tokenizer import TokenizerSpec, build_tokenizer
 SMOKE = BootstrapSpec(
     model=TinyModelSpec(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64),
     tokenizer=TokenizerSpec(vocab_size=300, corpus_problems=30),
-    sft=SFTSpec(steps=4, batch_size=4, warmup_steps=2, threads=1),
+    sft=SFTSpec(steps=4, batch_size=4, warmup_steps=2),
 )
 
 

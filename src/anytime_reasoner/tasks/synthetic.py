@@ -1,10 +1,11 @@
 """The embedded synthetic task: "which labelled value is the largest?", solved by a running scan.
 
-A problem lists n labelled two-digit values, one per line, then asks (``a=47``, ``b=12``, ``c=83``, …; n varies,
-3–9 by default) for the largest one; the ground truth is that integer. Each item line of the
-question reappears verbatim at the start of its thinking line, so the per-step work is a copy (an
-induction-head lookup by label) and a two-digit comparison: easy for a ~1M-parameter model. The worked solution scans the list
-in order and keeps a running best, one short line per item::
+A problem lists n labelled two-digit values, one per line (``a=47``, ``b=12``, ``c=83``, …; n varies,
+3–9 by default), then asks for the largest one; the ground truth is that integer. The worked
+solution scans the list in order and keeps a running best, one short line per item; each item line
+of the question reappears verbatim at the start of its thinking line, so the per-step work is a copy
+(an induction-head lookup by label) and a two-digit comparison, which a ~0.5M-parameter model
+learns in a few minutes of CPU SFT::
 
     <think>
     a=47 best=47

@@ -1,4 +1,4 @@
-"""The tiny default policy: a randomly initialised transformers Qwen2 decoder of about 1M parameters.
+"""The tiny default policy: a randomly initialised transformers Qwen2 decoder of about 0.45M parameters.
 
 Small enough to train by SFT in a few minutes and to sample hundreds of short thinkings per second
 on two CPU cores; a real ``Qwen2ForCausalLM``, so every part of the project (generation engines,
@@ -15,11 +15,11 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 @dataclass(frozen=True)
 class TinyModelSpec:
-    hidden_size: int = 128
+    hidden_size: int = 96
     num_layers: int = 4
     num_heads: int = 4
     num_kv_heads: int = 2
-    intermediate_size: int = 384
+    intermediate_size: int = 256
     max_positions: int = 1024
     rope_theta: float = 10000.0
 
