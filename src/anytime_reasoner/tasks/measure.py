@@ -5,6 +5,9 @@ inserted text of SPEC §3, one summary is sampled per budget and graded (SPEC §
 This is the task's own check of a base model; the project's evaluation uses the rollout module.
 
     python -m anytime_reasoner.tasks.measure MODEL_DIR --n 200 --budgets 12:96:12 --temperature 0.6
+
+Default base model (seed 0), 200 held-out questions, temperature 0.6, budgets 12…96:
+0.19 0.07 0.15 0.27 0.34 0.44 0.54 0.58 (mean 0.32); the teacher it imitates is right 69% of the time.
 """
 
 from __future__ import annotations
