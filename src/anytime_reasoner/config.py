@@ -349,6 +349,8 @@ class DemoConfig(_Strict):
     eval_temperature: float = Field(0.6, gt=0.0)
     cache_dir: str | None = Field(None, description="where the bootstrapped base model is cached")
     base_model: str | None = Field(None, description="start from this model folder instead of bootstrapping")
+    bootstrap_seed: int = Field(0, description="seed of the base model's bootstrap (one base model for all RL seeds)")
+    jobs: int = Field(2, ge=1, description="train/eval processes run at once (one thread each)")
     progress: bool = True
 
     @field_validator("eval_budgets", mode="before")

@@ -8,33 +8,40 @@
    thinking per sample cut at every budget (SPEC §9), with the same seed.
 4. Print the table; write ``results.json``, ``results.md`` and ``anytime_curves.png``.
 
-Each training run resumes from its checkpoints (``resume=auto``) and the evaluation caches finished
-problems, so an interrupted demo continues where it stopped.
+Every step is an ordinary ``anytime-reasoner train`` / ``eval`` command (its config and log are kept
+in ``out/``), run as a child process with one thread. ``jobs`` of them run at once: the tiny model's
+steps are bound by per-operation overhead, so two single-threaded processes on two cores finish
+about twice as fast as one process with two threads. Training resumes from its checkpoints and the
+evaluation caches finished problems, so an interrupted demo continues where it stopped.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from anytime_reasoner.config import DemoConfig, TrainConfig, build_config, dump
+from anytime_reasoner.errors import UserError
 
 TASK = "synthetic"
+HELD_OUT_FILE = "heldout.jsonl"
 
 
 def train_config(cfg: DemoConfig, base_model: Path, preset: str) -> TrainConfig:
     """The RL run of ``preset`` at the demo's scale; GRPO keeps the preset's S = 1, A = 1."""
-    rollout: dict[str, Any] = {
-        "n": cfg.n,
-        "max_budget": cfg.max_budget,
-        "summary_max_tokens": cfg.summary_max_tokens,
-    }
+    rollout: dict[str, Any] = {"n": cfg.n, "max_budget": cfg.max_budget, "summary_max_tokens": cfg.summary_max_tokens}
     if preset != "grpo":
         rollout.update(n_summary=cfg.n_summary, n_budget_support=cfg.n_budget_support)
     overrides = {
-        "model": {"path": str(base_model)},
+        "model": {"path": str(base_model), "device": "cpu"},
         "rollout": rollout,
         "ppo": {"lr": cfg.lr, "ppo_mini_batch_size": cfg.batch_size, "ppo_max_token_len": 16384},
         "trainer": {
@@ -44,56 +51,120 @@ def train_config(cfg: DemoConfig, base_model: Path, preset: str) -> TrainConfig:
             "save_every": max(cfg.steps // 4, 1),
             "out": str(Path(cfg.out) / preset),
             "seed": cfg.seed,
-            "progress": cfg.progress,
+            "progress": False,
         },
     }
     return build_config(TrainConfig, preset=preset, overrides=overrides)
 
 
-def train(cfg: TrainConfig) -> Path:
-    from anytime_reasoner.train.build import build_trainer
+def eval_args(cfg: DemoConfig, model: Path, held_out: Path, out: Path) -> list[str]:
+    budgets = ",".join(str(b) for b in cfg.eval_budgets)
+    return [
+        "eval", f"model={model}", f"data={held_out}", f"budgets={budgets}", f"samples={cfg.eval_samples}",
+        f"temperature={cfg.eval_temperature}", f"summary_max_tokens={cfg.summary_max_tokens}",
+        f"seed={cfg.seed}", "batch_size=50", "device=cpu", f"out={out}", "progress=false",
+    ]  # fmt: skip
 
-    trainer = build_trainer(cfg)
+
+@dataclass
+class Job:
+    """One child ``anytime-reasoner`` command; ``after`` names jobs that must finish first."""
+
+    name: str
+    args: list[str]
+    log: Path
+    after: tuple[str, ...] = ()
+    process: subprocess.Popen | None = None
+    seconds: float = 0.0
+    _start: float = field(default=0.0, repr=False)
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+        with self.log.open("w", encoding="utf-8") as handle:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "anytime_reasoner", *self.args], stdout=handle, stderr=subprocess.STDOUT, env=env
+            )
+        self._start = time.perf_counter()
+
+    def poll(self) -> int | None:
+        code = self.process.poll() if self.process else None
+        if code is not None and not self.seconds:
+            self.seconds = time.perf_counter() - self._start
+        return code
+
+
+def run_jobs(jobs: list[Job], parallel: int, progress: Any) -> dict[str, float]:
+    """Run ``jobs`` respecting ``after``, at most ``parallel`` at once; fail on the first error.
+
+    ``progress(done)`` is called about once a second with the names of the finished jobs.
+    """
+    pending, running, done = list(jobs), [], set()
     try:
-        trainer.fit()
+        while pending or running:
+            for job in [j for j in pending if set(j.after) <= done][: parallel - len(running)]:
+                pending.remove(job)
+                job.start()
+                running.append(job)
+            time.sleep(1.0)
+            progress(done)
+            for job in list(running):
+                code = job.poll()
+                if code is None:
+                    continue
+                running.remove(job)
+                if code != 0:
+                    tail = job.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
+                    raise UserError(f"{job.name} failed (exit {code}); see {job.log}: " + " | ".join(tail))
+                done.add(job.name)
     finally:
-        trainer.verifier.close()
-    return Path(cfg.trainer.out) / "final"
+        for job in running:
+            job.process.terminate()
+    return {job.name: round(job.seconds, 1) for job in jobs}
 
 
-def evaluate_models(cfg: DemoConfig, models: dict[str, Path]) -> dict[str, list[float]]:
-    """Accuracy per evaluation budget of each model on the held-out questions."""
-    from anytime_reasoner.eval.loading import load
-    from anytime_reasoner.eval.runner import CACHE_FILE, EvalSettings, ResultCache, evaluate, model_fingerprint
-    from anytime_reasoner.rewards.grader import GraderSettings, MathVerifier
+def write_held_out(cfg: DemoConfig, path: Path) -> Path:
     from anytime_reasoner.train.sources import synthetic_held_out
 
-    examples = {TASK: synthetic_held_out(cfg.eval_size)}
-    accuracy: dict[str, list[float]] = {}
-    with MathVerifier(GraderSettings()) as verifier:
-        for name, path in models.items():
-            loaded = load(str(path), None, "float32", "auto", "<think>", "</think>")
-            settings = EvalSettings(
-                model=str(path),
-                budgets=tuple(cfg.eval_budgets),
-                samples=cfg.eval_samples,
-                temperature=cfg.eval_temperature,
-                summary_max_tokens=cfg.summary_max_tokens,
-                seed=cfg.seed,
-                batch_size=32,
-                model_fingerprint=model_fingerprint(str(path)),
-            )
-            cache = ResultCache(Path(cfg.out) / "eval" / name / CACHE_FILE, settings.key())
-            result = evaluate(loaded.engine, loaded.codec, verifier, examples, settings, cache=cache, progress=cfg.progress)
-            accuracy[name] = list(result.average.accuracy)
-    return accuracy
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [json.dumps(e.to_row()) for e in synthetic_held_out(cfg.eval_size)]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
 
 
-def results_json(cfg: DemoConfig, accuracy: dict[str, list[float]], seconds: dict[str, float]) -> dict[str, Any]:
+def plan_jobs(cfg: DemoConfig, base: Path) -> tuple[list[Job], dict[str, Path]]:
+    """Training of both presets, then one evaluation per model (base's needs no training)."""
+    out = Path(cfg.out)
+    held_out = write_held_out(cfg, out / HELD_OUT_FILE)
+    jobs: list[Job] = []
+    results: dict[str, Path] = {}
+    models = {"base": base}
+    for preset in (cfg.ar_preset, "grpo"):  # the longer run first
+        config_path = out / preset / "train_config.yaml"
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(yaml.safe_dump(dump(train_config(cfg, base, preset)), sort_keys=False), encoding="utf-8")
+        jobs.append(Job(f"train {preset}", ["train", "--config", str(config_path)], out / preset / "train.log"))
+        models[preset] = out / preset / "final"
+    for name, model in models.items():
+        eval_out = out / "eval" / name
+        after = () if name == "base" else (f"train {name}",)
+        jobs.append(Job(f"eval {name}", eval_args(cfg, model, held_out, eval_out), eval_out / "eval.log", after))
+        results[name] = eval_out / "results.json"
+    order = {"train": 0, "eval": 1}
+    jobs.sort(key=lambda j: (order[j.name.split()[0]], j.name != f"train {cfg.ar_preset}"))
+    return jobs, results
+
+
+def results_json(cfg: DemoConfig, results: dict[str, Path], seconds: dict[str, float]) -> dict[str, Any]:
+    models = {}
+    for name, path in results.items():
+        average = json.loads(path.read_text(encoding="utf-8"))["average"]
+        acc = list(average["accuracy"])
+        models[name] = {"accuracy": acc, "mean": sum(acc) / len(acc)}
     return {
         "task": TASK,
         "budgets": list(cfg.eval_budgets),
-        "models": {name: {"accuracy": acc, "mean": sum(acc) / len(acc)} for name, acc in accuracy.items()},
+        "models": {"base": models["base"], "grpo": models["grpo"], cfg.ar_preset: models[cfg.ar_preset]},
         "seed": cfg.seed,
         "settings": dump(cfg),
         "seconds": seconds,
@@ -111,40 +182,50 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join([head, rule, *rows])
 
 
-def run_demo(cfg: DemoConfig) -> int:
-    import logging
+def _progress_bar(cfg: DemoConfig, runs: list[Path], n_evals: int) -> tuple[Any, Any]:
+    """A bar over the RL steps of both runs (read from their metrics files) and the evaluations."""
+    from tqdm.auto import tqdm
 
+    total = len(runs) * cfg.steps + n_evals
+    bar = tqdm(total=total, desc="demo: RL steps + evals", disable=not cfg.progress, dynamic_ncols=True)
+
+    def update(done: set[str]) -> None:
+        steps = sum(1 for name in done if name.startswith("eval"))
+        for run in runs:
+            path = run / "metrics.jsonl"
+            if path.is_file():
+                with path.open(encoding="utf-8") as handle:
+                    steps += sum(1 for _ in handle)
+        bar.update(min(steps, bar.total) - bar.n)
+
+    return bar, update
+
+
+def run_demo(cfg: DemoConfig) -> int:
     from anytime_reasoner.eval.plot import curves_of, draw
     from anytime_reasoner.tasks.bootstrap import ensure_base_model
 
-    from transformers.utils import logging as hf_logging
-
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    hf_logging.disable_progress_bar()  # weight loading/saving bars of each phase drown the demo's own
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     if cfg.base_model:
         base = Path(cfg.base_model)
     else:
-        base = ensure_base_model(cfg.cache_dir, seed=cfg.seed, progress=cfg.progress)
-    seconds["bootstrap"] = time.perf_counter() - t0
-    models: dict[str, Path] = {"base": base}
-    for preset in ("grpo", cfg.ar_preset):
-        t = time.perf_counter()
-        models[preset] = train(train_config(cfg, base, preset))
-        seconds[f"train_{preset}"] = time.perf_counter() - t
-    t = time.perf_counter()
-    accuracy = evaluate_models(cfg, models)
-    seconds["eval"] = time.perf_counter() - t
-    seconds["total"] = time.perf_counter() - t0
-    results = results_json(cfg, accuracy, seconds)
-    (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    table = markdown_table(results)
+        print("demo: bootstrapping the tiny base model, or reusing the cached one ...", flush=True)
+        base = ensure_base_model(cfg.cache_dir, seed=cfg.bootstrap_seed, progress=cfg.progress)
+    seconds = {"bootstrap": round(time.perf_counter() - t0, 1)}
+    jobs, results = plan_jobs(cfg, base)
+    print(f"demo: base model {base}; training grpo and {cfg.ar_preset} ({cfg.jobs} at a time), logs in {out}/", flush=True)
+    bar, update = _progress_bar(cfg, [out / cfg.ar_preset, out / "grpo"], n_evals=len(results))
+    with bar:
+        seconds.update(run_jobs(jobs, cfg.jobs, update))
+    seconds["total"] = round(time.perf_counter() - t0, 1)
+    summary = results_json(cfg, results, seconds)
+    (out / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    table = markdown_table(summary)
     (out / "results.md").write_text(table + "\n", encoding="utf-8")
     draw(curves_of(str(out / "results.json"), None, False), out / "anytime_curves.png", title="Anytime accuracy (held-out)")
-    print(f"\naccuracy (%) on {cfg.eval_size} held-out questions × {cfg.eval_samples} samples, seed {cfg.seed}:")
+    print(f"\naccuracy (%) by thinking budget on {cfg.eval_size} held-out questions × {cfg.eval_samples} samples, seed {cfg.seed}:")
     print(table)
     print(f"\n{seconds['total']:.0f}s in all; wrote {out / 'results.json'}, results.md, anytime_curves.png")
     return 0
