@@ -335,16 +335,18 @@ class DemoConfig(_Strict):
     seed: int = Field(0, description="seed of the bootstrap, the RL runs and the evaluation")
     out: str = Field("runs/demo", description="output folder: results.json, results.md, anytime_curves.png, runs")
     ar_preset: Literal["ar-uniform", "ar-linear", "ar-base"] = "ar-uniform"
-    steps: int = Field(40, ge=1, description="RL steps of each method")
+    steps: int = Field(36, ge=1, description="RL steps of each method")
     batch_size: int = Field(16, ge=1, description="questions per RL step")
     n: int = Field(8, ge=2, description="thinkings per question (G), the same for both methods")
     n_summary: int = Field(4, ge=1, description="summaries per budget (A) for AnytimeReasoner")
-    max_budget: int = Field(96, ge=4, description="largest thinking budget (tokens) in training")
+    max_budget: int = Field(108, ge=4, description="largest thinking budget (tokens) in training")
     n_budget_support: int = Field(4, ge=1)
     summary_max_tokens: int = Field(12, ge=2)
     lr: float = Field(1e-4, gt=0.0)
     eval_size: int = Field(200, ge=1, description="held-out questions")
-    eval_budgets: list[int] = Field([12, 24, 36, 48, 60, 72, 84, 96], description="evaluation grid (>= 8 budgets)")
+    eval_budgets: list[int] = Field(
+        "24:108:12", validate_default=True, description="evaluation grid (>= 8 budgets), e.g. 24:108:12"
+    )
     eval_samples: int = Field(2, ge=1, description="thinkings per held-out question")
     eval_temperature: float = Field(0.6, gt=0.0)
     cache_dir: str | None = Field(None, description="where the bootstrapped base model is cached")
