@@ -117,6 +117,7 @@ def run_jobs(jobs: list[Job], parallel: int, progress: Any) -> dict[str, float]:
                     tail = job.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
                     raise UserError(f"{job.name} failed (exit {code}); see {job.log}: " + " | ".join(tail))
                 done.add(job.name)
+        progress(done)
     finally:
         for job in running:
             job.process.terminate()
