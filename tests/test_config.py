@@ -112,3 +112,9 @@ def test_bad_yaml_file(tmp_path):
         build_config(TrainConfig, files=[f])
     with pytest.raises(ConfigError, match="file not found"):
         build_config(TrainConfig, files=[tmp_path / "missing.yaml"])
+
+
+def test_model_shorthand():
+    # model=X is short for model.path=X; other model keys keep their defaults
+    cfg = build_config(TrainConfig, overrides=["model=some/model"])
+    assert cfg.model.path == "some/model" and cfg.model.dtype == "float32"

@@ -178,6 +178,14 @@ class TrainConfig(_Strict):
     ppo: PPOConfig = PPOConfig()
     trainer: TrainerConfig = TrainerConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _model_shorthand(cls, data: Any) -> Any:
+        """``model=PATH_OR_NAME`` is short for ``model.path=PATH_OR_NAME``."""
+        if isinstance(data, dict) and isinstance(data.get("model"), str):
+            data = {**data, "model": {"path": data["model"]}}
+        return data
+
 
 # --------------------------------------------------------------------------------------------
 # Other subcommands
