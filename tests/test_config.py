@@ -118,3 +118,12 @@ def test_model_shorthand():
     # model=X is short for model.path=X; other model keys keep their defaults
     cfg = build_config(TrainConfig, overrides=["model=some/model"])
     assert cfg.model.path == "some/model" and cfg.model.dtype == "float32"
+
+
+def test_yaml_budget_grids_are_not_base_60_numbers(tmp_path):
+    # plain YAML 1.1 reads 1:30 as the integer 90 (base 60); a grid must stay a grid
+    f = tmp_path / "c.yaml"
+    f.write_text("rollout:\n  budgets: 1:30:1\nppo:\n  lr: 1e-6\n")
+    cfg = build_config(TrainConfig, files=[f])
+    assert cfg.rollout.budgets == list(range(1, 31))
+    assert cfg.ppo.lr == 1e-6
