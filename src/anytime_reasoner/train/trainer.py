@@ -90,7 +90,7 @@ class Trainer:
         update_metrics = self.update(rollouts, think_adv, summ_adv)
         metrics = rollout_metrics(rollouts, self.plan)
         metrics.update(update_metrics)
-        metrics.update({k: v for k, v in brpo_diagnostics(scores, probs).items()})
+        metrics.update(brpo_diagnostics(scores, probs))  # each [S]
         metrics.update(time_rollout=t_rollout, time_step=time.perf_counter() - t0)
         return metrics
 
