@@ -40,6 +40,27 @@ def _split_list(value: Any) -> Any:
     return value
 
 
+def _grid_field(value: Any, field: str, optional: bool = False) -> Any:
+    """A budget grid (``250:8000:250``, ``500,1000``, a list) → list of ints; the error names no field
+    (pydantic prefixes the key)."""
+    if optional and (value is None or (isinstance(value, str) and value.lower() in ("", "none", "null"))):
+        return None
+    try:
+        return list(parse_grid(value, field=field))
+    except BudgetError as err:
+        raise ValueError(str(err).split(": ", 1)[-1]) from None
+
+
+def _prior_field(value: Any) -> Any:
+    """A prior name or explicit weights (``1,2,3,4``)."""
+    if isinstance(value, str):
+        if "," in value or value.strip().startswith("["):
+            return _split_list(value)
+        if value not in PRIORS:
+            raise ValueError(f"allowed: {', '.join(PRIORS)}, or a list of non-negative weights (e.g. 1,2,3,4)")
+    return value
+
+
 # --------------------------------------------------------------------------------------------
 # Training configuration
 # --------------------------------------------------------------------------------------------
@@ -77,24 +98,12 @@ class RolloutConfig(_Strict):
     @field_validator("budgets", mode="before")
     @classmethod
     def _grid(cls, value: Any) -> Any:
-        if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
-            return None
-        try:
-            return list(parse_grid(value, field="budgets"))
-        except BudgetError as err:
-            raise ValueError(str(err).split(": ", 1)[-1]) from None
+        return _grid_field(value, "budgets", optional=True)
 
     @field_validator("budget_probs", mode="before")
     @classmethod
     def _probs(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if "," in value or value.strip().startswith("["):
-                return _split_list(value)
-            if value not in PRIORS:
-                raise ValueError(
-                    f"allowed: {', '.join(PRIORS)}, or a list of non-negative weights (e.g. 1,2,3,4)"
-                )
-        return value
+        return _prior_field(value)
 
     @model_validator(mode="after")
     def _plan_is_valid(self) -> "RolloutConfig":
@@ -162,12 +171,7 @@ class TrainerConfig(_Strict):
     @field_validator("val_budgets", mode="before")
     @classmethod
     def _val_grid(cls, value: Any) -> Any:
-        if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
-            return None
-        try:
-            return list(parse_grid(value, field="val_budgets"))
-        except BudgetError as err:
-            raise ValueError(str(err).split(": ", 1)[-1]) from None
+        return _grid_field(value, "val_budgets", optional=True)
 
 
 class TrainConfig(_Strict):
@@ -206,22 +210,6 @@ class GradeConfig(_Strict):
 # -- data, eval, plot, ask (anytime_reasoner.data / anytime_reasoner.eval) ---------------------
 
 BENCHMARK_NAMES = ["aime", "amc", "math500", "minerva", "olympiad_bench"]
-
-
-def _grid_field(value: Any, field: str) -> Any:
-    try:
-        return list(parse_grid(value, field=field))
-    except BudgetError as err:
-        raise ValueError(str(err).split(": ", 1)[-1]) from None
-
-
-def _prior_field(value: Any) -> Any:
-    if isinstance(value, str):
-        if "," in value or value.strip().startswith("["):
-            return _split_list(value)
-        if value not in PRIORS:
-            raise ValueError(f"allowed: {', '.join(PRIORS)}, or a list of non-negative weights (e.g. 1,2,3,4)")
-    return value
 
 
 class DataBuildConfig(_Strict):
@@ -367,10 +355,7 @@ class DemoConfig(_Strict):
     @field_validator("eval_budgets", mode="before")
     @classmethod
     def _eval_grid(cls, value: Any) -> Any:
-        try:
-            grid = list(parse_grid(value, field="eval_budgets"))
-        except BudgetError as err:
-            raise ValueError(str(err).split(": ", 1)[-1]) from None
+        grid = _grid_field(value, "eval_budgets")
         if len(grid) < 8:
             raise ValueError(f"needs at least 8 budgets, got {len(grid)}")
         return grid
