@@ -70,6 +70,16 @@ class Scores:
     final: float
     final_std: float
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accuracy": list(self.accuracy),
+            "std": list(self.std),
+            "anytime": self.anytime,
+            "anytime_std": self.anytime_std,
+            "final": self.final,
+            "final_std": self.final_std,
+        }
+
 
 @dataclass(frozen=True)
 class BenchmarkScores:
@@ -80,14 +90,8 @@ class BenchmarkScores:
     per_sample: tuple[tuple[float, ...], ...]  # acc_k[s], [K][S] (for the average row)
 
     def to_json(self) -> dict[str, Any]:
-        s = self.scores
         return {
-            "accuracy": list(s.accuracy),
-            "std": list(s.std),
-            "anytime": s.anytime,
-            "anytime_std": s.anytime_std,
-            "final": s.final,
-            "final_std": s.final_std,
+            **self.scores.to_json(),
             "n_problems": self.n_problems,
             "n_samples": self.n_samples,
             "thinking_tokens": asdict(self.thinking),

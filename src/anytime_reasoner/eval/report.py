@@ -26,23 +26,12 @@ from anytime_reasoner.eval.runner import EvalResults, settings_json
 AVERAGE = "average"
 
 
-def _scores_json(s: Scores) -> dict[str, Any]:
-    return {
-        "accuracy": list(s.accuracy),
-        "std": list(s.std),
-        "anytime": s.anytime,
-        "anytime_std": s.anytime_std,
-        "final": s.final,
-        "final_std": s.final_std,
-    }
-
-
 def results_json(results: EvalResults) -> dict[str, Any]:
     return {
         "model": results.settings.model,
         "budgets": list(results.settings.budgets),
         "benchmarks": {name: b.to_json() for name, b in results.benchmarks.items()},
-        "average": _scores_json(results.average),
+        "average": results.average.to_json(),
         "settings": settings_json(results),
     }
 
