@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -48,9 +49,16 @@ class Trainer:
     start_step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
-    @property
+    @cached_property
     def plan(self) -> BudgetPlan:
         return self.cfg.rollout.plan()
+
+    @cached_property
+    def max_response_len(self) -> int:
+        """The constant of the Dr. GRPO normalizer (longest possible packed response)."""
+        from anytime_reasoner.rollout.packing import max_response_len
+
+        return max_response_len(self.cfg.rollout, self.codec)
 
     def fit(self) -> list[dict[str, Any]]:
         """Run steps ``start_step+1 … cfg.trainer.steps``; return the metrics of each."""
@@ -88,7 +96,7 @@ class Trainer:
         think_adv = thinking_advantages(scores, probs, self.cfg.rollout.variance_reduction)  # [B, G, S]
         summ_adv = summary_advantages(scores, self.cfg.rollout.summary_method)  # [B, G, S, A]
         update_metrics = self.update(rollouts, think_adv, summ_adv)
-        metrics = rollout_metrics(rollouts, self.plan)
+        metrics = rollout_metrics(rollouts, scores, self.plan)
         metrics.update(update_metrics)
         metrics.update(brpo_diagnostics(scores, probs))  # each [S]
         metrics.update(time_rollout=t_rollout, time_step=time.perf_counter() - t0)
@@ -112,7 +120,7 @@ class Trainer:
             )
 
     def update(self, rollouts: RolloutBatch, think_adv: torch.Tensor, summ_adv: torch.Tensor) -> dict[str, float]:
-        from anytime_reasoner.rollout.packing import max_response_len, pack_rollouts
+        from anytime_reasoner.rollout.packing import pack_rollouts
         from anytime_reasoner.train.update import ppo_update
 
         packed = pack_rollouts(rollouts, think_adv, summ_adv, pad_token_id=self.codec.pad_id)
@@ -122,7 +130,7 @@ class Trainer:
             self.optimizer,
             packed,
             self.cfg.ppo,
-            max_response_len=max_response_len(self.cfg.rollout, self.codec),
+            max_response_len=self.max_response_len,
             attention=self.cfg.model.attention,
             temperature=self.cfg.rollout.temperature,
         )
@@ -154,9 +162,11 @@ class Trainer:
         return final
 
 
-def rollout_metrics(rollouts: RolloutBatch, plan: BudgetPlan) -> dict[str, Any]:
-    """Reward per budget, anytime score, thinking/summary lengths, share closed by think-end."""
-    scores = rollouts.scores()  # [B, G, S, A]
+def rollout_metrics(rollouts: RolloutBatch, scores: torch.Tensor, plan: BudgetPlan) -> dict[str, Any]:
+    """Reward per budget, anytime score, thinking/summary lengths, share closed by think-end.
+
+    ``scores`` is ``rollouts.scores()``, ``[B, G, S, A]``.
+    """
     per_budget = scores.mean(dim=(0, 1, 3))  # [S]
     lengths = rollouts.thinking_lengths().float()  # [B, G]
     thinkings = [t for row in rollouts.thinkings for t in row]
