@@ -30,12 +30,14 @@ FA = "**Final Answer**\n"
         ("t</think>\n\n" + FA + "\\boxed {7}", "7"),
         ("t</think>\n\n" + FA + "\\fbox{8}", "8"),
         ("t</think>\n\n" + FA + "\\boxed{  9 }", "9"),
-        # a nested box yields the outer one; grading unwraps the inner box later
-        ("t</think>\n\n" + FA + "\\boxed{\\boxed{3}}", "\\boxed{3}"),
-        # an unclosed last box is skipped
-        ("t</think>\n\n" + FA + "\\boxed{1} then \\boxed{2", "1"),
-        # an unclosed outer box does not hide a complete inner one
+        # the box whose opener comes last wins: in a nested box that is the inner one
+        ("t</think>\n\n" + FA + "\\boxed{\\boxed{3}}", "3"),
+        # the inner box opens last and closes, so the unclosed outer one does not matter
         ("t</think>\n\n" + FA + "\\boxed{ \\boxed{3}", "3"),
+        ("t</think>\n\n" + FA + "\\boxed{1} then \\boxed{2}", "2"),
+        # plain braces inside the box are matched: the box closes at the second "}"
+        ("t</think>\n\n" + FA + "\\boxed{a{b}c}", "a{b}c"),
+        ("t</think>\n\n" + FA + "\\boxed{1} then \\fbox {2}", "2"),
         # the first Final Answer paragraph wins
         ("t</think>\n\n" + FA + "\\boxed{1}\n\n" + FA + "\\boxed{2}", "1"),
         # the summary starts after the last </think>
@@ -61,6 +63,12 @@ def test_extracts_the_final_answer_box(response, expected):
         "t</think>\n\nThe answer is \\boxed{3}.",  # no Final Answer paragraph
         "t</think>\n\n" + FA + "\\boxed{}",  # empty box
         "t</think>\n\n" + FA + "\\boxedx{3}",  # another command
+        # the last box opened is cut off (e.g. by the summary cap): no answer, even though an
+        # earlier box is complete (the original's last_boxed_only_string rule)
+        "t</think>\n\n" + FA + "\\boxed{1} and \\boxed{2",
+        "t</think>\n\n" + FA + "\\boxed{1} and \\boxed{\\frac{2}{3}",
+        "t</think>\n\n" + FA + "\\boxed{1} and \\boxed",  # cut right after the command
+        "t</think>\n\n" + FA + "\\boxed{1} and \\boxed{2\\}",  # an escaped brace does not close
         "",
     ],
 )
@@ -74,6 +82,31 @@ def test_paragraph_and_summary_helpers():
     assert answer_paragraph("x\n\n" + FA + "y\nz\n\nw") == FA + "y\nz"
     assert answer_paragraph("x\n\ny") is None
     assert last_boxed("\\boxed{a}\\fbox{b}") == "b"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("\\boxed{\\boxed{3}}", "3"),  # openers at 0 and 7: the one at 7 is last
+        ("\\boxed{1} and \\boxed{2", None),  # the last opener never closes
+        ("\\boxed{1} then \\boxed{2}", "2"),
+        ("\\boxed{a{b}c}", "a{b}c"),  # depth 1 -> 2 at "{", 1 at "}", 0 at the final "}"
+        ("\\boxed{\\{x\\}}", "\\{x\\}"),  # escaped braces leave the depth at 1
+        ("\\boxed {x}", "x"),
+        ("\\fbox{x}", "x"),
+        ("\\boxed{ }", None),  # empty after stripping
+        ("\\boxed{}", None),
+        ("\\\\boxed{4}", None),  # "\\\\" is a line break, then the word "boxed"
+        ("no box", None),
+    ],
+)
+def test_last_boxed_takes_the_last_opener(text, expected):
+    assert last_boxed(text) == expected
+
+
+def test_clean_answer_unwraps_to_the_innermost_last_box():
+    # a ground truth "\\boxed{\\boxed{3}}": the inner box opens last, so it cleans to "3"
+    assert clean_answer("\\boxed{\\boxed{3}}") == "3"
 
 
 @pytest.mark.parametrize(
@@ -120,8 +153,12 @@ def test_megabytes_are_linear_time():
         "</think>" + "\n\n" * 1_000_000 + FA + "\\boxed{3}",
         "</think>\n\n" + FA + "\\boxed{1}" * 200_000,
         "</think>\n\n" + FA + "\\boxed" + " " * 1_000_000 + "x",
+        "</think>\n\n" + FA + "\\boxed{1}" * 200_000 + "\\boxed{" + "{" * 1_000_000,
+        "</think>\n\n" + FA + "\\{" * 500_000 + "\\boxed{7" + "}" * 1_000_000,
     ]
     start = time.perf_counter()
     answers = [extract_answer(r) for r in hostile]
     assert time.perf_counter() - start < 5.0
-    assert answers == ["1", None, "2", "3", "1", None]
+    # the 7th: 200k complete boxes, then a last opener that never closes -> None
+    # the 8th: the last opener closes at the first of the million "}" -> "7"
+    assert answers == ["1", None, "2", "3", "1", None, None, "7"]

@@ -10,9 +10,15 @@ Choices the SPEC leaves open:
   whole (it is malformed anyway, so its reward is 0, but ``correct`` stays informative).
 * A paragraph may start with blank space before ``**Final Answer**\\n`` (``"\\n\\n\\n"`` splits that
   way); nothing else may precede the marker.
-* "Last box" is the complete box whose closing brace comes last, so a box nested in another
-  yields the outer one and an unclosed box is skipped. ``\\boxed {x}`` and ``\\fbox{x}`` count;
-  escaped braces ``\\{ \\}`` do not count as braces; an empty box counts as no answer.
+* "Last box" is the box whose *opener* comes last, as in the original project (its
+  ``last_boxed_only_string``: rfind of ``\\boxed`` / ``\\fbox``, then brace matching from there). If
+  that box never closes there is no answer, even when an earlier box is complete: a summary whose
+  last box is cut off by the summary cap scores 0, so the summary policy is not rewarded for an
+  answer it abandoned or was still writing. Hence ``\\boxed{\\boxed{3}}`` yields ``3`` (the inner
+  box opens last) and ``\\boxed{1} and \\boxed{2`` yields nothing. A ``\\boxed`` / ``\\fbox``
+  command not followed (after blank space) by ``{`` is still the last opener, and yields nothing.
+  ``\\boxed {x}`` and ``\\fbox{x}`` count (either name; the last opener of the two wins); escaped
+  braces ``\\{ \\}`` do not count as braces; an empty box counts as no answer.
 
 Every function is a bounded number of passes over its input (no backtracking regex), so megabytes
 of hostile text cost milliseconds.
@@ -26,9 +32,12 @@ THINK_END = "</think>"
 ANSWER_MARKER = "**Final Answer**\n"
 PARAGRAPH_BREAK = "\n\n"
 
-# Tokens relevant to brace matching: a box opener (its "{" included), an escaped character, a brace.
+# Tokens relevant to finding the last box opener: a box command (with its "{" when one follows
+# after blank space) or an escaped character (so "\\\\boxed" is a line break, then text).
 # The possessive "\s*+" never backtracks, so the scan is linear.
-_BOX_TOKENS = re.compile(r"\\(?:boxed|fbox)\s*+\{|\\.|[{}]", re.DOTALL)
+_OPENER_TOKENS = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*+\{?|\\.", re.DOTALL)
+# Tokens relevant to brace matching after the opener: an escaped character or a brace.
+_BRACE_TOKENS = re.compile(r"\\.|[{}]", re.DOTALL)
 _BOX_NAMES = ("\\boxed", "\\fbox")
 
 
@@ -58,25 +67,28 @@ def answer_paragraph(summary: str, marker: str = ANSWER_MARKER) -> str | None:
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the complete ``\\boxed{…}`` / ``\\fbox{…}`` whose closing brace is last, stripped."""
+    """Content of the ``\\boxed{…}`` / ``\\fbox{…}`` whose opener comes last, stripped.
+
+    None when there is no box, when that last box never closes, or when it is empty.
+    """
     if not any(name in text for name in _BOX_NAMES):
         return None
-    stack: list[int | None] = []  # per open brace: content start if it opened a box, else None
-    found: tuple[int, int] | None = None
-    for match in _BOX_TOKENS.finditer(text):
+    last = None
+    for match in _OPENER_TOKENS.finditer(text):
+        if match.group().startswith(_BOX_NAMES):
+            last = match
+    if last is None or not last.group().endswith("{"):
+        return None
+    depth = 1
+    for match in _BRACE_TOKENS.finditer(text, last.end()):
         token = match.group()
         if token == "{":
-            stack.append(None)
+            depth += 1
         elif token == "}":
-            if stack:
-                opened = stack.pop()
-                if opened is not None:
-                    found = (opened, match.start())
-        elif token.endswith("{") and token.startswith(_BOX_NAMES):
-            stack.append(match.end())
-    if found is None:
-        return None
-    return text[found[0]:found[1]].strip() or None
+            depth -= 1
+            if depth == 0:
+                return text[last.end():match.start()].strip() or None
+    return None
 
 
 def extract_answer(
