@@ -30,6 +30,7 @@ from anytime_reasoner.rollout.anytime import (
     cut_groups,
 )
 from anytime_reasoner.rollout.codec import TokenizerCodec
+from anytime_reasoner.seeding import derive_seed
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -122,7 +123,9 @@ def test_one_prefix_per_distinct_cut(codec):
     assert think.prefix_lengths == (4, 4) and think.counts == (5, 5)
     assert think.params.max_new_tokens == 12 and think.params.stop_token_ids == (259, 257)
     assert summ.params.max_new_tokens == 16 and summ.params.stop_token_ids == (257,)
-    assert summ.params.seed == 4  # seed + 1
+    # each phase samples with its own stream, derived from (rollout seed, phase)
+    assert think.params.seed == derive_seed(3, "thinking") and summ.params.seed == derive_seed(3, "summary")
+    assert think.params.seed != summ.params.seed
     # per question: g0 1 prefix, g1 2, g2 3, g3 3, g4 2 → 11 (instead of 5 × 3 = 15)
     # lengths 4 + cut + (19 natural | 30 forced):
     #   g0 3+19 → 26;  g1 4+30 → 38, 8+19 → 31;  g2 38, 8+30 → 42, 11+19 → 34;
@@ -169,12 +172,27 @@ def test_scores_and_segment_mask(codec):
     assert scores[..., 1].sum() == 0  # a = 1 is always an odd sample: no answer
     # q0, truth 8: cuts g0 (3,3,3) g1 (4,8,8) g2 (4,8,11) g3 (4,8,12) g4 (4,6,6)
     assert scores[0, :, :, 0].tolist() == [[0, 0, 0], [0, 1, 1], [0, 1, 0], [0, 1, 0], [0, 0, 0]]
-    # q1, truth 4: cut 4 is correct for g1..g4, but g4 ended by EOS → 0 (format rule)
-    assert scores[1, :, :, 0].tolist() == [[0, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0], [0, 0, 0]]
+    # q1, truth 4: cut 4 is correct for g1..g4. g4 ended by EOS ("abcde<eos>", L = 6): only the
+    # prefix holding the EOS (cut 6, budgets 8 and 12) scores 0; its cut at 4 ("abcd") holds no
+    # EOS and is graded as usual → 1.
+    assert scores[1, :, :, 0].tolist() == [[0, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0]]
     # segments (0,4], (4,8], (8,12]: non-empty iff L > segment start (0, 4, 8)
     #   L = 3 → T F F;  8 → T T F;  11 → T T T;  12 → T T T;  6 → T T F
     expected = [[True, False, False], [True, True, False], [True, True, True], [True, True, True], [True, True, False]]
     assert batch.segment_mask().tolist() == [expected, expected]
+
+
+def test_eos_zeroes_only_the_prefix_that_holds_it(codec):
+    # One thinking "abcde<eos>" (L = 6, ended by EOS), budgets 4, 8, 12, truth "4" for every cut
+    # via a script that always answers \boxed{4}: cut 4 → graded (1); cuts 6, 6 (EOS inside) → 0.
+    engine = ScriptedEngine(
+        lambda prefix, i: codec.encode("abcde<eos>") if len(prefix) == PROMPT_LEN else codec.encode("\\boxed{4}<eos>")
+    )
+    plan = BudgetPlan.build(12, budgets=[4, 8, 12], prior="uniform")
+    params = RolloutParams(n_thinking=1, n_summary=2, summary_max_tokens=16, temperature=1.0)
+    batch = anytime_rollout(engine, codec, [codec.encode("Q0<think>\n")], [["4"]], plan, params, ContainsVerifier())
+    assert batch.thinkings[0][0].cuts == [4, 6, 6]
+    assert batch.scores()[0, 0].tolist() == [[1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]
 
 
 def test_eval_grid_dedupes_budgets_past_the_end(codec):

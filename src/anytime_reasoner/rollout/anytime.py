@@ -13,14 +13,19 @@ For a batch of B questions:
    per budget in budget order (each budget keeps its own A samples). All prefixes of the batch go
    in ONE engine call.
 3. Grade each summary: response = decode(z[:cut] + inserted) + decode(summary); reward =
-   ``grade.reward``, except that a thinking ended by EOS (no think-end, not at the cap) scores 0
-   (format rule, SPEC §4), though its summaries are still sampled.
+   ``grade.reward``, except for a thinking ended by EOS (no think-end, before the cap): the cut
+   group whose prefix is the whole thinking (EOS included: every budget at or past its end) scores
+   0, as in the original (format rule, SPEC §4). Its earlier cuts hold no EOS; they
+   are ordinary partial thinkings, graded as usual.
 
 Output: :class:`RolloutBatch` with ``scores()`` ``[B, G, S, A]`` and ``segment_mask()`` ``[B, G, S]``.
 
-Departures from the SPEC: EOS also ends a thinking (the SPEC only names think-end and the cap); the
-seed of the summary phase is ``seed + 1`` so it does not replay the thinking phase's random
-stream; the response text is decoded in two pieces (the shared prefix once per distinct cut, then
+Random streams: ``params.seed`` names the rollout; the thinking and summary phases sample with
+``derive_seed(seed, "thinking")`` and ``derive_seed(seed, "summary")`` (:mod:`anytime_reasoner.seeding`),
+so no phase of one rollout replays a stream of another.
+
+Departures from the paper's text: EOS also ends a thinking (the paper only names think-end and the
+cap; the original's engine stops on EOS too); the response text is decoded in two pieces (the shared prefix once per distinct cut, then
 each summary), which equals decoding the whole for byte-level tokenizers at these boundaries
 (the inserted text starts and ends with ASCII).
 """
@@ -35,6 +40,7 @@ from anytime_reasoner.engine.base import Completion, GenerationEngine, SamplingP
 from anytime_reasoner.rewards.base import Verifier
 from anytime_reasoner.rollout.codec import TokenizerCodec
 from anytime_reasoner.rollout.types import RolloutBatch, Summary, Thinking
+from anytime_reasoner.seeding import derive_seed
 
 if TYPE_CHECKING:
     from anytime_reasoner.config import RolloutConfig
@@ -119,8 +125,19 @@ def cut_groups(length: int, closed: bool, budgets: Sequence[int]) -> list[CutGro
 
 
 def ended_by_eos(thinking: Thinking) -> bool:
-    """A thinking that stopped without think-end before the cap (its summaries score 0)."""
+    """A thinking that stopped without think-end before the cap."""
     return not thinking.closed and thinking.finish_reason == "stop"
+
+
+def holds_eos(thinking: Thinking, cut: int) -> bool:
+    """True when the prefix ``thinking[:cut]`` ends with the EOS that ended the thinking: its
+    summaries score 0 (the earlier cuts of the same thinking are graded as usual)."""
+    return ended_by_eos(thinking) and cut == thinking.length
+
+
+def phase_seed(seed: int | None, phase: str) -> int | None:
+    """The seed of one phase (``"thinking"`` or ``"summary"``) of the rollout named by ``seed``."""
+    return None if seed is None else derive_seed(seed, phase)
 
 
 def sample_thinkings(
@@ -136,7 +153,7 @@ def sample_thinkings(
         temperature=params.temperature,
         top_p=params.top_p,
         stop_token_ids=(codec.think_end_id, codec.eos_id),
-        seed=params.seed,
+        seed=phase_seed(params.seed, "thinking"),
     )
     completions = engine.sample(prompt_ids, params.n_thinking, sampling)  # [B][G]
     return [[_thinking(prompt, c, codec, budgets) for c in row] for prompt, row in zip(prompt_ids, completions)]
@@ -192,7 +209,7 @@ def anytime_rollout(
         temperature=params.temperature,
         top_p=params.top_p,
         stop_token_ids=(codec.eos_id,),
-        seed=None if params.seed is None else params.seed + 1,
+        seed=phase_seed(params.seed, "summary"),
     )
     counts = [params.n_summary * len(r.group.budget_indices) for r in requests]
     completions = engine.sample([r.prefix for r in requests], counts, sampling)
@@ -211,24 +228,25 @@ def _attach_summaries(
     verifier: Verifier,
 ) -> None:
     """Deal each request's samples A per budget, grade all responses in one call, fill summaries."""
-    pending: list[tuple[Thinking, int, tuple[int, ...], Completion, str]] = []
+    pending: list[tuple[Thinking, int, tuple[int, ...], Completion, str, bool]] = []
     responses: list[str] = []
     truths: list[Sequence[str]] = []
     for request, samples in zip(requests, completions):
         t = thinkings[request.b][request.g]
         ins = inserted.of(request.group.natural)
         prefix_text = codec.decode(t.thinking_ids[: request.group.cut] + list(ins))
+        zeroed = holds_eos(t, request.group.cut)
         for k, j in enumerate(request.group.budget_indices):
             for c in samples[k * n_summary : (k + 1) * n_summary]:
                 text = codec.decode(_strip_eos(c.token_ids, codec.eos_id))
-                pending.append((t, j, ins, c, text))
+                pending.append((t, j, ins, c, text, zeroed))
                 responses.append(prefix_text + text)
                 truths.append(ground_truths[request.b])
     grades = verifier.grade(responses, truths)
     if len(grades) != len(responses):
         raise RuntimeError(f"verifier returned {len(grades)} grades for {len(responses)} responses")
-    for (t, j, ins, c, text), grade in zip(pending, grades):
-        reward = 0.0 if ended_by_eos(t) else grade.reward
+    for (t, j, ins, c, text, zeroed), grade in zip(pending, grades):
+        reward = 0.0 if zeroed else grade.reward
         t.summaries[j].append(
             Summary(
                 inserted_ids=list(ins),

@@ -61,6 +61,11 @@ class RolloutBatch:
         """Thinking lengths in tokens, int64 ``[B, G]``."""
         return torch.tensor([[t.length for t in row] for row in self.thinkings], dtype=torch.long)
 
+    def cut_lengths(self) -> torch.Tensor:
+        """Thinking tokens kept at each budget, int64 ``[B, G, S]``; budgets of one thinking with
+        equal cuts share one summary prefix."""
+        return torch.tensor([[t.cuts for t in row] for row in self.thinkings], dtype=torch.long)
+
     def segment_mask(self) -> torch.Tensor:
         """bool ``[B, G, S]``: segment s = thinking tokens in (b_{s-1}, b_s]; False when empty
         (the thinking ended at or before b_{s-1})."""
