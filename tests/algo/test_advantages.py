@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from anytime_reasoner.algo.advantages import summary_advantages, thinking_advantages
+from anytime_reasoner.seeding import derive_seed
 
 
 def reference_thinking(scores, probs, vr):
@@ -28,15 +29,17 @@ def reference_thinking(scores, probs, vr):
     return out
 
 
-def reference_summary(scores, method):
+def reference_summary(scores, method, cuts=None):
     B, G, S, A = scores.shape
     out = torch.zeros(B, G, S, A, dtype=torch.float64)
     for b in range(B):
         for g in range(G):
             for s in range(S):
+                # budgets whose prefix is this budget's (equal cuts); without cuts, only s itself
+                shared = [j for j in range(S) if (j == s if cuts is None else int(cuts[b, g, j]) == int(cuts[b, g, s]))]
                 for a in range(A):
                     if A > 1:
-                        mean = sum(float(scores[b, g, s, x]) for x in range(A)) / A
+                        mean = sum(float(scores[b, g, j, x]) for j in shared for x in range(A)) / (len(shared) * A)
                     else:
                         mean = sum(float(scores[b, x, s, 0]) for x in range(G)) / G
                     keep = method == "brpo" or (s == S - 1 and a == A - 1)
@@ -90,6 +93,21 @@ def test_single_rollout_single_budget_single_summary_gives_zero_summary_advantag
     assert thinking_advantages(scores, torch.tensor([1.0]), "brpo").item() == pytest.approx(1.0)
 
 
+def test_summary_baseline_pools_budgets_that_share_a_prefix():
+    # One thinking closed after 9 tokens, budgets 4, 8, 12 → cuts (4, 9, 9): budgets 1 and 2 share
+    # one prefix, so their 2·2 summaries share one baseline, mean(1, 1, 0, 0) = 1/2.
+    scores = torch.tensor([[[[1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]]])  # [1, 1, 3, 2]
+    cuts = torch.tensor([[[4, 9, 9]]])  # [1, 1, 3]
+    # budget 0 alone: mean 1/2 → [1/2, −1/2]; budgets 1, 2 pooled: [1/2, 1/2], [−1/2, −1/2]
+    expected = torch.tensor([[[[0.5, -0.5], [0.5, 0.5], [-0.5, -0.5]]]])
+    torch.testing.assert_close(summary_advantages(scores, "brpo", cuts), expected)
+    # per budget only (the old rule) would give [0, 0] for budgets 1 and 2
+    torch.testing.assert_close(summary_advantages(scores, "brpo")[0, 0, 1:], torch.zeros(2, 2))
+    # A = 1 keeps the group baseline over the G thinkings, whatever the cuts
+    one = torch.tensor([[[[1.0]], [[0.0]]]])  # [1, 2, 1, 1]
+    torch.testing.assert_close(summary_advantages(one, "brpo", torch.tensor([[[3], [3]]])), torch.tensor([[[[0.5]], [[-0.5]]]]))
+
+
 def test_summary_advantages_over_a_and_grpo_keeps_last_only():
     scores = torch.tensor([[[[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 0.0]]]])  # [1, 1, 2, 4]
     # budget 0 mean 1/2 → [1/2, −1/2, −1/2, 1/2]; budget 1 mean 3/4 → [1/4, 1/4, 1/4, −3/4]
@@ -104,7 +122,7 @@ def test_summary_advantages_over_a_and_grpo_keeps_last_only():
 @pytest.mark.parametrize("vr", ["brpo", "v1only", "v2only", "none"])
 @pytest.mark.parametrize("shape", [(3, 4, 5, 2), (2, 1, 4, 3), (2, 3, 1, 1), (1, 6, 8, 1)])
 def test_thinking_matches_reference_on_random_inputs(vr, shape):
-    gen = torch.Generator().manual_seed(hash((vr, shape)) % 2**31)
+    gen = torch.Generator().manual_seed(derive_seed(vr, *shape))  # stable across processes
     scores = torch.randint(0, 2, shape, generator=gen).float()
     probs = torch.rand(shape[2], generator=gen) + 0.05
     got = thinking_advantages(scores, probs, vr)
@@ -117,6 +135,19 @@ def test_summary_matches_reference_on_random_inputs(method, shape):
     gen = torch.Generator().manual_seed(7)
     scores = torch.rand(shape, generator=gen)
     torch.testing.assert_close(summary_advantages(scores, method).double(), reference_summary(scores, method), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["brpo", "grpo"])
+@pytest.mark.parametrize("shape", [(3, 4, 5, 2), (2, 3, 4, 1), (2, 2, 6, 3)])
+def test_pooled_summary_matches_reference_on_random_inputs(method, shape):
+    gen = torch.Generator().manual_seed(11)
+    scores = torch.randint(0, 2, shape, generator=gen).float()
+    # cuts of a thinking: min(b_j, L) for budgets 10, 20, …; equal past the thinking's end
+    budgets = torch.arange(1, shape[2] + 1) * 10  # [S]
+    lengths = torch.randint(1, 10 * shape[2] + 1, shape[:2], generator=gen)  # [B, G]
+    cuts = torch.minimum(budgets, lengths[..., None])  # [B, G, S]
+    got = summary_advantages(scores, method, cuts)
+    torch.testing.assert_close(got.double(), reference_summary(scores, method, cuts), atol=1e-6, rtol=1e-5)
 
 
 def test_many_budgets_do_not_overflow():
@@ -145,6 +176,31 @@ def test_brpo_diagnostics_by_hand():
     scores = torch.tensor([[[[1.0], [0.0], [1.0]], [[0.0], [0.0], [1.0]]]])
     d = brpo_diagnostics(scores, torch.ones(3))
     # Var[R] over the two rollouts (population): s0 → ((1/6)² + (1/6)²)/2 = 1/36; s1, s2 → 0
-    torch.testing.assert_close(d["var_R"], torch.tensor([1 / 36, 0.0, 0.0]))
+    assert d["var_R"] == pytest.approx([1 / 36, 0.0, 0.0])
     # R − V: s0 → ±1/6 → 1/36; s1 → −1/9, 1/9 → 1/81; s2 → 4/27, 2/9 → mean 5/27, var (1/27)² = 1/729
-    torch.testing.assert_close(d["var_R_minus_V"], torch.tensor([1 / 36, 1 / 81, 1 / 729]))
+    assert d["var_R_minus_V"] == pytest.approx([1 / 36, 1 / 81, 1 / 729])
+    # ratios to Var[R]: defined only where Var[R] > 0
+    assert d["ratio_R_minus_V"] == [pytest.approx(1.0), None, None]
+
+
+def test_brpo_diagnostics_mask_budgets_past_the_end():
+    from anytime_reasoner.algo.advantages import brpo_diagnostics
+
+    # G = 3, S = 2, A = 1, uniform prior (1/2, 1/2). r(g0) = (1, 1), r(g1) = r(g2) = (0, 0):
+    # R(g0) = (1, 1/2), R(g1) = R(g2) = (0, 0). g2 ended before b_0: its segment 1 is empty.
+    scores = torch.tensor([[[[1.0], [1.0]], [[0.0], [0.0]], [[0.0], [0.0]]]])
+    mask = torch.tensor([[[True, True], [True, True], [True, False]]])
+    d = brpo_diagnostics(scores, torch.ones(2), mask)
+    # s0, all three: R = 1, 0, 0, mean 1/3 → var (4/9 + 1/9 + 1/9)/3 = 2/9
+    # s1, g0 and g1 only: R = 1/2, 0 → var 1/16 (unmasked it would be 1/18)
+    assert d["var_R"] == pytest.approx([2 / 9, 1 / 16])
+    # V1(s1) = r0 · 1/2 = 1/2, 0 → R − V1 = 0, 0 → ratio 0; at s0 V1 = 0 → ratio 1
+    assert d["ratio_R_minus_V1"] == pytest.approx([1.0, 0.0])
+    # V2 is constant within the one question: the ratio is 1
+    assert d["ratio_R_minus_V2"] == pytest.approx([1.0, 1.0])
+    # BRPO at s1: V = (V1 + V2)/2 with V2 = (1/2 + 0 + 0)/3 = 1/6: g0 → 1/2 − 1/3 = 1/6,
+    # g1 → 0 − 1/12 = −1/12; mean 1/24, var (1/8)² = 1/64 → ratio (1/64)/(1/16) = 1/4
+    assert d["ratio_R_minus_V"] == pytest.approx([1.0, 0.25])
+    # a budget where fewer than two thinkings count has no variance
+    lone = brpo_diagnostics(scores, torch.ones(2), torch.tensor([[[True, True], [True, False], [True, False]]]))
+    assert lone["var_R"][1] is None and lone["ratio_R_minus_V"][1] is None

@@ -11,8 +11,11 @@ Thinking (every token of segment s gets ``A_think[b, g, s]``)::
     V1[s]  = (Σ_{k<s} 2^k r[k] / Σ_{k<s} 2^k) · Σ_{j≥s} P_j,   V1[0] = 0
     brpo:  baseline = (s·V1 + (S−s)·V2) / S;   v1only: V1;  v2only: V2;  none: 0
 
-Summary: score minus the mean over the A summaries of the same cut (A > 1), or over the G
-thinkings at that budget (A = 1); ``grpo`` keeps only the last summary (s = S−1, a = A−1).
+Summary: score minus the mean over all summaries sampled from the same prefix (A > 1): usually
+the A of that budget, but when k budgets at or past the thinking's end share one prefix, all k·A
+of them are pooled, as the original does (pass ``cuts`` ``[B, G, S]``: budgets with equal cuts share
+a prefix). With A = 1 the baseline is the mean over the G thinkings at that budget. ``grpo`` keeps
+only the last summary (s = S−1, a = A−1).
 
 There is no division by a standard deviation anywhere (as in the seed). With S = 1, A = 1, the
 ``base`` prior and ``v2only`` this is GRPO without std normalization (Dr. GRPO).
@@ -79,19 +82,47 @@ def thinking_advantages(
     return (returns - baseline).to(torch.float32)
 
 
-def summary_advantages(scores: torch.Tensor, summary_method: SummaryMethod = "brpo") -> torch.Tensor:
-    """Per-summary advantages: ``[B, G, S, A]`` → float32 ``[B, G, S, A]``."""
+def summary_advantages(
+    scores: torch.Tensor, summary_method: SummaryMethod = "brpo", cuts: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-summary advantages: ``[B, G, S, A]`` → float32 ``[B, G, S, A]``.
+
+    Args:
+        scores: ``[B, G, S, A]`` summary rewards.
+        summary_method: ``grpo`` (only the last summary keeps its advantage) | ``brpo`` (all do).
+        cuts: ``[B, G, S]`` thinking tokens kept at each budget (``RolloutBatch.cut_lengths()``).
+            Budgets of one thinking with equal cuts share one summary prefix, and with A > 1 their
+            summaries share one baseline. None: every budget has a prefix of its own.
+    """
     _check_scores(scores)
     if summary_method not in SUMMARY_METHODS:
         raise ValueError(f"summary_method: unknown {summary_method!r}; allowed: {', '.join(SUMMARY_METHODS)}")
     scores = scores.to(torch.float32)
-    group_dim = -1 if scores.shape[-1] > 1 else 1  # over the A summaries, else over the G thinkings
-    advantages = scores - scores.mean(dim=group_dim, keepdim=True)  # [B, G, S, A]
+    if scores.shape[-1] == 1:
+        baseline = scores.mean(dim=1, keepdim=True)  # [B, 1, S, 1] over the G thinkings
+    elif cuts is None:
+        baseline = scores.mean(dim=-1, keepdim=True)  # [B, G, S, 1] over the A summaries
+    else:
+        baseline = _shared_prefix_mean(scores, cuts)  # [B, G, S, 1]
+    advantages = scores - baseline  # [B, G, S, A]
     if summary_method == "grpo":
         keep = torch.zeros_like(advantages)
         keep[:, :, -1, -1] = 1.0
         advantages = advantages * keep
     return advantages
+
+
+def _shared_prefix_mean(scores: torch.Tensor, cuts: torch.Tensor) -> torch.Tensor:
+    """Mean score over all summaries of the budgets sharing each budget's prefix.
+
+    scores ``[B, G, S, A]``, cuts ``[B, G, S]`` → ``[B, G, S, 1]``.
+    """
+    if cuts.shape != scores.shape[:3]:
+        raise ValueError(f"cuts: expected shape {tuple(scores.shape[:3])}, got {tuple(cuts.shape)}")
+    same = (cuts[..., :, None] == cuts[..., None, :]).to(scores.dtype)  # [B, G, S, S]
+    pooled_sum = (same * scores.sum(dim=-1)[..., None, :]).sum(dim=-1)  # [B, G, S]
+    pooled_count = same.sum(dim=-1) * scores.shape[-1]  # [B, G, S] = k·A
+    return (pooled_sum / pooled_count)[..., None]
 
 
 def _own_history_baseline(rewards: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
@@ -133,15 +164,44 @@ def _check_scores(scores: torch.Tensor) -> None:
         raise ValueError(f"scores: every dimension must be non-empty, got {tuple(scores.shape)}")
 
 
-def brpo_diagnostics(scores: torch.Tensor, budget_probs: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Variances across rollouts, per budget, of R, R−V1, R−V2 and R−V (paper Fig. 3).
+DIAGNOSTIC_BASELINES = (("R", "none"), ("R_minus_V1", "v1only"), ("R_minus_V2", "v2only"), ("R_minus_V", "brpo"))
 
-    scores ``[B, G, S, A]`` → each entry ``[S]`` (float32): the variance over all B·G thinkings of
-    the return and of the return minus each baseline.
+
+def brpo_diagnostics(
+    scores: torch.Tensor, budget_probs: torch.Tensor, segment_mask: torch.Tensor | None = None
+) -> dict[str, list[float | None]]:
+    """Variances across rollouts, per budget, of R, R−V1, R−V2 and R−V, and their ratios to Var[R]
+    (the quantity of the paper's Fig. 3).
+
+    Args:
+        scores: ``[B, G, S, A]`` summary rewards.
+        budget_probs: ``[S]`` prior weights.
+        segment_mask: bool ``[B, G, S]`` (``RolloutBatch.segment_mask()``): budget s of a thinking
+            counts only if its segment is non-empty, i.e. the thinking had not ended before
+            b_{s-1} — as the original masks budgets past the thinking's end. None: all count.
+    Returns:
+        ``var_R``, ``var_R_minus_V1``, ``var_R_minus_V2``, ``var_R_minus_V`` (population variance
+        over the counted thinkings) and ``ratio_R_minus_V1``, ``ratio_R_minus_V2``,
+        ``ratio_R_minus_V`` (each variance / ``var_R``), lists of S floats; an entry is None where
+        fewer than two thinkings count, and a ratio is None where ``var_R`` is 0.
     """
-    out = {}
-    for name, vr in (("var_R", "none"), ("var_R_minus_V1", "v1only"), ("var_R_minus_V2", "v2only"), ("var_R_minus_V", "brpo")):
-        adv = thinking_advantages(scores, budget_probs, vr)  # [B, G, S]
-        flat = adv.reshape(-1, adv.shape[-1])  # [B·G, S]
-        out[name] = flat.var(dim=0, unbiased=False) if flat.shape[0] > 1 else torch.zeros(flat.shape[-1])
+    B, G, S, _ = scores.shape
+    mask = torch.ones(B, G, S, dtype=torch.bool) if segment_mask is None else segment_mask.to(torch.bool)
+    mask = mask.reshape(-1, S).to(torch.float64)  # [B·G, S]
+    count = mask.sum(dim=0)  # [S]
+    variances: dict[str, torch.Tensor] = {}
+    for name, vr in DIAGNOSTIC_BASELINES:
+        adv = thinking_advantages(scores, budget_probs, vr).to(torch.float64).reshape(-1, S)  # [B·G, S]
+        mean = (adv * mask).sum(dim=0) / count.clamp_min(1)  # [S]
+        variances[name] = (((adv - mean) ** 2) * mask).sum(dim=0) / count.clamp_min(1)  # [S]
+    enough = (count >= 2).tolist()
+    out: dict[str, list[float | None]] = {}
+    for name, var in variances.items():
+        out[f"var_{name}"] = [float(v) if ok else None for v, ok in zip(var.tolist(), enough)]
+    var_r = variances["R"].tolist()
+    for name, var in variances.items():
+        if name != "R":
+            out[f"ratio_{name}"] = [
+                float(v / r) if ok and r > 0 else None for v, r, ok in zip(var.tolist(), var_r, enough)
+            ]
     return out
