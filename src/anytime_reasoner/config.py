@@ -126,13 +126,19 @@ class RolloutConfig(_Strict):
 class PPOConfig(_Strict):
     clip_eps: float = Field(0.2, gt=0.0, lt=1.0)
     loss_agg: Literal["constant", "token-mean"] = Field(
-        "constant", description="constant: token-loss sum / (rows × max response length) (Dr. GRPO)"
+        "constant", description="constant: token-loss sum / (rows × max_response_len) (Dr. GRPO)"
+    )
+    max_response_len: int | None = Field(
+        None,
+        ge=1,
+        description="the constant of loss_agg=constant; default: the longest packed response of the rollout "
+        "config (b_max + S·A·(inserted + summary cap)); the original used 10176 for every preset",
     )
     ppo_epochs: int = Field(1, ge=1)
     ppo_mini_batch_size: int = Field(32, ge=1, description="questions per optimizer step")
     ppo_max_token_len: int = Field(30720, ge=64, description="token budget of one micro-batch")
     lr: float = Field(1e-6, gt=0.0)
-    weight_decay: float = Field(0.0, ge=0.0)
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay (the original's 0.01)")
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = Field(1.0, gt=0.0)
 
@@ -155,6 +161,8 @@ class TrainerConfig(_Strict):
     batch_size: int = Field(64, ge=1, description="questions per RL step")
     val_every: int = Field(10, ge=0, description="validate every N steps (0 = never)")
     val_budgets: list[int] | None = Field(None, description="validation budgets (default: the rollout's)")
+    val_n: int = Field(8, ge=1, description="thinkings per validation question (the original's 8)")
+    val_n_summary: int = Field(4, ge=1, description="summaries per validation budget (the original's 4)")
     val_temperature: float = Field(0.6, gt=0.0)
     save_every: int = Field(0, ge=0, description="checkpoint every N steps (0 = only at the end)")
     out: str = Field("runs/anytime", description="output folder: metrics.jsonl, checkpoints, final model")

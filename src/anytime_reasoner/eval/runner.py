@@ -31,6 +31,7 @@ from anytime_reasoner.algo.budgets import BudgetPlan, prior_weights
 from anytime_reasoner.data.prompts import encode_prompt
 from anytime_reasoner.data.schema import Example
 from anytime_reasoner.eval.metrics import BenchmarkScores, ProblemResult, Scores, average_scores, score_benchmark
+from anytime_reasoner.seeding import derive_seed
 
 if TYPE_CHECKING:
     from anytime_reasoner.engine.base import GenerationEngine
@@ -113,8 +114,7 @@ class ResultCache:
 
 def chunk_seed(seed: int, benchmark: str, index: int) -> int:
     """The sampling seed of chunk ``index`` of a benchmark: independent of what ran before."""
-    digest = hashlib.sha256(f"{seed}:{benchmark}:{index}".encode()).hexdigest()
-    return int(digest[:8], 16)
+    return derive_seed(seed, "eval", benchmark, index)
 
 
 def chunks(examples: Sequence[Example], size: int) -> Iterator[tuple[int, Sequence[Example]]]:

@@ -3,10 +3,19 @@
 The trainer is algorithm-blind: GRPO and every AnytimeReasoner variant differ only in the rollout
 config (budgets, prior, A) and the advantage knobs, which reach it as data. One step:
 
-1. ``batch_size`` questions from the source (deterministic in the step number);
+1. ``batch_size`` questions from the source (deterministic in the step number, which counts from 1);
 2. G thinkings each, cut at every budget, A summaries per cut, graded (``rollout.anytime``);
-3. ``thinking_advantages`` ``[B, G, S]`` and ``summary_advantages`` ``[B, G, S, A]``;
+3. ``thinking_advantages`` ``[B, G, S]`` and ``summary_advantages`` ``[B, G, S, A]`` (summaries of
+   budgets that share one prefix share one baseline);
 4. one packed row per thinking, PPO update in mini-batches of questions (``train.update``).
+
+Random streams: the rollout of step t is named ``derive_seed(run seed, t, "rollout")`` and its
+thinking and summary phases derive their own seeds from that (``rollout.anytime``); validation
+uses ``derive_seed(run seed, "validation")`` every time, so checkpoints of one run are compared
+on the same samples. No two phases share a stream, and a resumed run replays them exactly.
+
+Validation samples ``trainer.val_n`` thinkings × ``trainer.val_n_summary`` summaries per question
+(the original: 8 × 4) at ``trainer.val_budgets``; ``val/anytime`` is the uniform mean over them.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from anytime_reasoner.algo.budgets import BudgetPlan
 from anytime_reasoner.config import TrainConfig, dump
 from anytime_reasoner.data.schema import Example
 from anytime_reasoner.rollout.types import RolloutBatch
+from anytime_reasoner.seeding import derive_seed
 from anytime_reasoner.train.checkpoint import TrainerState, save_checkpoint
 from anytime_reasoner.train.loggers import MetricLogger
 from anytime_reasoner.train.sources import QuestionSource
@@ -55,9 +65,12 @@ class Trainer:
 
     @cached_property
     def max_response_len(self) -> int:
-        """The constant of the Dr. GRPO normalizer (longest possible packed response)."""
+        """The constant of the Dr. GRPO normalizer: ``ppo.max_response_len`` if set, else the
+        longest possible packed response of the rollout config."""
         from anytime_reasoner.rollout.packing import max_response_len
 
+        if self.cfg.ppo.max_response_len is not None:
+            return self.cfg.ppo.max_response_len
         return max_response_len(self.cfg.rollout, self.codec)
 
     def fit(self) -> list[dict[str, Any]]:
@@ -65,6 +78,8 @@ class Trainer:
         tcfg = self.cfg.trainer
         logger = MetricLogger(self.out, tcfg.loggers, run_config=dump(self.cfg))
         steps = range(self.start_step + 1, tcfg.steps + 1)
+        if self.cfg.ppo.loss_agg == "constant":
+            log.info("loss normalizer: rollouts x max_response_len = %d", self.max_response_len)
         bar = _progress(steps, enabled=tcfg.progress, desc=f"train {self.out.name}")
         try:
             for step in bar:
@@ -89,18 +104,24 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         examples = self.source.batch(step, self.cfg.trainer.batch_size)
-        rollouts = self.rollout(examples, seed=self.cfg.trainer.seed * 100_003 + step, train=True)
+        rollouts = self.rollout(examples, seed=derive_seed(self.cfg.trainer.seed, step, "rollout"), train=True)
         t_rollout = time.perf_counter() - t0
         scores = rollouts.scores()  # [B, G, S, A]
         probs = torch.tensor(self.plan.probs)  # [S]
         think_adv = thinking_advantages(scores, probs, self.cfg.rollout.variance_reduction)  # [B, G, S]
-        summ_adv = summary_advantages(scores, self.cfg.rollout.summary_method)  # [B, G, S, A]
+        summ_adv = summary_advantages(scores, self.cfg.rollout.summary_method, rollouts.cut_lengths())  # [B, G, S, A]
         update_metrics = self.update(rollouts, think_adv, summ_adv)
         metrics = rollout_metrics(rollouts, scores, self.plan)
         metrics.update(update_metrics)
-        metrics.update(brpo_diagnostics(scores, probs))  # each [S]
+        metrics.update(brpo_diagnostics(scores, probs, rollouts.segment_mask()))  # each [S]
         metrics.update(time_rollout=t_rollout, time_step=time.perf_counter() - t0)
+        metrics.update(max_response_len=self.max_response_len, epoch=self._epoch(step))
         return metrics
+
+    def _epoch(self, step: int) -> int | None:
+        """The pass over a finite training set that step ``step`` reads (None for a stream)."""
+        epoch_of = getattr(self.source, "epoch_of", None)
+        return epoch_of(step, self.cfg.trainer.batch_size) if epoch_of else None
 
     def rollout(self, examples: Sequence[Example], *, seed: int, train: bool) -> RolloutBatch:
         from anytime_reasoner.data.prompts import encode_prompt
@@ -108,10 +129,11 @@ class Trainer:
 
         params = RolloutParams.from_config(self.cfg.rollout, seed=seed)
         plan = self.plan
-        if not train:  # validation: one thinking, one summary per budget, evaluation temperature
-            budgets = self.cfg.trainer.val_budgets or list(plan.budgets)
+        if not train:  # validation: val_n thinkings × val_n_summary summaries, evaluation temperature
+            tcfg = self.cfg.trainer
+            budgets = tcfg.val_budgets or list(plan.budgets)
             plan = BudgetPlan.build(max(budgets), budgets=budgets, prior="uniform")
-            params = replace(params, n_thinking=1, n_summary=1, temperature=self.cfg.trainer.val_temperature)
+            params = replace(params, n_thinking=tcfg.val_n, n_summary=tcfg.val_n_summary, temperature=tcfg.val_temperature)
         prompts = [encode_prompt(self.tokenizer, e.messages, self.codec.think_start) for e in examples]
         self.model.eval()
         with torch.no_grad():
@@ -136,10 +158,11 @@ class Trainer:
         )
 
     def validate(self) -> dict[str, Any]:
-        """Accuracy per validation budget on the held-out questions (one thinking, one summary)."""
+        """Accuracy per validation budget on the held-out questions, averaged over the
+        ``val_n × val_n_summary`` samples of each question."""
         if not self.val_examples:
             return {}
-        rollouts = self.rollout(self.val_examples, seed=self.cfg.trainer.seed, train=False)
+        rollouts = self.rollout(self.val_examples, seed=derive_seed(self.cfg.trainer.seed, "validation"), train=False)
         acc = rollouts.scores().mean(dim=(0, 1, 3))  # [S]
         return {
             "val/budgets": list(rollouts.budgets),

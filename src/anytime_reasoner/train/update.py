@@ -10,7 +10,8 @@ One call of :func:`ppo_update`:
    budget goes alone); every micro-batch loss is divided by the *mini-batch* normalizer
    (:func:`minibatch_normalizer`), so the accumulated gradient does not depend on the split;
 4. gradient clipping at ``grad_clip`` (the pre-clip norm is reported); a step whose norm is not
-   finite is skipped, as in the seed's trainer.
+   finite is skipped and counted (``skipped_steps``). Departure: the original steps the optimizer
+   whatever the norm; skipping keeps one bad batch from writing NaN into every weight.
 
 The ``constant`` normalizer counts *rollouts* (thinkings), not rows: the same as rows for packed
 batches, while an unpacked batch (``unpack_rollouts``) gets the same normalizer as its packed twin.
