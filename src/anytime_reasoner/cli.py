@@ -44,6 +44,11 @@ COMMANDS: dict[str, Command] = {
         run="anytime_reasoner.demo:run_demo",
         config="anytime_reasoner.config:DemoConfig",
     ),
+    "compare": Command(
+        summary="presets x seeds on the embedded task from one base model: one table (mean ± std), curves, learning curves",
+        run="anytime_reasoner.compare:run_compare",
+        config="anytime_reasoner.config:CompareConfig",
+    ),
     "train": Command(
         summary="RL training: anytime rollout, BRPO advantages, tree-packed PPO update (presets: SPEC section 8)",
         run="anytime_reasoner.train.build:run_train",

@@ -333,19 +333,16 @@ class PlotConfig(_Strict):
         return _split_list(value)
 
 
-class DemoConfig(_Strict):
-    """``anytime-reasoner demo``: bootstrap the tiny base model, train GRPO and AnytimeReasoner from
-    it with equal rollouts and steps, evaluate all three on the held-out set at every budget."""
+class RunScale(_Strict):
+    """The scale of the embedded-task experiments shared by ``demo`` and ``compare``: every RL run
+    starts from one base model and gets the same questions, G, steps and learning rate."""
 
-    seed: int = Field(0, description="seed of the bootstrap, the RL runs and the evaluation")
-    out: str = Field("runs/demo", description="output folder: results.json, results.md, anytime_curves.png, runs")
-    ar_preset: Literal["ar-uniform", "ar-linear", "ar-base"] = "ar-uniform"
     steps: int = Field(36, ge=1, description="RL steps of each method")
     batch_size: int = Field(16, ge=1, description="questions per RL step")
-    n: int = Field(8, ge=2, description="thinkings per question (G), the same for both methods")
-    n_summary: int = Field(4, ge=1, description="summaries per budget (A) for AnytimeReasoner")
+    n: int = Field(8, ge=2, description="thinkings per question (G), the same for every method")
+    n_summary: int = Field(4, ge=1, description="summaries per budget (A) for the presets with A > 1")
     max_budget: int = Field(108, ge=4, description="largest thinking budget (tokens) in training")
-    n_budget_support: int = Field(4, ge=1)
+    n_budget_support: int = Field(4, ge=1, description="budgets of the presets with S > 1")
     summary_max_tokens: int = Field(12, ge=2)
     lr: float = Field(1e-4, gt=0.0)
     eval_size: int = Field(200, ge=1, description="held-out questions")
@@ -354,6 +351,16 @@ class DemoConfig(_Strict):
     )
     eval_samples: int = Field(2, ge=1, description="thinkings per held-out question")
     eval_temperature: float = Field(0.6, gt=0.0)
+    max_response_len: int | None = Field(
+        None,
+        ge=1,
+        description="loss constant shared by every preset (default: the bound of the S·A summary tree, "
+        "b_max + S·A·(inserted + cap): the analogue of the original's 10176)",
+    )
+    val_every: int = Field(0, ge=0, description="validate each run every N steps (0 = never)")
+    val_size: int = Field(64, ge=1, description="validation questions (the first of the held-out set)")
+    val_n: int = Field(4, ge=1, description="thinkings per validation question")
+    val_n_summary: int = Field(1, ge=1, description="summaries per validation budget")
     cache_dir: str | None = Field(None, description="where the bootstrapped base model is cached")
     base_model: str | None = Field(None, description="start from this model folder instead of bootstrapping")
     bootstrap_seed: int = Field(0, description="seed of the base model's bootstrap (one base model for all RL seeds)")
@@ -367,6 +374,43 @@ class DemoConfig(_Strict):
         if len(grid) < 8:
             raise ValueError(f"needs at least 8 budgets, got {len(grid)}")
         return grid
+
+
+class DemoConfig(RunScale):
+    """``anytime-reasoner demo``: bootstrap the tiny base model, train GRPO and AnytimeReasoner from
+    it with equal rollouts and steps, evaluate all three on the held-out set at every budget."""
+
+    seed: int = Field(0, description="seed of the RL runs and the evaluation")
+    out: str = Field("runs/demo", description="output folder: results.json, results.md, anytime_curves.png, runs")
+    ar_preset: Literal["ar-uniform", "ar-linear", "ar-base"] = "ar-uniform"
+
+
+class CompareConfig(RunScale):
+    """``anytime-reasoner compare presets=... seeds=0,1,2``: train every preset from the same base
+    model for every seed, evaluate each on the same grid, tabulate mean ± std over seeds."""
+
+    presets: list[str] = Field(
+        ["grpo", "ar-linear", "ar-uniform", "ar-base", "grpo+linear", "grpo+decouple", "grpo+vr", "grpo+vr+decouple"],
+        description="training presets to compare (default: all eight)",
+    )
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="seeds of the RL runs and the evaluation")
+    out: str = Field("runs/compare", description="output folder: results.json, results.md, plots, runs")
+    val_every: int = Field(6, ge=0, description="validate each run every N steps (0 = never): learning curves")
+    reference: str = Field("grpo", description="preset whose final validation score the learning-efficiency line uses")
+
+    @field_validator("presets", "seeds", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @model_validator(mode="after")
+    def _known_presets(self) -> "CompareConfig":
+        unknown = [p for p in self.presets if p not in PRESETS]
+        if unknown:
+            raise ValueError(f"presets: unknown {unknown[0]!r}; allowed: {', '.join(PRESETS)}")
+        if len(set(self.presets)) != len(self.presets) or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("presets: each preset and each seed may appear once")
+        return self
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,45 +24,64 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import yaml
 
-from anytime_reasoner.config import DemoConfig, TrainConfig, build_config, dump
+from anytime_reasoner.config import PRESETS, DemoConfig, TrainConfig, RunScale, build_config, dump
 from anytime_reasoner.errors import UserError
 
 TASK = "synthetic"
 HELD_OUT_FILE = "heldout.jsonl"
 
 
-def train_config(cfg: DemoConfig, base_model: Path, preset: str) -> TrainConfig:
-    """The RL run of ``preset`` at the demo's scale; GRPO keeps the preset's S = 1, A = 1."""
+def train_config(
+    cfg: RunScale, base_model: Path, preset: str, seed: int, out: Path, max_response_len: int
+) -> TrainConfig:
+    """The RL run of ``preset`` at the run scale: presets with A = 1 or S = 1 keep them (GRPO:
+    one budget, one summary); every run gets the same G, questions, steps and learning rate, and
+    the same loss constant ``max_response_len``, as the original divides every preset by 10176
+    (so a token's gradient has one scale whatever the preset's tree size). Validation (when ``val_every`` > 0) runs on the evaluation grid, so every preset's learning
+    curve is measured the same way; it does not touch the training streams."""
+    preset_rollout = PRESETS[preset]["rollout"]
     rollout: dict[str, Any] = {"n": cfg.n, "max_budget": cfg.max_budget, "summary_max_tokens": cfg.summary_max_tokens}
-    if preset != "grpo":
-        rollout.update(n_summary=cfg.n_summary, n_budget_support=cfg.n_budget_support)
+    if preset_rollout["n_summary"] > 1:
+        rollout["n_summary"] = cfg.n_summary
+    if preset_rollout["n_budget_support"] > 1:
+        rollout["n_budget_support"] = cfg.n_budget_support
     overrides = {
         "model": {"path": str(base_model), "device": "cpu"},
+        "data": {"val_size": cfg.val_size},
         "rollout": rollout,
-        "ppo": {"lr": cfg.lr, "ppo_mini_batch_size": cfg.batch_size, "ppo_max_token_len": 16384},
+        "ppo": {
+            "lr": cfg.lr,
+            "ppo_mini_batch_size": cfg.batch_size,
+            "ppo_max_token_len": 16384,
+            "max_response_len": max_response_len,
+        },
         "trainer": {
             "steps": cfg.steps,
             "batch_size": cfg.batch_size,
-            "val_every": 0,
+            "val_every": cfg.val_every,
+            "val_budgets": list(cfg.eval_budgets),
+            "val_n": cfg.val_n,
+            "val_n_summary": cfg.val_n_summary,
+            "val_temperature": cfg.eval_temperature,
             "save_every": max(cfg.steps // 4, 1),
-            "out": str(Path(cfg.out) / preset),
-            "seed": cfg.seed,
+            "out": str(out),
+            "seed": seed,
             "progress": False,
         },
     }
     return build_config(TrainConfig, preset=preset, overrides=overrides)
 
 
-def eval_args(cfg: DemoConfig, model: Path, held_out: Path, out: Path) -> list[str]:
+def eval_args(cfg: RunScale, model: Path, held_out: Path, out: Path, seed: int) -> list[str]:
     budgets = ",".join(str(b) for b in cfg.eval_budgets)
     return [
         "eval", f"model={model}", f"data={held_out}", f"budgets={budgets}", f"samples={cfg.eval_samples}",
         f"temperature={cfg.eval_temperature}", f"summary_max_tokens={cfg.summary_max_tokens}",
-        f"seed={cfg.seed}", "batch_size=50", "device=cpu", f"out={out}", "progress=false",
+        f"seed={seed}", "batch_size=50", "device=cpu", f"out={out}", "progress=false",
     ]  # fmt: skip
 
 
@@ -124,7 +143,7 @@ def run_jobs(jobs: list[Job], parallel: int, progress: Any) -> dict[str, float]:
     return {job.name: round(job.seconds, 1) for job in jobs}
 
 
-def write_held_out(cfg: DemoConfig, path: Path) -> Path:
+def write_held_out(cfg: RunScale, path: Path) -> Path:
     from anytime_reasoner.train.sources import synthetic_held_out
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,34 +152,83 @@ def write_held_out(cfg: DemoConfig, path: Path) -> Path:
     return path
 
 
-def plan_jobs(cfg: DemoConfig, base: Path) -> tuple[list[Job], dict[str, Path]]:
-    """Training of both presets, then one evaluation per model (base's needs no training)."""
-    out = Path(cfg.out)
-    held_out = write_held_out(cfg, out / HELD_OUT_FILE)
-    jobs: list[Job] = []
-    results: dict[str, Path] = {}
-    models = {"base": base}
-    for preset in (cfg.ar_preset, "grpo"):  # the longer run first
-        config_path = out / preset / "train_config.yaml"
-        config_path.parent.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(yaml.safe_dump(dump(train_config(cfg, base, preset)), sort_keys=False), encoding="utf-8")
-        jobs.append(Job(f"train {preset}", ["train", "--config", str(config_path)], out / preset / "train.log"))
-        models[preset] = out / preset / "final"
-    for name, model in models.items():
-        eval_out = out / "eval" / name
-        after = () if name == "base" else (f"train {name}",)
-        jobs.append(Job(f"eval {name}", eval_args(cfg, model, held_out, eval_out), eval_out / "eval.log", after))
-        results[name] = eval_out / "results.json"
-    order = {"train": 0, "eval": 1}
-    jobs.sort(key=lambda j: (order[j.name.split()[0]], j.name != f"train {cfg.ar_preset}"))
-    return jobs, results
+def shared_response_len(cfg: RunScale, base: Path) -> int:
+    """``cfg.max_response_len``, else the packed-response bound of the largest tree the presets
+    use (``n_budget_support`` budgets × ``n_summary`` summaries) with the base model's tokenizer."""
+    if cfg.max_response_len is not None:
+        return cfg.max_response_len
+    from anytime_reasoner.config import RolloutConfig
+    from anytime_reasoner.eval.loading import load_tokenizer
+    from anytime_reasoner.rollout.codec import TokenizerCodec
+    from anytime_reasoner.rollout.packing import max_response_len
+
+    tree = RolloutConfig(
+        n_summary=cfg.n_summary,
+        n_budget_support=cfg.n_budget_support,
+        max_budget=cfg.max_budget,
+        summary_max_tokens=cfg.summary_max_tokens,
+    )
+    return max_response_len(tree, TokenizerCodec.from_tokenizer(load_tokenizer(str(base))))
+
+
+def heavy_first(preset: str) -> int:
+    """Sort key: runs with A > 1 summaries take several times longer; start them first."""
+    return -PRESETS[preset]["rollout"]["n_summary"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where runs and evaluations of one seed go: ``root/<preset>`` and ``root/eval/<model>``."""
+
+    root: Path
+
+    def run(self, preset: str) -> Path:
+        return self.root / preset
+
+    def eval(self, model: str) -> Path:
+        return self.root / "eval" / model
+
+
+def plan_jobs(
+    cfg: RunScale, base: Path, presets: Sequence[str], layouts: Mapping[int, Layout], held_out: Path
+) -> tuple[list[Job], dict[int, dict[str, Path]]]:
+    """For each seed: a training job per preset, then one evaluation per model (the base model's
+    needs no training). Returns the jobs (trainings first, heavy presets first) and, per seed,
+    each model's ``results.json`` path."""
+    trains: list[Job] = []
+    evals: list[Job] = []
+    results: dict[int, dict[str, Path]] = {}
+    response_len = shared_response_len(cfg, base)
+    for seed, layout in layouts.items():
+        suffix = f" s{seed}" if len(layouts) > 1 else ""
+        models = {"base": base}
+        for preset in presets:
+            run = layout.run(preset)
+            config_path = run / "train_config.yaml"
+            config_path.parent.mkdir(parents=True, exist_ok=True)
+            config = dump(train_config(cfg, base, preset, seed, run, response_len))
+            config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+            trains.append(Job(f"train {preset}{suffix}", ["train", "--config", str(config_path)], run / "train.log"))
+            models[preset] = run / "final"
+        results[seed] = {}
+        for name, model in models.items():
+            out = layout.eval(name)
+            after = () if name == "base" else (f"train {name}{suffix}",)
+            evals.append(Job(f"eval {name}{suffix}", eval_args(cfg, model, held_out, out, seed), out / "eval.log", after))
+            results[seed][name] = out / "results.json"
+    trains.sort(key=lambda j: heavy_first(j.name.split()[1]))  # stable: seed order kept within a weight
+    return trains + evals, results
+
+
+def read_accuracy(path: Path) -> list[float]:
+    """The average accuracy per budget of an ``eval`` results file."""
+    return list(json.loads(path.read_text(encoding="utf-8"))["average"]["accuracy"])
 
 
 def results_json(cfg: DemoConfig, results: dict[str, Path], seconds: dict[str, float]) -> dict[str, Any]:
     models = {}
     for name, path in results.items():
-        average = json.loads(path.read_text(encoding="utf-8"))["average"]
-        acc = list(average["accuracy"])
+        acc = read_accuracy(path)
         models[name] = {"accuracy": acc, "mean": sum(acc) / len(acc)}
     return {
         "task": TASK,
@@ -183,12 +251,11 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join([head, rule, *rows])
 
 
-def _progress_bar(cfg: DemoConfig, runs: list[Path], n_evals: int) -> tuple[Any, Any]:
-    """A bar over the RL steps of both runs (read from their metrics files) and the evaluations."""
+def progress_bar(total_steps: int, runs: Sequence[Path], n_evals: int, enabled: bool, desc: str) -> tuple[Any, Any]:
+    """A bar over the RL steps of ``runs`` (read from their metrics files) and the evaluations."""
     from tqdm.auto import tqdm
 
-    total = len(runs) * cfg.steps + n_evals
-    bar = tqdm(total=total, desc="demo: RL steps + evals", disable=not cfg.progress, dynamic_ncols=True)
+    bar = tqdm(total=total_steps + n_evals, desc=desc, disable=not enabled, dynamic_ncols=True)
 
     def update(done: set[str]) -> None:
         steps = sum(1 for name in done if name.startswith("eval"))
@@ -202,22 +269,31 @@ def _progress_bar(cfg: DemoConfig, runs: list[Path], n_evals: int) -> tuple[Any,
     return bar, update
 
 
+def base_model(cfg: RunScale) -> Path:
+    """The base model folder: ``base_model`` if given, else the cached (or new) bootstrap."""
+    if cfg.base_model:
+        return Path(cfg.base_model)
+    from anytime_reasoner.tasks.bootstrap import ensure_base_model
+
+    print("bootstrapping the tiny base model, or reusing the cached one ...", flush=True)
+    return ensure_base_model(cfg.cache_dir, seed=cfg.bootstrap_seed, progress=cfg.progress)
+
+
 def run_demo(cfg: DemoConfig) -> int:
     from anytime_reasoner.eval.plot import curves_of, draw
-    from anytime_reasoner.tasks.bootstrap import ensure_base_model
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    if cfg.base_model:
-        base = Path(cfg.base_model)
-    else:
-        print("demo: bootstrapping the tiny base model, or reusing the cached one ...", flush=True)
-        base = ensure_base_model(cfg.cache_dir, seed=cfg.bootstrap_seed, progress=cfg.progress)
+    base = base_model(cfg)
     seconds = {"bootstrap": round(time.perf_counter() - t0, 1)}
-    jobs, results = plan_jobs(cfg, base)
+    presets = (cfg.ar_preset, "grpo")
+    layout = Layout(out)
+    jobs, per_seed = plan_jobs(cfg, base, presets, {cfg.seed: layout}, write_held_out(cfg, out / HELD_OUT_FILE))
+    results = per_seed[cfg.seed]
     print(f"demo: base model {base}; training grpo and {cfg.ar_preset} ({cfg.jobs} at a time), logs in {out}/", flush=True)
-    bar, update = _progress_bar(cfg, [out / cfg.ar_preset, out / "grpo"], n_evals=len(results))
+    runs = [layout.run(p) for p in presets]
+    bar, update = progress_bar(len(runs) * cfg.steps, runs, len(results), cfg.progress, "demo: RL steps + evals")
     with bar:
         seconds.update(run_jobs(jobs, cfg.jobs, update))
     seconds["total"] = round(time.perf_counter() - t0, 1)
