@@ -44,6 +44,22 @@ def test_every_shipped_config_file_loads(path):
     cfg.rollout.plan()
 
 
+def test_recipe_matches_the_original():
+    """The paper's recipe (SPEC §8): the original's loss constant, weight decay and validation."""
+    cfg = build_config(TrainConfig, preset="ar-uniform", files=[CONFIG_DIR / "r1-distill-1.5b-deepscaler.yaml"])
+    assert cfg.ppo.max_response_len == 10176 and cfg.ppo.loss_agg == "constant"
+    assert (cfg.ppo.lr, cfg.ppo.weight_decay, cfg.ppo.clip_eps, cfg.ppo.grad_clip) == (1e-6, 0.01, 0.2, 1.0)
+    assert (cfg.trainer.batch_size, cfg.ppo.ppo_mini_batch_size, cfg.rollout.n) == (64, 32, 8)
+    assert (cfg.trainer.val_n, cfg.trainer.val_n_summary, cfg.trainer.val_temperature) == (8, 4, 0.6)
+    assert cfg.rollout.plan().budgets == (2000, 4000, 6000, 8000) and cfg.rollout.summary_max_tokens == 118
+
+
+def test_tiny_config_shares_one_loss_constant():
+    # 108 + 4·4·(14 + 12) = 524 for every preset (the compare/demo runs use the same value)
+    for preset in PRESETS:
+        assert build_config(TrainConfig, preset=preset, files=[CONFIG_DIR / "tiny-synthetic.yaml"]).ppo.max_response_len == 524
+
+
 def test_shipped_config_files_exist():
     assert list(CONFIG_DIR.glob("*.yaml")), "the package ships example configs"
 

@@ -1,0 +1,117 @@
+"""``compare``: the aggregation by hand, the per-preset run configs, and end to end at toy scale
+(the demo's numbers equal the comparison's for the same seed)."""
+
+import json
+import statistics
+
+import pytest
+
+from anytime_reasoner.cli import main
+from anytime_reasoner.compare import mean_ratios, model_summary, steps_to_reach, validation_curve
+from anytime_reasoner.config import PRESETS, CompareConfig, ConfigError, build_config
+from anytime_reasoner.demo import train_config
+from tests.conftest import make_tiny_qwen2, make_tokenizer
+
+
+def test_model_summary_by_hand():
+    m = model_summary({0: [0.2, 0.4], 1: [0.4, 0.8]})
+    assert m["accuracy"] == pytest.approx([0.3, 0.6])
+    # sample std of two values a, b is |a − b| / √2: 0.2/√2, 0.4/√2
+    assert m["std"] == pytest.approx([0.2 / 2**0.5, 0.4 / 2**0.5])
+    # anytime per seed: (0.2 + 0.4)/2 = 0.3 and (0.4 + 0.8)/2 = 0.6 → mean 0.45, std 0.3/√2
+    assert m["mean"] == pytest.approx(0.45) and m["mean_std"] == pytest.approx(0.3 / 2**0.5)
+    assert m["per_seed"]["1"] == {"accuracy": [0.4, 0.8], "mean": pytest.approx(0.6)}
+    assert model_summary({3: [0.5, 0.5]})["std"] == [0.0, 0.0]  # one seed: no spread
+
+
+def test_validation_curve_and_steps_to_reach():
+    runs = {
+        0: [{"step": 1, "loss": 0.0}, {"step": 2, "val/anytime": 0.2}, {"step": 4, "val/anytime": 0.6}],
+        1: [{"step": 2, "val/anytime": 0.4}, {"step": 4, "val/anytime": 0.4}],
+    }
+    curve = validation_curve(runs)
+    # steps 2 and 4: means (0.2 + 0.4)/2 = 0.3 and (0.6 + 0.4)/2 = 0.5
+    assert curve["steps"] == [2, 4] and curve["anytime"] == pytest.approx([0.3, 0.5])
+    assert steps_to_reach(curve, 0.3) == 2 and steps_to_reach(curve, 0.45) == 4
+    assert steps_to_reach(curve, 0.51) is None
+    assert validation_curve({0: [{"step": 1}]}) is None
+
+
+def test_mean_ratios_skip_budgets_without_a_value():
+    runs = {0: [{"ratio_R_minus_V": [0.5, None]}, {"ratio_R_minus_V": [0.3, 0.2]}], 1: [{"ratio_R_minus_V": [0.1, None]}]}
+    # budget 0: (0.5 + 0.3 + 0.1)/3 = 0.3; budget 1: only 0.2 counts
+    assert mean_ratios(runs) == {"ratio_R_minus_V": [pytest.approx(0.3), pytest.approx(0.2)]}
+
+
+def test_run_configs_keep_each_preset_and_share_the_loss_constant(tmp_path):
+    cfg = build_config(CompareConfig, overrides=["steps=12", "val_every=3"])
+    configs = {p: train_config(cfg, tmp_path / "base", p, 1, tmp_path / p, 524) for p in PRESETS}
+    for preset, c in configs.items():
+        want = PRESETS[preset]["rollout"]
+        assert (c.rollout.n_summary > 1) == (want["n_summary"] > 1)
+        assert (len(c.rollout.plan()) > 1) == (want["n_budget_support"] > 1)
+        assert (c.rollout.variance_reduction, c.rollout.summary_method) == (want["variance_reduction"], want["summary_method"])
+        assert c.ppo.max_response_len == 524  # one constant for every preset, as the original's 10176
+        assert (c.rollout.n, c.trainer.steps, c.trainer.batch_size, c.ppo.lr, c.trainer.seed) == (8, 12, 16, 1e-4, 1)
+        assert c.trainer.val_budgets == list(range(24, 109, 12)) and c.trainer.val_every == 3
+    assert configs["grpo+vr"].rollout.plan().budgets == (27, 54, 81, 108)
+    assert configs["grpo+vr"].rollout.n_summary == 1
+
+
+def test_shared_loss_constant_from_the_embedded_tokenizer(tmp_path):
+    from anytime_reasoner.demo import shared_response_len
+    from anytime_reasoner.tasks.tokenizer import TokenizerSpec, build_tokenizer
+
+    build_tokenizer(TokenizerSpec()).save_pretrained(tmp_path)
+    # the 4 × 4 tree: 108 + 4·4·(14 inserted + 12 summary) = 524, the value tiny-synthetic.yaml sets
+    assert shared_response_len(build_config(CompareConfig), tmp_path) == 524
+    assert shared_response_len(build_config(CompareConfig, overrides=["max_response_len=999"]), tmp_path) == 999
+
+
+def test_compare_config_errors():
+    with pytest.raises(ConfigError, match="presets: unknown 'gpro'; allowed: grpo"):
+        build_config(CompareConfig, overrides=["presets=grpo,gpro"])
+    with pytest.raises(ConfigError, match="each preset and each seed may appear once"):
+        build_config(CompareConfig, overrides=["seeds=1,1"])
+
+
+TOY = [
+    "steps=2", "batch_size=2", "n=2", "n_summary=2", "max_budget=16", "summary_max_tokens=4",
+    "eval_size=3", "eval_samples=2", "eval_budgets=2:16:2", "progress=false",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_compare_end_to_end_equals_the_demo(tmp_path, capsys):
+    base = tmp_path / "base"
+    make_tiny_qwen2(seed=0).save_pretrained(base)
+    make_tokenizer().save_pretrained(base)
+    out = tmp_path / "cmp"
+    args = ["compare", f"base_model={base}", f"out={out}", "presets=ar-uniform,grpo", "seeds=0,1", "val_every=1", "val_size=2"]
+    assert main([*args, *TOY]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["models"]) == ["base", "ar-uniform", "grpo"] and results["seeds"] == [0, 1]
+    for m in results["models"].values():
+        per_seed = [m["per_seed"][s]["accuracy"] for s in ("0", "1")]
+        assert m["accuracy"] == pytest.approx([(a + b) / 2 for a, b in zip(*per_seed)])
+        assert m["std"] == pytest.approx([statistics.stdev(pair) for pair in zip(*per_seed)])
+    assert results["validation"]["grpo"]["steps"] == [1, 2]
+    assert set(results["efficiency"]["steps_to_reach"]) == {"ar-uniform"}
+    assert (out / "validation_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| ar-uniform |" in (out / "results.md").read_text()
+    for seed in (0, 1):
+        assert len((out / f"seed{seed}" / "grpo" / "metrics.jsonl").read_text().splitlines()) == 2
+
+    # the demo is the one-seed case: its runs are the same commands, so its numbers are equal
+    demo = tmp_path / "demo"
+    assert main(["demo", f"base_model={base}", f"out={demo}", "seed=1", *TOY]) == 0
+    shown = json.loads((demo / "results.json").read_text())["models"]
+    for name in ("base", "grpo", "ar-uniform"):
+        assert shown[name]["accuracy"] == results["models"][name]["per_seed"]["1"]["accuracy"]
+    capsys.readouterr()
+
+
+def test_compare_help_is_listed(capsys):
+    assert main(["compare", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "presets" in text and "seeds" in text and "max_response_len" in text
