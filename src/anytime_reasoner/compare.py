@@ -151,31 +151,8 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
     return "\n".join([head, rule, *rows])
 
 
-def draw_validation(summary: Mapping[str, Any], out: Path) -> Path | None:
-    """Validation anytime score (mean over seeds) against the RL step, one line per preset."""
-    if not summary["validation"]:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for index, (preset, curve) in enumerate(summary["validation"].items()):
-        ax.plot(curve["steps"], [100 * v for v in curve["anytime"]], marker="o", markersize=3, label=preset, color=f"C{index % 10}")
-    ax.set_xlabel("RL step", fontweight="bold")
-    ax.set_ylabel("Validation anytime accuracy (%)", fontweight="bold")
-    ax.set_title(f"Learning curves (mean over seeds {', '.join(map(str, summary['seeds']))})", fontweight="bold")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
-
-
 def run_compare(cfg: CompareConfig) -> int:
-    from anytime_reasoner.eval.plot import curves_of, draw
+    from anytime_reasoner.eval.plot import curves_of, draw, draw_steps
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,7 +176,11 @@ def run_compare(cfg: CompareConfig) -> int:
     (out / "results.md").write_text(table + "\n", encoding="utf-8")
     title = f"Anytime accuracy (held-out, mean over seeds {', '.join(map(str, cfg.seeds))})"
     draw(curves_of(str(out / "results.json"), None, False), out / "anytime_curves.png", title=title)
-    draw_validation(summary, out / "validation_curves.png")
+    if summary["validation"]:
+        lines = {p: (c["steps"], [100 * v for v in c["anytime"]]) for p, c in summary["validation"].items()}
+        seeds = ", ".join(map(str, cfg.seeds))
+        draw_steps(lines, out / "validation_curves.png", ylabel="Validation anytime accuracy (%)",
+                   title=f"Learning curves (mean over seeds {seeds})")  # fmt: skip
     print(f"\naccuracy (%) by thinking budget, mean ± std over seeds {cfg.seeds}:")
     print(table)
     if summary["efficiency"]:

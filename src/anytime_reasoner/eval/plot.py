@@ -131,6 +131,32 @@ def draw(curves: Sequence[Curve], out: str | Path, title: str | None = None) -> 
     return path
 
 
+def draw_steps(
+    lines: dict[str, tuple[Sequence[int], Sequence[float]]], out: str | Path, *, ylabel: str, title: str | None = None
+) -> Path:
+    """One line per name of ``{name: (steps, values)}`` against the RL step (learning curves)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for index, (name, (steps, values)) in enumerate(lines.items()):
+        ax.plot(steps, values, marker=MARKERS[index % len(MARKERS)], markersize=3, label=name, color=f"C{index % 10}")
+    ax.set_xlabel("RL step", fontweight="bold")
+    ax.set_ylabel(ylabel, fontweight="bold")
+    if title:
+        ax.set_title(title, fontweight="bold")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def run_plot(config: "PlotConfig") -> int:
     if config.labels is not None and len(config.labels) != len(config.inputs):
         raise UserError(f"labels: {len(config.labels)} labels for {len(config.inputs)} input files; give one per file")
