@@ -33,6 +33,7 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from anytime_reasoner.data.schema import Example
 from anytime_reasoner.engine.hf import TransformersEngine
 from anytime_reasoner.eval.runner import EvalSettings, evaluate
+from anytime_reasoner.rollout.protocol import AnytimeProtocol
 from anytime_reasoner.rewards.base import Grade
 from anytime_reasoner.rollout.codec import TokenizerCodec
 
@@ -121,7 +122,8 @@ def main() -> None:
     engine = TransformersEngine(model, codec.pad_id)
     data = {"bench": problems(args.problems)}
     base = EvalSettings(model="random", budgets=(args.max_budget,), samples=args.samples,
-                        summary_max_tokens=args.summary_max_tokens, batch_size=args.problems, temperature=1.0)
+                        protocol=AnytimeProtocol(summary_max_tokens=args.summary_max_tokens),
+                        batch_size=args.problems, temperature=1.0)
     one_pass(engine, codec, data, base, (8,))  # warm-up
 
     rows = args.problems * args.samples

@@ -28,7 +28,8 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from anytime_reasoner.engine.base import SamplingParams
 from anytime_reasoner.engine.hf import TransformersEngine
-from anytime_reasoner.rollout.anytime import InsertedIds, summary_requests
+from anytime_reasoner.rollout.anytime import summary_requests
+from anytime_reasoner.rollout.protocol import InsertedIds
 from anytime_reasoner.rollout.types import Thinking
 
 VOCAB = 4096

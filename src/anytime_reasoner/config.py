@@ -6,6 +6,11 @@ inconsistent budgets) raises :class:`ConfigError` with one line naming the key a
 
 Only pydantic and PyYAML are imported here, so the CLI validates before torch is loaded.
 
+The cut protocol's keys (``think_start``, ``think_end``, ``cut_marker``, ``answer_delimiter``,
+``summary_max_tokens``) keep their names in each section that spells them; their defaults and
+descriptions come from :mod:`anytime_reasoner.rollout.protocol`, and ``.protocol()`` on a config
+builds the :class:`~anytime_reasoner.rollout.protocol.AnytimeProtocol` it spells.
+
 The seed's five rollout knobs keep their names under ``rollout.`` (``rollout.n_summary=4``);
 the seed's full spelling ``actor_rollout_ref.rollout.n_summary=4`` is accepted as an alias.
 """
@@ -20,6 +25,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from anytime_reasoner.algo.budgets import PRIORS, BudgetError, BudgetPlan, parse_grid
+from anytime_reasoner.rollout import protocol as _protocol
+from anytime_reasoner.rollout.protocol import AnytimeProtocol
 
 
 class ConfigError(ValueError):
@@ -61,6 +68,12 @@ def _prior_field(value: Any) -> Any:
     return value
 
 
+def _protocol_field(name: str, **constraints: Any) -> Any:
+    """A config key spelling an :class:`AnytimeProtocol` field: its default and description come
+    from :mod:`anytime_reasoner.rollout.protocol`."""
+    return Field(getattr(_protocol, name.upper()), description=_protocol.DESCRIPTIONS[name], **constraints)
+
+
 # --------------------------------------------------------------------------------------------
 # Training configuration
 # --------------------------------------------------------------------------------------------
@@ -74,8 +87,8 @@ class ModelConfig(_Strict):
     attention: Literal["auto", "dense", "flex"] = Field(
         "auto", description="packed-row attention: dense 4-D mask (CPU) or FlexAttention (CUDA)"
     )
-    think_start: str = "<think>"
-    think_end: str = "</think>"
+    think_start: str = _protocol_field("think_start")
+    think_end: str = _protocol_field("think_end")
 
 
 class RolloutConfig(_Strict):
@@ -89,11 +102,11 @@ class RolloutConfig(_Strict):
     variance_reduction: Literal["brpo", "v1only", "v2only", "none"] = "brpo"
     max_budget: int = Field(8000, ge=1, description="largest thinking budget b_m (seed: max_gen_len)")
     budgets: list[int] | None = Field(None, description="explicit increasing budgets; overrides n_budget_support")
-    summary_max_tokens: int = Field(118, ge=1, description="new-token cap of each summary")
+    summary_max_tokens: int = _protocol_field("summary_max_tokens", ge=1)
     temperature: float = Field(1.0, gt=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    cut_marker: str = Field("...\n\n...\n\n", description="text inserted after a cut, before think_end")
-    answer_delimiter: str = Field("\n\n**Final Answer**\n", description="text inserted before a summary")
+    cut_marker: str = _protocol_field("cut_marker")
+    answer_delimiter: str = _protocol_field("answer_delimiter")
 
     @field_validator("budgets", mode="before")
     @classmethod
@@ -121,6 +134,10 @@ class RolloutConfig(_Strict):
             budgets=self.budgets,
             prior=self.budget_probs,
         )
+
+    def protocol(self, model: "ModelConfig | None" = None) -> AnytimeProtocol:
+        """The cut protocol of this rollout; the think markers are ``model``'s (default ones without)."""
+        return AnytimeProtocol.from_config(*([model] if model is not None else []), self)
 
 
 class PPOConfig(_Strict):
@@ -199,6 +216,10 @@ class TrainConfig(_Strict):
             data = {**data, "model": {"path": data["model"]}}
         return data
 
+    def protocol(self) -> AnytimeProtocol:
+        """The cut protocol: think markers from ``model``, the rest from ``rollout``."""
+        return self.rollout.protocol(self.model)
+
 
 # --------------------------------------------------------------------------------------------
 # Other subcommands
@@ -250,12 +271,16 @@ class _Generation(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     temperature: float = Field(0.6, gt=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    summary_max_tokens: int = Field(118, ge=1, description="new-token cap of each summary")
+    summary_max_tokens: int = _protocol_field("summary_max_tokens", ge=1)
     seed: int = 0
-    think_start: str = "<think>"
-    think_end: str = "</think>"
-    cut_marker: str = Field("...\n\n...\n\n", description="text inserted after a cut, before think_end")
-    answer_delimiter: str = Field("\n\n**Final Answer**\n", description="text inserted before a summary")
+    think_start: str = _protocol_field("think_start")
+    think_end: str = _protocol_field("think_end")
+    cut_marker: str = _protocol_field("cut_marker")
+    answer_delimiter: str = _protocol_field("answer_delimiter")
+
+    def protocol(self) -> AnytimeProtocol:
+        """The cut protocol these keys spell."""
+        return AnytimeProtocol.from_config(self)
 
 
 class EvalConfig(_Generation):

@@ -158,7 +158,7 @@ def shared_response_len(cfg: RunScale, base: Path) -> int:
     if cfg.max_response_len is not None:
         return cfg.max_response_len
     from anytime_reasoner.config import RolloutConfig
-    from anytime_reasoner.eval.loading import load_tokenizer
+    from anytime_reasoner.models import load_tokenizer
     from anytime_reasoner.rollout.codec import TokenizerCodec
     from anytime_reasoner.rollout.packing import max_response_len
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from anytime_reasoner.cli import main
 from anytime_reasoner.engine.scripted import ScriptedEngine
 from anytime_reasoner.eval.ask import AskOptions, answers_at_budgets, iter_answers_at_budgets
+from anytime_reasoner.rollout.protocol import AnytimeProtocol
 
 EOS, THINK, THINK_END = 257, 258, 259
 FULL = list(b"abcdef!hij") + [THINK_END]
@@ -33,7 +34,7 @@ def engine_for(tokenizer) -> ScriptedEngine:
 
 def test_answers_per_budget_from_one_thinking(tiny_tokenizer):
     engine = engine_for(tiny_tokenizer)
-    got = answers_at_budgets(engine, tiny_tokenizer, "Q?", [4, 8, 16, 32], AskOptions(summary_max_tokens=16))
+    got = answers_at_budgets(engine, tiny_tokenizer, "Q?", [4, 8, 16, 32], AskOptions(protocol=AnytimeProtocol(summary_max_tokens=16)))
     assert [a.budget for a in got] == [4, 8, 16, 32]
     assert [a.answer for a in got] == ["0", "7", "7", "7"]
     assert [a.thinking_tokens for a in got] == [4, 8, 11, 11]
@@ -47,7 +48,7 @@ def test_answers_per_budget_from_one_thinking(tiny_tokenizer):
 
 def test_streams_each_answer_when_its_budget_is_reached(tiny_tokenizer):
     engine = engine_for(tiny_tokenizer)
-    stream = iter_answers_at_budgets(engine, tiny_tokenizer, "Q?", [4, 8], AskOptions(summary_max_tokens=16))
+    stream = iter_answers_at_budgets(engine, tiny_tokenizer, "Q?", [4, 8], AskOptions(protocol=AnytimeProtocol(summary_max_tokens=16)))
     first = next(stream)
     assert (first.budget, first.answer, len(engine.calls)) == (4, "0", 2)  # nothing beyond b=4 sampled yet
     assert next(stream).answer == "7"

@@ -22,13 +22,15 @@ from scripted_world import ExactVerifier, scripted_engine, scripted_examples
 
 from anytime_reasoner.eval.report import markdown, results_json, write_results
 from anytime_reasoner.eval.runner import CACHE_FILE, EvalSettings, ResultCache, evaluate
+from anytime_reasoner.rollout.protocol import AnytimeProtocol
 from anytime_reasoner.rollout.codec import TokenizerCodec
 
 BUDGETS = (4, 8, 12)
 
 
 def settings(batch_size: int = 2) -> EvalSettings:
-    return EvalSettings(model="scripted", budgets=BUDGETS, samples=2, summary_max_tokens=16, batch_size=batch_size)
+    return EvalSettings(model="scripted", budgets=BUDGETS, samples=2, protocol=AnytimeProtocol(summary_max_tokens=16),
+                        batch_size=batch_size)
 
 
 @pytest.fixture
@@ -104,7 +106,8 @@ def test_cache_ignores_other_settings_and_torn_lines(tiny_tokenizer, codec, tmp_
              cache=ResultCache(path, settings().key()))
     with path.open("a") as handle:
         handle.write('{"settings": "x", "benchm')  # a write torn by a crash
-    other = EvalSettings(model="scripted", budgets=BUDGETS, samples=2, summary_max_tokens=16, temperature=1.0)
+    other = EvalSettings(model="scripted", budgets=BUDGETS, samples=2, protocol=AnytimeProtocol(summary_max_tokens=16),
+                         temperature=1.0)
     assert other.key() != settings().key()
     res = evaluate(scripted_engine(tiny_tokenizer), codec, ExactVerifier(), data, other, cache=ResultCache(path, other.key()))
     assert res.chunks_run == 1 and res.chunks_cached == 0

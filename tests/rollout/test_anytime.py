@@ -24,12 +24,12 @@ from anytime_reasoner.config import RolloutConfig
 from anytime_reasoner.engine.scripted import ScriptedEngine
 from anytime_reasoner.rewards.base import Grade
 from anytime_reasoner.rollout.anytime import (
-    InsertedIds,
     RolloutParams,
     anytime_rollout,
     cut_groups,
 )
 from anytime_reasoner.rollout.codec import TokenizerCodec
+from anytime_reasoner.rollout.protocol import AnytimeProtocol
 from anytime_reasoner.seeding import derive_seed
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -62,7 +62,7 @@ def codec(tiny_tokenizer):
 
 
 def make_engine(codec):
-    forced = InsertedIds.build(codec, "...\n\n...\n\n", "\n\n**Final Answer**\n").forced
+    forced = AnytimeProtocol(cut_marker="...\n\n...\n\n", answer_delimiter="\n\n**Final Answer**\n").inserted_ids(codec).forced
 
     def script(prefix, i):
         if len(prefix) == PROMPT_LEN:  # thinking phase
@@ -78,13 +78,13 @@ def make_engine(codec):
 def run(codec, engine, verifier, truths=(["8"], ["4"])):
     prompts = [codec.encode("Q0<think>\n"), codec.encode("Q1<think>\n")]
     plan = BudgetPlan.build(12, budgets=[4, 8, 12], prior="uniform")
-    params = RolloutParams(n_thinking=5, n_summary=2, summary_max_tokens=16, temperature=1.0, seed=3)
+    params = RolloutParams(n_thinking=5, n_summary=2, temperature=1.0, seed=3, protocol=AnytimeProtocol(summary_max_tokens=16))
     return anytime_rollout(engine, codec, prompts, list(truths), plan, params, verifier)
 
 
 def test_ids_come_from_the_tokenizer(codec):
     assert (codec.think_start_id, codec.think_end_id, codec.eos_id, codec.pad_id) == (258, 259, 257, 256)
-    inserted = InsertedIds.build(codec, "...\n\n...\n\n", "\n\n**Final Answer**\n")
+    inserted = AnytimeProtocol(cut_marker="...\n\n...\n\n", answer_delimiter="\n\n**Final Answer**\n").inserted_ids(codec)
     assert len(inserted.closed) == CLOSED_LEN and len(inserted.forced) == FORCED_LEN
     # "...\n\n...\n\n" = 46 46 46 10 10 46 46 46 10 10, then </think>, then the delimiter
     assert inserted.forced[:11] == (46, 46, 46, 10, 10, 46, 46, 46, 10, 10, 259)
@@ -189,7 +189,7 @@ def test_eos_zeroes_only_the_prefix_that_holds_it(codec):
         lambda prefix, i: codec.encode("abcde<eos>") if len(prefix) == PROMPT_LEN else codec.encode("\\boxed{4}<eos>")
     )
     plan = BudgetPlan.build(12, budgets=[4, 8, 12], prior="uniform")
-    params = RolloutParams(n_thinking=1, n_summary=2, summary_max_tokens=16, temperature=1.0)
+    params = RolloutParams(n_thinking=1, n_summary=2, temperature=1.0, protocol=AnytimeProtocol(summary_max_tokens=16))
     batch = anytime_rollout(engine, codec, [codec.encode("Q0<think>\n")], [["4"]], plan, params, ContainsVerifier())
     assert batch.thinkings[0][0].cuts == [4, 6, 6]
     assert batch.scores()[0, 0].tolist() == [[1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]
@@ -213,7 +213,7 @@ def test_params_from_config():
     cfg = RolloutConfig(n=3, n_summary=2, summary_max_tokens=50, temperature=0.7, top_p=0.9,
                         cut_marker="..", answer_delimiter="\nA:")
     params = RolloutParams.from_config(cfg, seed=5)
-    assert params == RolloutParams(3, 2, 50, 0.7, 0.9, 5, "..", "\nA:")
+    assert params == RolloutParams(3, 2, 0.7, 0.9, 5, AnytimeProtocol(cut_marker="..", answer_delimiter="\nA:", summary_max_tokens=50))
 
 
 def test_mismatched_ground_truths(codec):
@@ -228,7 +228,7 @@ def test_rollout_with_a_real_model(codec, tiny_model):
 
     engine = TransformersEngine(tiny_model, pad_token_id=codec.pad_id)
     plan = BudgetPlan.build(8, budgets=[4, 8], prior="uniform")
-    params = RolloutParams(n_thinking=2, n_summary=2, summary_max_tokens=3, temperature=1.0, seed=0)
+    params = RolloutParams(n_thinking=2, n_summary=2, temperature=1.0, seed=0, protocol=AnytimeProtocol(summary_max_tokens=3))
     prompts = [codec.encode("Q0<think>\n"), codec.encode("Q12<think>\n")]
     batch = anytime_rollout(engine, codec, prompts, [["1"], ["2"]], plan, params, ContainsVerifier())
     assert batch.scores().shape == (2, 2, 2, 2)

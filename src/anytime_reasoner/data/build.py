@@ -19,6 +19,7 @@ from anytime_reasoner.data.schema import Example
 from anytime_reasoner.data.sources import read_records, resolve
 from anytime_reasoner.data.validate import DataReport, build_examples
 from anytime_reasoner.errors import UserError
+from anytime_reasoner.rollout.protocol import THINK_START
 
 if TYPE_CHECKING:
     from anytime_reasoner.config import DataBuildConfig
@@ -33,7 +34,7 @@ def load_source(
     max_prompt_tokens: int | None = None,
     split: str = "train",
     seen: dict[str, str] | None = None,
-    think_start: str = "<think>",
+    think_start: str = THINK_START,
 ) -> tuple[list[Example], DataReport]:
     """Validated examples of one source and the report of what was skipped."""
     resolved = resolve(source, data_dir)

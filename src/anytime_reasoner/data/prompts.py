@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from anytime_reasoner.rollout.protocol import THINK_START
 
-def render_prompt(tokenizer: Any, messages: Sequence[dict[str, str]], think_start: str = "<think>") -> str:
+
+def render_prompt(tokenizer: Any, messages: Sequence[dict[str, str]], think_start: str = THINK_START) -> str:
     """The prompt text the model sees, ending with ``think_start`` and a newline."""
     if getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
@@ -25,6 +27,6 @@ def render_prompt(tokenizer: Any, messages: Sequence[dict[str, str]], think_star
     return text + ("\n" if text.endswith(think_start) else think_start + "\n")
 
 
-def encode_prompt(tokenizer: Any, messages: Sequence[dict[str, str]], think_start: str = "<think>") -> list[int]:
+def encode_prompt(tokenizer: Any, messages: Sequence[dict[str, str]], think_start: str = THINK_START) -> list[int]:
     """Token ids of :func:`render_prompt` (the template already holds any BOS text)."""
     return list(tokenizer.encode(render_prompt(tokenizer, messages, think_start), add_special_tokens=False))

@@ -16,12 +16,13 @@ protocol has no persistent state between calls): for b_1 < … < b_m that is at 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from anytime_reasoner.algo.budgets import check_budgets
 from anytime_reasoner.data.prompts import encode_prompt
 from anytime_reasoner.data.schema import INSTRUCTION
+from anytime_reasoner.rollout.protocol import AnytimeProtocol
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,8 @@ class BudgetAnswer:
 class AskOptions:
     temperature: float = 0.6
     top_p: float = 1.0
-    summary_max_tokens: int = 118
     seed: int | None = None
-    think_start: str = "<think>"
-    think_end: str = "</think>"
-    cut_marker: str = "...\n\n...\n\n"
-    answer_delimiter: str = "\n\n**Final Answer**\n"
+    protocol: AnytimeProtocol = field(default_factory=AnytimeProtocol)  # think markers, inserted texts, summary cap
     instruction: str = INSTRUCTION  # appended to the question, as in training and evaluation
 
 
@@ -65,16 +62,15 @@ def iter_answers_at_budgets(
     """Yield one :class:`BudgetAnswer` per budget (increasing), as soon as its budget is reached."""
     from anytime_reasoner.engine.base import SamplingParams
     from anytime_reasoner.rewards.extract import extract_answer
-    from anytime_reasoner.rollout.anytime import InsertedIds, cut_groups
-    from anytime_reasoner.rollout.codec import TokenizerCodec
+    from anytime_reasoner.rollout.anytime import cut_groups
 
     opts = options or AskOptions()
+    protocol = opts.protocol
     budgets = check_budgets(list(budgets), "budgets")
-    codec = TokenizerCodec.from_tokenizer(tokenizer, opts.think_start, opts.think_end)
+    codec = protocol.codec(tokenizer)
     engine = _engine(model, codec.pad_id)
-    prompt = encode_prompt(tokenizer, [{"role": "user", "content": question + opts.instruction}], opts.think_start)
-    inserted = InsertedIds.build(codec, opts.cut_marker, opts.answer_delimiter)
-    marker = opts.answer_delimiter.lstrip("\n") or opts.answer_delimiter
+    prompt = encode_prompt(tokenizer, [{"role": "user", "content": question + opts.instruction}], protocol.think_start)
+    inserted = protocol.inserted_ids(codec)
     thinking: list[int] = []
     ended = False
     previous: tuple[tuple[int, bool], BudgetAnswer] | None = None
@@ -92,10 +88,10 @@ def iter_answers_at_budgets(
             yield BudgetAnswer(budget, previous[1].answer, previous[1].summary, group.cut, ended)
             continue
         forced = list(thinking[: group.cut]) + list(inserted.of(group.natural))
-        params = SamplingParams(opts.summary_max_tokens, opts.temperature, opts.top_p, (codec.eos_id,), _seed(opts, 2 * j + 1))
+        params = SamplingParams(protocol.summary_max_tokens, opts.temperature, opts.top_p, (codec.eos_id,), _seed(opts, 2 * j + 1))
         sampled = list(engine.sample([prompt + forced], 1, params)[0][0].token_ids)
         summary = codec.decode(sampled[:-1] if sampled and sampled[-1] == codec.eos_id else sampled)
-        answer = extract_answer(codec.decode(forced) + summary, opts.think_end, marker)
+        answer = extract_answer(codec.decode(forced) + summary, protocol.think_end, protocol.answer_marker)
         result = BudgetAnswer(budget, answer, summary, group.cut, ended and len(thinking) <= budget)
         previous = (key, result)
         yield result
@@ -110,19 +106,11 @@ def answers_at_budgets(
 
 def run_ask(config: Any) -> int:
     """``anytime-reasoner ask "QUESTION" model=M budgets=…``: print each answer as its budget is reached."""
-    from anytime_reasoner.eval.loading import load
+    from anytime_reasoner.models import load_for_inference
 
-    loaded = load(config.model, config.tokenizer, config.dtype, config.device, config.think_start, config.think_end)
-    options = AskOptions(
-        temperature=config.temperature,
-        top_p=config.top_p,
-        summary_max_tokens=config.summary_max_tokens,
-        seed=config.seed,
-        think_start=config.think_start,
-        think_end=config.think_end,
-        cut_marker=config.cut_marker,
-        answer_delimiter=config.answer_delimiter,
-    )
+    protocol = config.protocol()
+    loaded = load_for_inference(config.model, config.tokenizer, config.dtype, config.device, protocol)
+    options = AskOptions(temperature=config.temperature, top_p=config.top_p, seed=config.seed, protocol=protocol)
     width = len(str(max(config.budgets)))
     for item in iter_answers_at_budgets(loaded.engine, loaded.tokenizer, config.question, config.budgets, options):
         state = "thinking finished" if item.thinking_done else "cut"

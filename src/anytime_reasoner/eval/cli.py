@@ -48,37 +48,29 @@ def settings_of(config: "EvalConfig") -> Any:
         samples=config.samples,
         temperature=config.temperature,
         top_p=config.top_p,
-        summary_max_tokens=config.summary_max_tokens,
         seed=config.seed,
         batch_size=config.batch_size,
-        cut_marker=config.cut_marker,
-        answer_delimiter=config.answer_delimiter,
+        protocol=config.protocol(),
         model_fingerprint=model_fingerprint(config.model),
     )
-
-
-def answer_marker(delimiter: str) -> str:
-    """The paragraph marker the grader looks for: the inserted delimiter without leading newlines."""
-    return delimiter.lstrip("\n") or delimiter
 
 
 def run_eval(config: "EvalConfig") -> int:
     from pathlib import Path
 
-    from anytime_reasoner.eval.loading import codec_for, load, load_tokenizer
     from anytime_reasoner.eval.report import markdown, write_results
     from anytime_reasoner.eval.runner import CACHE_FILE, ResultCache, evaluate
+    from anytime_reasoner.models import codec_for, load_for_inference, load_tokenizer
     from anytime_reasoner.rewards.grader import GraderSettings, MathVerifier
 
+    protocol = config.protocol()
     tokenizer = load_tokenizer(config.tokenizer or config.model)
-    codec_for(tokenizer, config.think_start, config.think_end)
+    codec_for(tokenizer, protocol)
     benchmarks = load_benchmarks(config, tokenizer)
-    loaded = load(config.model, tokenizer, config.dtype, config.device, config.think_start, config.think_end)
+    loaded = load_for_inference(config.model, tokenizer, config.dtype, config.device, protocol)
     settings = settings_of(config)
     cache = ResultCache(Path(config.out) / CACHE_FILE, settings.key())
-    grading = GraderSettings(
-        timeout=config.grade_timeout, think_end=config.think_end, answer_marker=answer_marker(config.answer_delimiter)
-    )
+    grading = GraderSettings.from_protocol(protocol, timeout=config.grade_timeout)
     with MathVerifier(grading) as verifier:
         results = evaluate(
             loaded.engine, loaded.codec, verifier, benchmarks, settings,

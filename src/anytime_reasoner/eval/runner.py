@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
@@ -31,6 +31,7 @@ from anytime_reasoner.algo.budgets import BudgetPlan, prior_weights
 from anytime_reasoner.data.prompts import encode_prompt
 from anytime_reasoner.data.schema import Example
 from anytime_reasoner.eval.metrics import BenchmarkScores, ProblemResult, Scores, average_scores, score_benchmark
+from anytime_reasoner.rollout.protocol import AnytimeProtocol
 from anytime_reasoner.seeding import derive_seed
 
 if TYPE_CHECKING:
@@ -50,15 +51,32 @@ class EvalSettings:
     samples: int = 1
     temperature: float = 0.6
     top_p: float = 1.0
-    summary_max_tokens: int = 118
     seed: int = 0
     batch_size: int = 8
-    cut_marker: str = "...\n\n...\n\n"
-    answer_delimiter: str = "\n\n**Final Answer**\n"
+    protocol: AnytimeProtocol = field(default_factory=AnytimeProtocol)  # inserted texts, summary cap
     model_fingerprint: str = ""  # sizes/mtimes of a local model's weight files
 
+    def as_json(self) -> dict[str, Any]:
+        """The settings as a flat dict, laid out as before the protocol was one object (the cache
+        key and ``results.json`` keep their form): the protocol's summary cap, cut marker and
+        answer delimiter appear as top-level keys; its think markers are not part of it."""
+        p = self.protocol
+        return {
+            "model": self.model,
+            "budgets": self.budgets,
+            "samples": self.samples,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "summary_max_tokens": p.summary_max_tokens,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "cut_marker": p.cut_marker,
+            "answer_delimiter": p.answer_delimiter,
+            "model_fingerprint": self.model_fingerprint,
+        }
+
     def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)
+        blob = json.dumps(self.as_json(), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
@@ -138,12 +156,10 @@ def run_chunk(
     params = RolloutParams(
         n_thinking=settings.samples,
         n_summary=1,
-        summary_max_tokens=settings.summary_max_tokens,
         temperature=settings.temperature,
         top_p=settings.top_p,
         seed=chunk_seed(settings.seed, benchmark, index),
-        cut_marker=settings.cut_marker,
-        answer_delimiter=settings.answer_delimiter,
+        protocol=settings.protocol,
     )
     prompts = [encode_prompt(codec.tokenizer, e.messages, codec.think_start) for e in examples]
     batch = anytime_rollout(engine, codec, prompts, [list(e.ground_truths) for e in examples], plan, params, verifier)
@@ -236,7 +252,7 @@ def model_fingerprint(path: str) -> str:
 
 
 def settings_json(results: EvalResults) -> dict[str, Any]:
-    s = asdict(results.settings)
+    s = results.settings.as_json()
     s["budgets"] = list(results.settings.budgets)
     s["prior"] = results.prior
     s["prior_weights"] = list(results.probs)

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import re
 
-THINK_END = "</think>"
-ANSWER_MARKER = "**Final Answer**\n"
+from anytime_reasoner.rollout.protocol import ANSWER_DELIMITER, THINK_END, answer_marker_of
+
+ANSWER_MARKER = answer_marker_of(ANSWER_DELIMITER)  # "**Final Answer**\n"
 PARAGRAPH_BREAK = "\n\n"
 
 # Tokens relevant to finding the last box opener: a box command (with its "{" when one follows

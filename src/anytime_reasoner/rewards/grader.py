@@ -37,13 +37,16 @@ import multiprocessing
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 from pebble import ProcessExpired, ProcessPool
 
 from anytime_reasoner.rewards.base import Grade
 from anytime_reasoner.rewards.extract import ANSWER_MARKER, THINK_END, extract_answer, is_well_formed
 from anytime_reasoner.rewards.normalize import same_text
+
+if TYPE_CHECKING:
+    from anytime_reasoner.rollout.protocol import AnytimeProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +66,14 @@ class GraderSettings:
     start_method: Literal["forkserver", "spawn", "fork"] = "forkserver"
     restart_allowance: float = 5.0  # per task in the backstop: replacing a killed worker
     backstop_slack: float = 60.0  # extra time before a whole batch is abandoned
-    think_end: str = THINK_END
-    answer_marker: str = ANSWER_MARKER
+    think_end: str = THINK_END  # the protocol's (see from_protocol)
+    answer_marker: str = ANSWER_MARKER  # the protocol's answer delimiter without leading newlines
+
+    @classmethod
+    def from_protocol(cls, protocol: "AnytimeProtocol", **settings: Any) -> "GraderSettings":
+        """Settings grading responses of ``protocol``: its think-end and answer marker; ``settings``
+        fill the other fields (timeout, workers, …)."""
+        return cls(think_end=protocol.think_end, answer_marker=protocol.answer_marker, **settings)
 
     def __post_init__(self) -> None:
         if not self.timeout > 0:

@@ -7,7 +7,8 @@ For a batch of B questions:
 2. Cut every thinking z (length L) at every budget b_j:
    - closed with think-end and L ≤ b_j: keep z whole, insert the answer delimiter;
    - otherwise (cut inside, unfinished at b_m, or ended by EOS): keep z[:min(b_j, L)], insert
-     cut marker + think-end + answer delimiter.
+     cut marker + think-end + answer delimiter (the texts and the summary cap:
+     :class:`~anytime_reasoner.rollout.protocol.AnytimeProtocol`, ``params.protocol``).
    Budgets that give the same cut share one summary prefix ``prompt + z[:cut] + inserted``; it is
    sent to the engine once with ``n = A × (budgets sharing it)`` and the samples are dealt out A
    per budget in budget order (each budget keeps its own A samples). All prefixes of the batch go
@@ -32,13 +33,14 @@ each summary), which equals decoding the whole for byte-level tokenizers at thes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 from anytime_reasoner.algo.budgets import BudgetPlan
 from anytime_reasoner.engine.base import Completion, GenerationEngine, SamplingParams
 from anytime_reasoner.rewards.base import Verifier
 from anytime_reasoner.rollout.codec import TokenizerCodec
+from anytime_reasoner.rollout.protocol import AnytimeProtocol, InsertedIds
 from anytime_reasoner.rollout.types import RolloutBatch, Summary, Thinking
 from anytime_reasoner.seeding import derive_seed
 
@@ -49,50 +51,33 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class RolloutParams:
     """Sampling knobs of one anytime rollout (training: from :class:`RolloutConfig`; evaluation:
-    G = samples per question, A = 1)."""
+    G = samples per question, A = 1), and the cut protocol it follows (inserted texts, summary cap)."""
 
     n_thinking: int  # G
     n_summary: int  # A
-    summary_max_tokens: int = 118
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
-    cut_marker: str = "...\n\n...\n\n"
-    answer_delimiter: str = "\n\n**Final Answer**\n"
+    protocol: AnytimeProtocol = field(default_factory=AnytimeProtocol)
 
     def __post_init__(self) -> None:
         if self.n_thinking < 1 or self.n_summary < 1:
             raise ValueError(f"n_thinking and n_summary must be >= 1, got {self.n_thinking}, {self.n_summary}")
 
     @classmethod
-    def from_config(cls, cfg: "RolloutConfig", seed: int | None = None) -> "RolloutParams":
+    def from_config(
+        cls, cfg: "RolloutConfig", seed: int | None = None, protocol: AnytimeProtocol | None = None
+    ) -> "RolloutParams":
+        """The knobs of ``cfg``; ``protocol`` defaults to ``cfg.protocol()`` (pass the training
+        config's, :meth:`TrainConfig.protocol`, to carry the model's think markers)."""
         return cls(
             n_thinking=cfg.n,
             n_summary=cfg.n_summary,
-            summary_max_tokens=cfg.summary_max_tokens,
             temperature=cfg.temperature,
             top_p=cfg.top_p,
             seed=seed,
-            cut_marker=cfg.cut_marker,
-            answer_delimiter=cfg.answer_delimiter,
+            protocol=protocol if protocol is not None else cfg.protocol(),
         )
-
-
-@dataclass(frozen=True)
-class InsertedIds:
-    """The forced (never sampled, never trained) token ids placed between a cut and its summary."""
-
-    closed: tuple[int, ...]  # after a thinking that closed itself: the answer delimiter
-    forced: tuple[int, ...]  # after a cut: cut marker + think-end + answer delimiter
-
-    @classmethod
-    def build(cls, codec: TokenizerCodec, cut_marker: str, answer_delimiter: str) -> "InsertedIds":
-        delimiter = tuple(codec.encode(answer_delimiter))  # each string encoded once
-        marker = tuple(codec.encode(cut_marker))
-        return cls(closed=delimiter, forced=marker + (codec.think_end_id,) + delimiter)
-
-    def of(self, natural: bool) -> tuple[int, ...]:
-        return self.closed if natural else self.forced
 
 
 @dataclass(frozen=True)
@@ -201,11 +186,11 @@ def anytime_rollout(
     """Roll out B questions: ``scores()`` of the result is ``[B, G, S, A]`` (S = ``len(plan)``)."""
     if len(prompt_ids) != len(ground_truths):
         raise ValueError(f"{len(prompt_ids)} prompts but {len(ground_truths)} ground-truth lists")
-    inserted = InsertedIds.build(codec, params.cut_marker, params.answer_delimiter)
+    inserted = params.protocol.inserted_ids(codec)
     thinkings = sample_thinkings(engine, codec, prompt_ids, plan.budgets, params)
     requests = summary_requests(thinkings, plan.budgets, inserted)
     sampling = SamplingParams(
-        max_new_tokens=params.summary_max_tokens,
+        max_new_tokens=params.protocol.summary_max_tokens,
         temperature=params.temperature,
         top_p=params.top_p,
         stop_token_ids=(codec.eos_id,),

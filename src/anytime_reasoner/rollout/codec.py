@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from anytime_reasoner.data.schema import INSTRUCTION as PROMPT_SUFFIX  # re-exported
 from anytime_reasoner.errors import UserError
+from anytime_reasoner.rollout.protocol import THINK_END, THINK_START
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class TokenizerCodec:
     pad_id: int
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: Any, think_start: str = "<think>", think_end: str = "</think>") -> "TokenizerCodec":
+    def from_tokenizer(cls, tokenizer: Any, think_start: str = THINK_START, think_end: str = THINK_END) -> "TokenizerCodec":
         """Read the ids from ``tokenizer``; raise :class:`UserError` (one line) when a marker is
         not a single token or the tokenizer has no EOS token."""
         start_id = _single_token(tokenizer, think_start, "model.think_start")

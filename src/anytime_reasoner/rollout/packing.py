@@ -301,11 +301,14 @@ def max_response_len(rollout_cfg: Any, codec: Any) -> int:
     """:func:`packed_response_len_bound` for a ``RolloutConfig`` and a tokenizer codec.
 
     The inserted text is the longest one (a cut inside the thinking): cut marker + think-end +
-    answer delimiter, each encoded on its own as the rollout does.
+    answer delimiter, each encoded on its own as the rollout does (the length of
+    ``inserted_ids(codec).forced`` of the config's
+    :class:`~anytime_reasoner.rollout.protocol.AnytimeProtocol`; only ``codec.encode`` is needed).
     """
     plan = rollout_cfg.plan()
-    inserted = len(codec.encode(rollout_cfg.cut_marker)) + 1 + len(codec.encode(rollout_cfg.answer_delimiter))
-    return packed_response_len_bound(plan.max_budget, len(plan), rollout_cfg.n_summary, inserted, rollout_cfg.summary_max_tokens)
+    protocol = rollout_cfg.protocol()
+    inserted = len(codec.encode(protocol.cut_marker)) + 1 + len(codec.encode(protocol.answer_delimiter))
+    return packed_response_len_bound(plan.max_budget, len(plan), rollout_cfg.n_summary, inserted, protocol.summary_max_tokens)
 
 
 # ---------------------------------------------------------------------------------------------

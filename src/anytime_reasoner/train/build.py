@@ -16,7 +16,7 @@ import torch
 
 from anytime_reasoner.config import TrainConfig, dump
 from anytime_reasoner.errors import UserError
-from anytime_reasoner.eval.loading import resolve_device
+from anytime_reasoner.models import load_model_and_tokenizer, resolve_device
 from anytime_reasoner.train.checkpoint import latest_checkpoint, load_optimizer_state, load_trainer_state
 from anytime_reasoner.train.sources import FiniteSource, SyntheticSource, synthetic_held_out
 
@@ -32,22 +32,6 @@ def base_model_path(cfg: TrainConfig) -> str:
     from anytime_reasoner.tasks.bootstrap import ensure_base_model
 
     return str(ensure_base_model(progress=cfg.trainer.progress))
-
-
-def load_model_and_tokenizer(path: str, cfg: TrainConfig, device: torch.device) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM
-
-    from anytime_reasoner.eval.loading import load_tokenizer
-    from anytime_reasoner.train.logprobs import attn_implementation_for
-
-    tokenizer = load_tokenizer(cfg.model.tokenizer or path)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=getattr(torch, cfg.model.dtype), attn_implementation=attn_implementation_for(cfg.model.attention, device)
-        )
-    except (OSError, ValueError) as err:
-        raise UserError(f"model.path: cannot load {path!r} as a causal LM: {str(err).splitlines()[0]}") from None
-    return model.to(device), tokenizer
 
 
 def build_sources(cfg: TrainConfig, tokenizer: Any) -> tuple[Any, list]:
@@ -86,7 +70,6 @@ def _load_examples(spec: str, cfg: TrainConfig, tokenizer: Any) -> list:
 def build_trainer(cfg: TrainConfig):
     from anytime_reasoner.engine.hf import TransformersEngine
     from anytime_reasoner.rewards.grader import GraderSettings, MathVerifier
-    from anytime_reasoner.rollout.codec import TokenizerCodec
     from anytime_reasoner.train.trainer import Trainer
     from anytime_reasoner.train.update import build_optimizer
 
@@ -104,8 +87,9 @@ def build_trainer(cfg: TrainConfig):
         log.info("resuming from %s (step %d)", resume_from, start)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dump(cfg), indent=2), encoding="utf-8")
-    codec = TokenizerCodec.from_tokenizer(tokenizer, think_start=cfg.model.think_start, think_end=cfg.model.think_end)
-    grading = GraderSettings(think_end=cfg.model.think_end, answer_marker=cfg.rollout.answer_delimiter.lstrip("\n"))
+    protocol = cfg.protocol()
+    codec = protocol.codec(tokenizer)
+    grading = GraderSettings.from_protocol(protocol)
     source, val = build_sources(cfg, tokenizer)
     return Trainer(
         cfg=cfg,

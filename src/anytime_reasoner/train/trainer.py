@@ -127,7 +127,7 @@ class Trainer:
         from anytime_reasoner.data.prompts import encode_prompt
         from anytime_reasoner.rollout.anytime import RolloutParams, anytime_rollout
 
-        params = RolloutParams.from_config(self.cfg.rollout, seed=seed)
+        params = RolloutParams.from_config(self.cfg.rollout, seed=seed, protocol=self.cfg.protocol())
         plan = self.plan
         if not train:  # validation: val_n thinkings × val_n_summary summaries, evaluation temperature
             tcfg = self.cfg.trainer

@@ -1,0 +1,106 @@
+"""Device resolution and Hugging Face tokenizer / causal-LM loading, for ``train``, ``eval`` and
+``ask``, with one-line :class:`UserError` messages.
+
+The two model loaders share :func:`load_causal_lm`; they differ in what they load next to it:
+
+- :func:`load_model_and_tokenizer` (training) picks the attention implementation for packed rows
+  (``model.attention``: FlexAttention on CUDA, sdpa elsewhere) and moves the model to its device;
+- :func:`load_for_inference` (evaluation, ``ask``) loads with the model's own attention, checks the
+  tokenizer against the cut protocol first (cheap) and wraps the model in a generation engine.
+
+The tokenizer must encode ``think_start`` and ``think_end`` as single tokens (the rollout stops the
+thinking on ``</think>`` and the grader counts it); otherwise :class:`UserError` names the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from anytime_reasoner.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from anytime_reasoner.config import TrainConfig
+    from anytime_reasoner.rollout.codec import TokenizerCodec
+    from anytime_reasoner.rollout.protocol import AnytimeProtocol
+
+
+@dataclass
+class Loaded:
+    model: Any
+    tokenizer: Any
+    codec: Any  # rollout.codec.TokenizerCodec
+    engine: Any  # engine.hf.TransformersEngine
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:200]
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when available, else ``cpu``; ``cuda`` without a device is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: cuda requested but no CUDA device is available; allowed here: cpu, auto")
+    return device
+
+
+def load_tokenizer(path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as err:
+        raise UserError(f"tokenizer: cannot load {path!r} ({type(err).__name__}: {_first_line(err)})") from None
+
+
+def codec_for(tokenizer: Any, protocol: "AnytimeProtocol") -> "TokenizerCodec":
+    """The rollout's tokenizer facts; the error names the eval/ask keys (think_start/think_end)."""
+    try:
+        return protocol.codec(tokenizer)
+    except UserError as err:
+        raise UserError(str(err).replace("model.think_", "think_")) from None
+
+
+def load_causal_lm(path: str, dtype: str, *, key: str = "model", attn_implementation: str | None = None) -> Any:
+    """``AutoModelForCausalLM.from_pretrained(path)`` in ``dtype`` (a torch dtype name), with the
+    given attention implementation (None: the model's default); a failure is one line naming ``key``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except Exception as err:
+        raise UserError(f"{key}: cannot load {path!r} as a causal LM ({type(err).__name__}: {_first_line(err)})") from None
+
+
+def load_model_and_tokenizer(path: str, cfg: "TrainConfig", device: "torch.device") -> tuple[Any, Any]:
+    """Training: the tokenizer (``model.tokenizer`` or the model's), then the model loaded with the
+    attention implementation ``model.attention`` asks for on ``device``, moved there."""
+    from anytime_reasoner.train.logprobs import attn_implementation_for
+
+    tokenizer = load_tokenizer(cfg.model.tokenizer or path)
+    model = load_causal_lm(
+        path, cfg.model.dtype, key="model.path", attn_implementation=attn_implementation_for(cfg.model.attention, device)
+    )
+    return model.to(device), tokenizer
+
+
+def load_for_inference(model: str, tokenizer: Any, dtype: str, device: str, protocol: "AnytimeProtocol") -> Loaded:
+    """Evaluation and ``ask``: the tokenizer (a path, None for the model's, or an already loaded
+    one; checked against ``protocol`` first: cheap), then the model on its device in eval mode,
+    then the engine."""
+    from anytime_reasoner.engine.hf import TransformersEngine
+
+    tok = load_tokenizer(tokenizer or model) if tokenizer is None or isinstance(tokenizer, str) else tokenizer
+    codec = codec_for(tok, protocol)
+    lm = load_causal_lm(model, dtype).to(resolve_device(device)).eval()
+    return Loaded(lm, tok, codec, TransformersEngine(lm, pad_token_id=codec.pad_id))
