@@ -1,5 +1,7 @@
 """Bootstrap of the tiny base model: training rows, a few SFT steps, caching, reload."""
 
+import hashlib
+import itertools
 import json
 import random
 
@@ -8,7 +10,18 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from anytime_reasoner.tasks import bootstrap as boot
-from anytime_reasoner.tasks.bootstrap import BootstrapSpec, Segments, SFTSpec, encode_example, ensure_base_model
+from anytime_reasoner.data.prompts import render_prompt
+from anytime_reasoner.tasks import synthetic
+from anytime_reasoner.tasks.bootstrap import (
+    BootstrapSpec,
+    Segments,
+    SFTSpec,
+    encode_example,
+    ensure_base_model,
+    examples,
+    prompt_ids,
+    prompt_messages,
+)
 from anytime_reasoner.tasks.synthetic import Problem, TaskSpec
 from anytime_reasoner.tasks.tiny_model import TinyModelSpec
 from anytime_reasoner.tasks.tokenizer import TokenizerSpec, build_tokenizer
@@ -23,6 +36,12 @@ SMOKE = BootstrapSpec(
 @pytest.fixture(scope="module")
 def tokenizer():
     return build_tokenizer(SMOKE.tokenizer)
+
+
+@pytest.fixture(scope="module")
+def default_tokenizer():
+    """The tokenizer of the default base model (the cached one experiments run on)."""
+    return build_tokenizer(TokenizerSpec())
 
 
 def _decode_trained(tokenizer, example):
@@ -70,3 +89,78 @@ def test_bootstrap_smoke_saves_reloads_and_caches(tmp_path, monkeypatch):
     assert ensure_base_model(tmp_path, seed=0, spec=SMOKE) == path
     assert SMOKE.key(1) != SMOKE.key(0)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary folder left behind
+
+
+# ---- SFT rows must stay byte-identical: the cached base model is keyed by settings, not by code ----
+
+
+def _old_prompt_ids(tokenizer, question):
+    """The prompt rule bootstrap used before it went through ``data.prompts`` (kept only here)."""
+    messages = [{"role": "user", "content": question}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def _old_encode_example(problem, tokenizer, segments, rng, sft):
+    """``encode_example`` as it was before (kept only here), returning (ids, mask)."""
+    question = problem.question if rng.random() < sft.bare_question_fraction else problem.prompt
+    prompt = _old_prompt_ids(tokenizer, question)
+    solution = problem.solution(rng)
+    thinking = tokenizer.encode(solution.thinking, add_special_tokens=False)
+    if rng.random() < sft.cut_fraction:
+        cut = rng.randrange(len(thinking))
+        guess = problem.cut_summary(tokenizer.decode(thinking[:cut]), rng)
+        head = thinking[:cut]
+        inserted = segments.cut_marker + [segments.think_end] + segments.delimiter
+        tail = tokenizer.encode(guess.summary, add_special_tokens=False) + [segments.eos]
+    else:
+        head = thinking + [segments.think_end] + segments.delimiter
+        inserted = []
+        tail = tokenizer.encode(solution.summary, add_special_tokens=False) + [segments.eos]
+    ids = prompt + head + inserted + tail
+    return ids, [0] * len(prompt) + [1] * len(head) + [0] * len(inserted) + [1] * len(tail)
+
+
+# Token ids of a = 47, b = 12, c = 83 with the default tokenizer, written down from the old code.
+BARE_PROMPT = [1, 332, 203, 69, 33, 24, 27, 203, 70, 33, 21, 22, 203, 71, 33, 28, 23, 203, 345, 324, 308, 287, 344,
+               35, 2, 203, 1, 348, 203, 3, 203]  # fmt: skip
+INSTRUCTION_IDS = [337, 325, 336, 300, 340, 300, 323, 343, 287, 321, 314, 338, 307, 281, 334]
+SUFFIXED_PROMPT = BARE_PROMPT[:24] + INSTRUCTION_IDS + BARE_PROMPT[24:]
+# sha256 of json([ids, mask]) of the first 300 rows of ``examples(default tokenizer, defaults, seed 0)``, old code.
+FIRST_300_ROWS_SHA = "dbb8f8b18eb61025f7a72d0f3d76e2ec2b96df1d0c97fd22ea70ed6c8b147f91"
+
+
+def test_prompts_go_through_the_prompt_rule_and_keep_their_tokens(default_tokenizer):
+    tok = default_tokenizer
+    problem = Problem(values=(47, 12, 83), spec=TaskSpec(slip_rate=0.0, recheck_rate=0.0))
+    assert prompt_ids(tok, problem, bare=True) == BARE_PROMPT == _old_prompt_ids(tok, problem.question)
+    assert prompt_ids(tok, problem, bare=False) == SUFFIXED_PROMPT == _old_prompt_ids(tok, problem.prompt)
+    # The suffixed form is the data pipeline's row of the problem, rendered by data.prompts.
+    assert prompt_messages(problem, bare=False) == [{"role": "user", "content": problem.prompt}]
+    assert render_prompt(tok, prompt_messages(problem, bare=False)) == (
+        f"<|im_start|>user\n{problem.question} {synthetic.INSTRUCTION}<|im_end|>\n<|im_start|>assistant\n<think>\n"
+    )
+    # Both encode_example branches (bare question + full row, suffixed question + cut row) hold them.
+    segments = Segments.of(tok)
+    bare = SFTSpec(bare_question_fraction=1.0, cut_fraction=0.0)
+    suffixed = SFTSpec(bare_question_fraction=0.0, cut_fraction=1.0)
+    bare_full = encode_example(problem, tok, segments, random.Random(0), bare)
+    suffixed_cut = encode_example(problem, tok, segments, random.Random(0), suffixed)
+    n = len(BARE_PROMPT)
+    assert bare_full.input_ids[:n] == BARE_PROMPT and sum(bare_full.loss_mask[:n]) == 0
+    assert suffixed_cut.input_ids[: len(SUFFIXED_PROMPT)] == SUFFIXED_PROMPT
+    assert "...\n\n...\n\n</think>" in tok.decode(suffixed_cut.input_ids)
+
+
+def test_sft_rows_are_byte_identical_to_the_old_recipe(default_tokenizer):
+    tok, task, sft = default_tokenizer, TaskSpec(), SFTSpec()
+    segments = Segments.of(tok)
+    new_rng, old_rng = random.Random("sft-0"), random.Random("sft-0")
+    for problem in itertools.islice(synthetic.train_stream(0, task), 300):
+        new = encode_example(problem, tok, segments, new_rng, sft)
+        assert (new.input_ids, new.loss_mask) == _old_encode_example(problem, tok, segments, old_rng, sft)
+    digest = hashlib.sha256()
+    for row in itertools.islice(examples(tok, task, sft, seed=0), 300):
+        digest.update(json.dumps([row.input_ids, row.loss_mask]).encode())
+    assert digest.hexdigest() == FIRST_300_ROWS_SHA
+    assert boot.FORMAT_VERSION == 1 and BootstrapSpec().key(0) == "61957e4bdab3"  # the cached base model's folder

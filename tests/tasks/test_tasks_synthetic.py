@@ -5,11 +5,18 @@ import random
 
 import pytest
 
+from anytime_reasoner.rewards.extract import extract_answer, is_well_formed
+from anytime_reasoner.rewards.grader import MathVerifier
 from anytime_reasoner.tasks import synthetic
-from anytime_reasoner.tasks.measure import extract_answer, is_correct
 from anytime_reasoner.tasks.synthetic import Problem, TaskSpec
 
 EXACT = TaskSpec(slip_rate=0.0, recheck_rate=0.0)
+
+
+def graded_answer(response: str) -> str | None:
+    """The answer the project's grader reads from a well-formed response."""
+    assert is_well_formed(response)
+    return extract_answer(response)
 
 
 class ScriptedRng(random.Random):
@@ -33,7 +40,7 @@ def test_exact_teacher_solution_hand_checked():
         "**Final Answer**\n\\boxed{83}"
     )
     assert solution.text.count("</think>") == 1
-    assert is_correct(solution.response, problem.answer)
+    assert graded_answer(solution.response) == problem.answer
 
 
 def test_slip_and_recheck_follow_the_rng():
@@ -43,7 +50,7 @@ def test_slip_and_recheck_follow_the_rng():
     solution = problem.solution(ScriptedRng([0.9, 0.1, 0.2]))
     assert solution.thinking == "a=47 best=47\nb=12 best=47\ncheck best=47\nc=83 best=47\n"
     assert solution.answer == "47" and problem.answer == "83"
-    assert not is_correct(solution.response, problem.answer)
+    assert graded_answer(solution.response) == "47"
 
 
 def test_cut_summary_is_a_scanned_value_after_the_cut_marker():
@@ -88,9 +95,20 @@ def test_teacher_is_imperfect_but_mostly_right():
     problems = synthetic.held_out(400, seed=0)
     accuracy = sum(p.solution(rng).answer == p.answer for p in problems) / len(problems)
     assert 0.5 < accuracy < 0.85
+    assert synthetic.teacher_accuracy(400, seed=0) == accuracy
 
 
-def test_extract_answer_reads_the_final_answer_paragraph():
-    assert extract_answer("x</think>\n\n**Final Answer**\n\\boxed{12} \\boxed{13}") == "13"
-    assert extract_answer("x</think>\n\nno answer") is None
-    assert not is_correct("x</think></think>\n\n**Final Answer**\n\\boxed{7}", "7")
+def test_the_project_grader_scores_synthetic_responses():
+    """Worked solutions and cut summaries are graded by the real verifier (integer answers are
+    decided in the caller, no grading worker starts)."""
+    problem = Problem(values=(47, 12, 83, 55), spec=EXACT)
+    full = problem.solution(random.Random(0)).response
+    cut = problem.cut_summary("a=47 best=47\nb=12 best=47\n", random.Random(0))
+    with MathVerifier() as verifier:
+        grades = verifier.grade(
+            [full, cut.response, full.replace("</think>", "</think></think>"), full.replace("{83}", "{83")],
+            [(problem.answer,), (cut.answer,), (problem.answer,), (problem.answer,)],
+        )
+        assert verifier._pool is None
+    assert [g.reward for g in grades] == [1.0, 1.0, 0.0, 0.0]
+    assert [g.extracted for g in grades] == ["83", cut.answer, "83", None]

@@ -15,7 +15,9 @@ Training rows are built at the token level exactly like the anytime rollout buil
   masked out of the loss (it is never sampled), and a naive guess (see ``synthetic.cut_summary``).
 
 Half of the prompts carry the seed's instruction suffix (SPEC §8), half are the bare question, so the
-base model answers both forms the data pipeline may produce.
+base model answers both forms the data pipeline may produce. Prompts are rendered by the project's
+one prompt rule, :func:`anytime_reasoner.data.prompts.encode_prompt` (the suffixed form is the data
+pipeline's own row of the problem), so they are token for token what RL and evaluation feed.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
+from anytime_reasoner.data.prompts import encode_prompt
+from anytime_reasoner.data.schema import Example as Row
+from anytime_reasoner.rollout import protocol
 from anytime_reasoner.tasks import synthetic
 from anytime_reasoner.tasks.tiny_model import TinyModelSpec, build_tiny_model, count_parameters
 from anytime_reasoner.tasks.tokenizer import TokenizerSpec, build_tokenizer
@@ -92,10 +97,10 @@ class Segments:
     @classmethod
     def of(cls, tokenizer: PreTrainedTokenizerFast) -> "Segments":
         return cls(
-            think_end=tokenizer.convert_tokens_to_ids(synthetic.THINK_END),
+            think_end=tokenizer.convert_tokens_to_ids(protocol.THINK_END),
             eos=tokenizer.eos_token_id,
-            cut_marker=_encode(tokenizer, synthetic.CUT_MARKER),
-            delimiter=_encode(tokenizer, synthetic.ANSWER_DELIMITER),
+            cut_marker=_encode(tokenizer, protocol.CUT_MARKER),
+            delimiter=_encode(tokenizer, protocol.ANSWER_DELIMITER),
         )
 
 
@@ -107,12 +112,19 @@ def _encode(tokenizer: PreTrainedTokenizerFast, text: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False)
 
 
-def prompt_ids(tokenizer: PreTrainedTokenizerFast, question: str) -> list[int]:
-    """The chat prompt of a question, ending with ``<think>\\n``."""
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
-    )
-    return _encode(tokenizer, text)
+def prompt_messages(problem: synthetic.Problem, bare: bool) -> list[dict[str, str]]:
+    """The user turn of a training row: the bare question, or the data pipeline's row of the
+    problem (the question plus the SPEC §8 instruction, ``data.schema.Example.from_problem``) — the very
+    messages RL and evaluation render for a synthetic problem."""
+    if bare:
+        return [{"role": "user", "content": problem.question}]
+    return Row.from_problem("sft", "synthetic", problem.question, (problem.answer,)).messages
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerFast, problem: synthetic.Problem, bare: bool) -> list[int]:
+    """The chat prompt of a problem, ending with ``<think>\\n``, rendered by the one prompt rule
+    (:func:`anytime_reasoner.data.prompts.encode_prompt`)."""
+    return encode_prompt(tokenizer, prompt_messages(problem, bare), protocol.THINK_START)
 
 
 def encode_example(
@@ -122,8 +134,7 @@ def encode_example(
     rng: random.Random,
     sft: SFTSpec,
 ) -> Example:
-    question = problem.question if rng.random() < sft.bare_question_fraction else problem.prompt
-    prompt = prompt_ids(tokenizer, question)
+    prompt = prompt_ids(tokenizer, problem, bare=rng.random() < sft.bare_question_fraction)
     solution = problem.solution(rng)
     thinking = _encode(tokenizer, solution.thinking)
     if rng.random() < sft.cut_fraction:
