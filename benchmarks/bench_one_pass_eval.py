@@ -3,9 +3,9 @@
 Both paths use the project's own ``eval.runner.evaluate`` on the same problems, model and settings:
 
 - one-pass:   ONE evaluation over the whole grid b_1 < … < b_k: each thinking is sampled once up to
-              b_k and cut at every budget, one summary per budget (SPEC §9, what ``eval`` does);
+              b_k and cut at every budget, one summary per budget (docs/ALGORITHM.md §9, what ``eval`` does);
 - per-budget: k evaluations with the single budget b_j each: a fresh thinking up to b_j for every
-              budget, then its summary (the pitfall SPEC §10 warns about).
+              budget, then its summary (the pitfall docs/ALGORITHM.md §10 warns about).
 
 Both sample the same number of summaries (problems × samples × k). The model is a random 2-layer,
 hidden-64 Qwen2 over a byte-level vocabulary (it rarely closes its thinking, so thinkings run to

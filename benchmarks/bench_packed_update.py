@@ -1,4 +1,4 @@
-"""Packed vs unpacked PPO forward+backward on the same anytime rollouts (SPEC §7).
+"""Packed vs unpacked PPO forward+backward on the same anytime rollouts (docs/ALGORITHM.md §7).
 
 Packed: one row per thinking holding all S·A summary blocks (tree attention mask).
 Unpacked: per thinking, ``prompt + thinking`` plus one plain row per summary

@@ -9,7 +9,7 @@ from anytime_reasoner.config import PRESETS, ConfigError, TrainConfig, build_con
 
 CONFIG_DIR = Path(anytime_reasoner.__file__).parent / "configs"
 
-SEED_TABLE = {  # SPEC §8: n_summary, summary_method, n_budget_support, budget_probs, variance_reduction
+SEED_TABLE = {  # docs/ALGORITHM.md §8: n_summary, summary_method, n_budget_support, budget_probs, variance_reduction
     "grpo": (1, "grpo", 1, "base", "v2only"),
     "ar-linear": (4, "brpo", 4, "linear", "brpo"),
     "ar-uniform": (4, "brpo", 4, "uniform", "brpo"),
@@ -45,7 +45,7 @@ def test_every_shipped_config_file_loads(path):
 
 
 def test_recipe_matches_the_original():
-    """The paper's recipe (SPEC §8): the original's loss constant, weight decay and validation."""
+    """The paper's recipe (docs/ALGORITHM.md §8): the original's loss constant, weight decay and validation."""
     cfg = build_config(TrainConfig, preset="ar-uniform", files=[CONFIG_DIR / "r1-distill-1.5b-deepscaler.yaml"])
     assert cfg.ppo.max_response_len == 10176 and cfg.ppo.loss_agg == "constant"
     assert (cfg.ppo.lr, cfg.ppo.weight_decay, cfg.ppo.clip_eps, cfg.ppo.grad_clip) == (1e-6, 0.01, 0.2, 1.0)

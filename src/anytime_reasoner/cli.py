@@ -50,7 +50,7 @@ COMMANDS: dict[str, Command] = {
         config="anytime_reasoner.config:CompareConfig",
     ),
     "train": Command(
-        summary="RL training: anytime rollout, BRPO advantages, tree-packed PPO update (presets: SPEC section 8)",
+        summary="RL training: anytime rollout, BRPO advantages, tree-packed PPO update (presets: docs/ALGORITHM.md section 8)",
         run="anytime_reasoner.train.build:run_train",
         config="anytime_reasoner.config:TrainConfig",
         presets=True,

@@ -2,7 +2,7 @@
 
 Every run starts from the same base model and sees the same questions per step (the question
 stream depends on the seed and the step only), with the same G, steps and learning rate; the
-presets differ only in their rollout and advantage knobs (SPEC §8). Each trained model, and the
+presets differ only in their rollout and advantage knobs (docs/ALGORITHM.md §8). Each trained model, and the
 base model once per seed, is evaluated on the same held-out questions and budget grid with the
 seed's evaluation stream. The demo is the case ``presets=ar-uniform,grpo seeds=<seed>``: its runs
 are the same commands, so its numbers equal this command's for that seed.

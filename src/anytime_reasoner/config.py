@@ -1,6 +1,6 @@
 """Typed configuration, validated once at load.
 
-Sources, later ones winning: the model defaults → a named preset (SPEC §8) → ``--config FILE``
+Sources, later ones winning: the model defaults → a named preset (docs/ALGORITHM.md §8) → ``--config FILE``
 (YAML) → dotted ``key=value`` overrides. Any problem (unknown key, wrong type, value out of range,
 inconsistent budgets) raises :class:`ConfigError` with one line naming the key and what is allowed.
 
@@ -439,7 +439,7 @@ class CompareConfig(RunScale):
 
 
 # --------------------------------------------------------------------------------------------
-# Presets (SPEC §8): the seed's eight experiments, by name.
+# Presets (docs/ALGORITHM.md §8): the seed's eight experiments, by name.
 # --------------------------------------------------------------------------------------------
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -5,7 +5,7 @@
    G thinkings per question, the same steps and learning rate: the runs differ only in the preset
    (budgets, prior, A summaries, advantage knobs).
 3. Evaluate base, GRPO and AR on the same held-out questions at every budget of the grid, one
-   thinking per sample cut at every budget (SPEC §9), with the same seed.
+   thinking per sample cut at every budget (docs/ALGORITHM.md §9), with the same seed.
 4. Print the table; write ``results.json``, ``results.md`` and ``anytime_curves.png``.
 
 Every step is an ordinary ``anytime-reasoner train`` / ``eval`` command (its config and log are kept

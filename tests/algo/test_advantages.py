@@ -8,7 +8,7 @@ from anytime_reasoner.seeding import derive_seed
 
 
 def reference_thinking(scores, probs, vr):
-    """Literal, loop-by-loop transcription of SPEC §5 (independent of the vectorized code)."""
+    """Literal, loop-by-loop transcription of docs/ALGORITHM.md §5 (independent of the vectorized code)."""
     B, G, S, A = scores.shape
     P = [float(p) / float(sum(probs)) for p in probs]
     r = [[[sum(float(scores[b, g, s, a]) for a in range(A)) / A for s in range(S)] for g in range(G)] for b in range(B)]

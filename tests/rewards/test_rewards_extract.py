@@ -1,4 +1,4 @@
-"""Answer extraction and the format rule (SPEC §4): pure string code, no workers."""
+"""Answer extraction and the format rule (docs/ALGORITHM.md §4): pure string code, no workers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tree packing (SPEC §7): row layout, advantages, trainable mask, attention rule — by hand."""
+"""Tree packing (docs/ALGORITHM.md §7): row layout, advantages, trainable mask, attention rule — by hand."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Hand-built rollouts with random token ids and tiny random models for the training tests.
 
-Inserted text follows SPEC §3: a thinking cut inside (or not closed) gets
+Inserted text follows docs/ALGORITHM.md §3: a thinking cut inside (or not closed) gets
 ``cut marker + think-end + delimiter``; a thinking closed at or before the budget gets only the
 delimiter. Token ids are arbitrary (no tokenizer is needed to train on ids).
 """

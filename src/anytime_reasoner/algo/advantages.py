@@ -1,4 +1,4 @@
-"""BRPO advantages for the thinking and summary policies (SPEC §5). Pure tensors, vectorized.
+"""BRPO advantages for the thinking and summary policies (docs/ALGORITHM.md §5). Pure tensors, vectorized.
 
 Notation: B questions, G thinkings each, S budgets, A summaries per budget.
 ``scores[b, g, s, a]`` is the reward of summary a after cutting thinking g of question b at budget s.

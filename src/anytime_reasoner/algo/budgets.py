@@ -1,4 +1,4 @@
-"""Budget plans: the support b_1 < … < b_m and the prior P over it (SPEC §2).
+"""Budget plans: the support b_1 < … < b_m and the prior P over it (docs/ALGORITHM.md §2).
 
 Pure Python, no torch: configuration validation imports this before anything heavy.
 

@@ -1,4 +1,4 @@
-"""PPO clipped policy loss over tokens (SPEC §6). Pure tensors: no model, no I/O.
+"""PPO clipped policy loss over tokens (docs/ALGORITHM.md §6). Pure tensors: no model, no I/O.
 
 The loss is a *sum* of masked token losses divided by a ``normalizer`` that the caller fixes for
 the whole mini-batch (:func:`loss_normalizer`). Dividing every micro-batch by the same mini-batch

@@ -3,7 +3,7 @@
 The prompt is rendered by the tokenizer's own chat template with the generation prompt; when the
 rendered text does not already end with the think-start tag plus a newline (R1-Distill's template
 adds it, many others do not), ``think_start + "\\n"`` is appended so every thinking starts the same
-way (SPEC §8) — the one place this rule lives (``rollout.codec.build_prompt_ids`` calls it).
+way (docs/ALGORITHM.md §8) — the one place this rule lives (``rollout.codec.build_prompt_ids`` calls it).
 A tokenizer without a chat template gets a plain ``User: … / Assistant:`` layout — a departure
 from the seed, which only ran templated models, so that tiny test tokenizers work.
 """

@@ -1,7 +1,7 @@
 """The one row schema shared by training and evaluation sets.
 
 A row is an :class:`Example`: chat messages for the prompt (one user turn: the problem followed by
-the instruction of SPEC §8), the ground truths (strings; any match counts, SPEC §4), the data
+the instruction of docs/ALGORITHM.md §8), the ground truths (strings; any match counts, docs/ALGORITHM.md §4), the data
 source it came from and an id unique within that source. Files written by ``anytime-reasoner data``
 hold exactly :meth:`Example.to_row` per line and are read back unchanged.
 

@@ -1,6 +1,6 @@
 """Generation with a Hugging Face causal LM (``model.generate``), CPU or CUDA, with prefix reuse.
 
-:class:`TransformersEngine` samples ``n`` continuations per prefix. Prefix reuse (SPEC §3.4): the
+:class:`TransformersEngine` samples ``n`` continuations per prefix. Prefix reuse (docs/ALGORITHM.md §3.4): the
 distinct prefixes of a chunk are left-padded into ``ids [k, T]`` and ``ids[:, :-1]`` is run once
 through the model into a ``DynamicCache``; the cache rows are then gathered n-fold
 (``Cache.batch_select_indices`` with row indices ``[0,0,…,1,1,…]``, which also allows a different

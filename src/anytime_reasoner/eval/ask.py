@@ -1,7 +1,7 @@
 """Budget-controlled answers: the answer at each budget, all from ONE thinking (``anytime-reasoner ask``).
 
 :func:`iter_answers_at_budgets` grows a single thinking budget by budget: it samples the thinking up
-to b_1, forces a summary at that cut (SPEC §3 rule: cut marker + ``</think>`` + delimiter when cut
+to b_1, forces a summary at that cut (docs/ALGORITHM.md §3 rule: cut marker + ``</think>`` + delimiter when cut
 inside, only the delimiter when the thinking closed by itself), yields that answer, then *continues
 the same thinking* from its b_1 tokens up to b_2, and so on. The answer at b_j is therefore the one
 the evaluation would score at b_j, and it is available as soon as b_j tokens have been thought.

@@ -1,4 +1,4 @@
-"""Scores of an anytime evaluation (SPEC §9), from per-problem, per-sample, per-budget rewards.
+"""Scores of an anytime evaluation (docs/ALGORITHM.md §9), from per-problem, per-sample, per-budget rewards.
 
 For a benchmark with N problems, K samples each and S budgets, ``correct[p][k][s]`` ∈ {0, 1}:
 

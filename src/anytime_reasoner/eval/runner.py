@@ -1,4 +1,4 @@
-"""One-pass anytime evaluation (SPEC §9) with a resumable per-problem cache.
+"""One-pass anytime evaluation (docs/ALGORITHM.md §9) with a resumable per-problem cache.
 
 For each benchmark, problems are taken in fixed chunks of ``batch_size``; each chunk is ONE
 anytime rollout (``rollout.anytime.anytime_rollout``) with G = ``samples`` thinkings per problem,
@@ -12,9 +12,9 @@ from (seed, benchmark, chunk index), not from what ran before, so an interrupted
 gives exactly the results of an uninterrupted one. Chunks are fixed by ``batch_size``, which is
 therefore part of the settings key; the prior is not (it only weighs the cached rewards).
 
-Departures: the protocol is SPEC §9's; what it leaves open is fixed here — thinking lengths count
-the sampled ``</think>``; a thinking ended by EOS scores 0 at every budget (the rollout's format
-rule); samples of one problem depend on (seed, batch_size) because a chunk is sampled as a batch.
+Departures: the protocol is docs/ALGORITHM.md §9's; what it leaves open is fixed here — thinking lengths count
+the sampled ``</think>``; a thinking ended by EOS scores 0 at every budget at or past its end (the
+rollout's format rule: those cuts hold the EOS), while its earlier cuts are graded as usual; samples of one problem depend on (seed, batch_size) because a chunk is sampled as a batch.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Rewards: answer extraction, the format rule and math equivalence (SPEC §4).
+"""Rewards: answer extraction, the format rule and math equivalence (docs/ALGORITHM.md §4).
 
 The caller-side API imports no sympy; math-verify runs only in :class:`MathVerifier`'s workers.
 """

@@ -20,7 +20,7 @@ class Grade:
 
     @property
     def reward(self) -> float:
-        """1.0 if correct and well-formed, else 0.0 (SPEC §4)."""
+        """1.0 if correct and well-formed, else 0.0 (docs/ALGORITHM.md §4)."""
         return 1.0 if (self.correct and self.well_formed) else 0.0
 
 

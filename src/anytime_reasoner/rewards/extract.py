@@ -1,10 +1,10 @@
-"""Answer extraction and the format rule (SPEC §4), as pure linear-time string code.
+"""Answer extraction and the format rule (docs/ALGORITHM.md §4), as pure linear-time string code.
 
 A response is the model's text after the prompt: thinking, an optional cut marker, ``</think>``,
 then the summary. The answer is the content of the last ``\\boxed{…}`` of the first ``\\n\\n``-separated
 paragraph of the summary that starts with ``**Final Answer**\\n``.
 
-Choices the SPEC leaves open:
+Choices the paper leaves open:
 
 * The summary is the text after the *last* think-end marker; a response without one is searched
   whole (it is malformed anyway, so its reward is 0, but ``correct`` stays informative).
@@ -43,7 +43,7 @@ _BOX_NAMES = ("\\boxed", "\\fbox")
 
 
 def is_well_formed(response: str, think_end: str = THINK_END) -> bool:
-    """True iff the response holds exactly one think-end marker (SPEC §4)."""
+    """True iff the response holds exactly one think-end marker (docs/ALGORITHM.md §4)."""
     return response.count(think_end) == 1
 
 

@@ -1,4 +1,4 @@
-"""The anytime rollout (SPEC §3): G thinkings per question, cut at every budget, A summaries per cut.
+"""The anytime rollout (docs/ALGORITHM.md §3): G thinkings per question, cut at every budget, A summaries per cut.
 
 For a batch of B questions:
 
@@ -16,7 +16,7 @@ For a batch of B questions:
 3. Grade each summary: response = decode(z[:cut] + inserted) + decode(summary); reward =
    ``grade.reward``, except for a thinking ended by EOS (no think-end, before the cap): the cut
    group whose prefix is the whole thinking (EOS included: every budget at or past its end) scores
-   0, as in the original (format rule, SPEC §4). Its earlier cuts hold no EOS; they
+   0, as in the original (format rule, docs/ALGORITHM.md §4). Its earlier cuts hold no EOS; they
    are ordinary partial thinkings, graded as usual.
 
 Output: :class:`RolloutBatch` with ``scores()`` ``[B, G, S, A]`` and ``segment_mask()`` ``[B, G, S]``.

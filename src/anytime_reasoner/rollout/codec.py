@@ -1,11 +1,11 @@
 """The tokenizer facts the rollout needs, read once from a Hugging Face tokenizer, and the prompt.
 
-:class:`TokenizerCodec` holds the think-start / think-end / EOS / pad ids (never hard-coded: SPEC
-§10) and encodes/decodes text without adding or skipping special tokens, so ``</think>`` survives a
+:class:`TokenizerCodec` holds the think-start / think-end / EOS / pad ids (never hard-coded:
+docs/ALGORITHM.md §10) and encodes/decodes text without adding or skipping special tokens, so ``</think>`` survives a
 round trip into the grader. The think-end marker must be a single token: the rollout stops the
 thinking on it and counts it when checking the format.
 
-:func:`build_prompt_ids` renders a bare question with the tokenizer's chat template (SPEC §8
+:func:`build_prompt_ids` renders a bare question with the tokenizer's chat template (docs/ALGORITHM.md §8
 prompt) through :func:`anytime_reasoner.data.prompts.encode_prompt`, which makes sure the prompt
 ends with ``<think>\\n``.
 
@@ -65,7 +65,7 @@ def _single_token(tokenizer: Any, text: str, key: str) -> int:
 
 
 def build_prompt_ids(codec: TokenizerCodec, question: str) -> list[int]:
-    """Chat-template prompt for a bare ``question`` (the SPEC §8 instruction appended), ending with
+    """Chat-template prompt for a bare ``question`` (the docs/ALGORITHM.md §8 instruction appended), ending with
     ``think_start + "\\n"``; the rendering rule lives in :mod:`anytime_reasoner.data.prompts`."""
     from anytime_reasoner.data.prompts import encode_prompt
     from anytime_reasoner.data.schema import Example

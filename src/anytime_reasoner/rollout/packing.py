@@ -1,4 +1,4 @@
-"""Tree-packed training rows: one row per thinking with all its summaries (SPEC §7).
+"""Tree-packed training rows: one row per thinking with all its summaries (docs/ALGORITHM.md §7).
 
 A row is ``prompt + thinking + [inserted_1 + summary_1] + … + [inserted_k + summary_k]`` with
 k = S·A blocks in (budget, sample) order: block ``i = s·A + a + 1``. The rollout structure is

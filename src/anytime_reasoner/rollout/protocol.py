@@ -1,4 +1,4 @@
-"""The anytime cut protocol (SPEC §3): the one place its texts and the summary cap are defined.
+"""The anytime cut protocol (docs/ALGORITHM.md §3): the one place its texts and the summary cap are defined.
 
 A thinking opens after ``think_start`` and closes with ``think_end`` (one token each). To read an
 answer at a budget, the thinking is cut there and forced text is inserted before a summary is

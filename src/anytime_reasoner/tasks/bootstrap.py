@@ -6,7 +6,7 @@ tokenizer, SFT, seed, format version), so a second call finds it and returns at 
 to a temporary folder and renamed, so an interrupted bootstrap never leaves a half-written model.
 
 Training rows are built at the token level exactly like the anytime rollout builds its prompts
-(SPEC §3), so what the model sees in SFT is what it sees in RL:
+(docs/ALGORITHM.md §3), so what the model sees in SFT is what it sees in RL:
 
 * full rows: ``chat(question) + thinking + </think> + "\\n\\n**Final Answer**\\n" + \\boxed{N} + eos``
   (loss on everything after the prompt);
@@ -14,7 +14,7 @@ Training rows are built at the token level exactly like the anytime rollout buil
   + "\\n\\n**Final Answer**\\n" + \\boxed{guess} + eos`` with c a random token count, the inserted text
   masked out of the loss (it is never sampled), and a naive guess (see ``synthetic.cut_summary``).
 
-Half of the prompts carry the seed's instruction suffix (SPEC §8), half are the bare question, so the
+Half of the prompts carry the seed's instruction suffix (docs/ALGORITHM.md §8), half are the bare question, so the
 base model answers both forms the data pipeline may produce. Prompts are rendered by the project's
 one prompt rule, :func:`anytime_reasoner.data.prompts.encode_prompt` (the suffixed form is the data
 pipeline's own row of the problem), so they are token for token what RL and evaluation feed.
@@ -114,7 +114,7 @@ def _encode(tokenizer: PreTrainedTokenizerFast, text: str) -> list[int]:
 
 def prompt_messages(problem: synthetic.Problem, bare: bool) -> list[dict[str, str]]:
     """The user turn of a training row: the bare question, or the data pipeline's row of the
-    problem (the question plus the SPEC §8 instruction, ``data.schema.Example.from_problem``) — the very
+    problem (the question plus the docs/ALGORITHM.md §8 instruction, ``data.schema.Example.from_problem``) — the very
     messages RL and evaluation render for a synthetic problem."""
     if bare:
         return [{"role": "user", "content": problem.question}]

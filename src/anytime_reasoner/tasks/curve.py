@@ -2,7 +2,7 @@
 
 :func:`anytime_curve` is the task's quick check of a base (or trained) model, and it is exactly
 ``anytime-reasoner eval`` on those problems: the problems become the data pipeline's rows
-(``data.schema.Example.from_problem``: question + SPEC §8 instruction), the settings come from
+(``data.schema.Example.from_problem``: question + docs/ALGORITHM.md §8 instruction), the settings come from
 an :class:`~anytime_reasoner.config.EvalConfig` through ``eval.cli.settings_of`` (its cut
 protocol included), and :func:`anytime_reasoner.eval.runner.evaluate` runs one anytime
 rollout per chunk — every thinking sampled once up to the largest budget and cut at each budget —

@@ -18,7 +18,7 @@ learns in a few minutes of CPU SFT::
     **Final Answer**
     \\boxed{83}
 
-Why this task makes anytime reasoning matter (SPEC §1):
+Why this task makes anytime reasoning matter (docs/ALGORITHM.md §1):
 
 * The thinking has variable length (n items, random re-check lines), so a budget cuts some
   thinkings and not others, and the accuracy of the model rises with the budget.
@@ -50,7 +50,7 @@ import string
 from dataclasses import dataclass
 from typing import Iterator
 
-# the texts of the cut protocol (SPEC §3) come from the one place that defines them
+# the texts of the cut protocol (docs/ALGORITHM.md §3) come from the one place that defines them
 from anytime_reasoner.rollout.protocol import ANSWER_DELIMITER, CUT_MARKER, THINK_END, THINK_START
 
 INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
@@ -120,7 +120,7 @@ class Problem:
 
     @property
     def prompt(self) -> str:
-        """The question with the instruction the seed appends (SPEC §8)."""
+        """The question with the instruction the seed appends (docs/ALGORITHM.md §8)."""
         return f"{self.question} {INSTRUCTION}"
 
     @property

@@ -3,7 +3,7 @@
 Training is counted in steps, never epochs: step t (t >= 1, the trainer's first step is 1) draws
 its questions deterministically from (seed, t), so a resumed run continues with exactly the
 questions it would have seen, and a run never silently does zero steps at an epoch boundary
-(SPEC §10). A finite dataset of n rows is read in passes: pass e is one permutation of all n rows,
+(docs/ALGORITHM.md §10). A finite dataset of n rows is read in passes: pass e is one permutation of all n rows,
 seeded from (seed, e), cut into ceil(n / size) consecutive batches, so every row is visited exactly
 once per pass and never twice within a batch. The last batch of a pass holds the n mod size
 remaining rows (it is shorter when size does not divide n); when size > n every step is one whole

@@ -1,4 +1,4 @@
-"""The PPO update over packed rows (SPEC §6). Algorithm-blind: it sees a :class:`PackedBatch`.
+"""The PPO update over packed rows (docs/ALGORITHM.md §6). Algorithm-blind: it sees a :class:`PackedBatch`.
 
 One call of :func:`ppo_update`:
 
