@@ -23,8 +23,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -33,9 +33,9 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from anytime_reasoner.data.schema import Example
 from anytime_reasoner.engine.hf import TransformersEngine
 from anytime_reasoner.eval.runner import EvalSettings, evaluate
-from anytime_reasoner.rollout.protocol import AnytimeProtocol
 from anytime_reasoner.rewards.base import Grade
 from anytime_reasoner.rollout.codec import TokenizerCodec
+from anytime_reasoner.rollout.protocol import AnytimeProtocol
 
 SPECIALS = ("<pad>", "<eos>", "<think>", "</think>")
 
@@ -63,17 +63,22 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 
 def make_model(vocab: int, pad: int, eos: int, device: str) -> Qwen2ForCausalLM:
     config = Qwen2Config(
-        vocab_size=vocab, hidden_size=64, intermediate_size=192, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        pad_token_id=pad, eos_token_id=eos,
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=192,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        pad_token_id=pad,
+        eos_token_id=eos,
     )
     torch.manual_seed(0)
     return Qwen2ForCausalLM(config).to(device).eval()
 
 
 def problems(n: int) -> list[Example]:
-    return [Example.from_problem(f"p{i}", "bench", f"What is {17 * i + 3} + {29 * i + 5}?", (str(46 * i + 8),))
-            for i in range(n)]
+    return [Example.from_problem(f"p{i}", "bench", f"What is {17 * i + 3} + {29 * i + 5}?", (str(46 * i + 8),)) for i in range(n)]
 
 
 def _thinking_tokens(results) -> int:
@@ -121,22 +126,31 @@ def main() -> None:
     model = make_model(len(tok), codec.pad_id, codec.eos_id, args.device)
     engine = TransformersEngine(model, codec.pad_id)
     data = {"bench": problems(args.problems)}
-    base = EvalSettings(model="random", budgets=(args.max_budget,), samples=args.samples,
-                        protocol=AnytimeProtocol(summary_max_tokens=args.summary_max_tokens),
-                        batch_size=args.problems, temperature=1.0)
+    base = EvalSettings(
+        model="random",
+        budgets=(args.max_budget,),
+        samples=args.samples,
+        protocol=AnytimeProtocol(summary_max_tokens=args.summary_max_tokens),
+        batch_size=args.problems,
+        temperature=1.0,
+    )
     one_pass(engine, codec, data, base, (8,))  # warm-up
 
     rows = args.problems * args.samples
-    print(f"device={args.device} problems={args.problems} samples={args.samples} max_budget={args.max_budget} "
-          f"summary_max_tokens={args.summary_max_tokens} repeats={args.repeats} threads={torch.get_num_threads()}")
+    print(
+        f"device={args.device} problems={args.problems} samples={args.samples} max_budget={args.max_budget} "
+        f"summary_max_tokens={args.summary_max_tokens} repeats={args.repeats} threads={torch.get_num_threads()}"
+    )
     print(f"{'k':>2}  {'budgets':<28} {'one-pass s':>10} {'per-budget s':>12} {'ratio':>6}  thinking tokens one/per")
     for k in (int(x) for x in args.ks.split(",")):
         grid = tuple(round(j * args.max_budget / k) for j in range(1, k + 1))
         t_one, n_one = measure(one_pass, engine, codec, data, base, grid, args.repeats, args.device)
         t_per, n_per = measure(per_budget, engine, codec, data, base, grid, args.repeats, args.device)
         shown = ",".join(map(str, grid))
-        print(f"{k:>2}  {shown:<28} {t_one:>10.2f} {t_per:>12.2f} {t_per / t_one:>5.2f}x  {n_one}/{n_per} "
-              f"(all to cap: {rows * grid[-1]}/{rows * sum(grid)})")
+        print(
+            f"{k:>2}  {shown:<28} {t_one:>10.2f} {t_per:>12.2f} {t_per / t_one:>5.2f}x  {n_one}/{n_per} "
+            f"(all to cap: {rows * grid[-1]}/{rows * sum(grid)})"
+        )
 
 
 if __name__ == "__main__":

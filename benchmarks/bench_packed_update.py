@@ -73,7 +73,9 @@ def tiny_qwen2(args: argparse.Namespace):
     return Qwen2ForCausalLM(config).float().train()
 
 
-def update_pass(model, rows: PackedBatch, old_logprobs: torch.Tensor, normalizer: float, max_token_len: int) -> tuple[float, float]:
+def update_pass(
+    model, rows: PackedBatch, old_logprobs: torch.Tensor, normalizer: float, max_token_len: int
+) -> tuple[float, float]:
     """(wall, process CPU) seconds for one forward+backward pass over all rows."""
     model.zero_grad(set_to_none=True)
     start, start_cpu = time.perf_counter(), time.process_time()
@@ -89,8 +91,22 @@ def padded_tokens(rows: PackedBatch, max_token_len: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name, default in [("B", 1), ("G", 4), ("S", 4), ("A", 4), ("thinking", 300), ("summary", 16), ("prompt", 40),
-                          ("vocab", 1024), ("hidden", 128), ("layers", 2), ("max_token_len", 4096), ("repeats", 3), ("seed", 0), ("threads", 1)]:
+    for name, default in [
+        ("B", 1),
+        ("G", 4),
+        ("S", 4),
+        ("A", 4),
+        ("thinking", 300),
+        ("summary", 16),
+        ("prompt", 40),
+        ("vocab", 1024),
+        ("hidden", 128),
+        ("layers", 2),
+        ("max_token_len", 4096),
+        ("repeats", 3),
+        ("seed", 0),
+        ("threads", 1),
+    ]:
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=default)
     args = parser.parse_args()
     if args.threads:
@@ -105,10 +121,16 @@ def main() -> None:
     unpacked = unpack_rollouts(rollouts, think_adv, summ_adv)
 
     with torch.no_grad():  # same numbers either way
-        diff = (packed_logprobs(model, packed)[packed.trainable_mask] - packed_logprobs(model, unpacked)[unpacked.trainable_mask]).abs().max()
+        diff = (
+            (packed_logprobs(model, packed)[packed.trainable_mask] - packed_logprobs(model, unpacked)[unpacked.trainable_mask])
+            .abs()
+            .max()
+        )
 
-    print(f"rollouts: B={B} G={G} S={S} A={A}, thinking ~{args.thinking}, summary ~{args.summary}; "
-          f"Qwen2 hidden={args.hidden} layers={args.layers} vocab={args.vocab}; torch threads={torch.get_num_threads()}")
+    print(
+        f"rollouts: B={B} G={G} S={S} A={A}, thinking ~{args.thinking}, summary ~{args.summary}; "
+        f"Qwen2 hidden={args.hidden} layers={args.layers} vocab={args.vocab}; torch threads={torch.get_num_threads()}"
+    )
     print(f"max |packed - unpacked| log-prob on trainable tokens: {float(diff):.2e}")
     print(f"{'layout':<9} {'rows':>5} {'tokens':>7} {'padded':>7} {'trainable':>9} {'median s':>9} {'min s':>7} {'cpu s':>7}")
     layouts = {"packed": packed, "unpacked": unpacked}
@@ -126,10 +148,14 @@ def main() -> None:
                 cpu_times[name].append(cpu_seconds)
     medians = {name: statistics.median(t) for name, t in times.items()}
     for name, rows in layouts.items():
-        print(f"{name:<9} {rows.n_rows:>5} {int(rows.lengths.sum()):>7} {padded_tokens(rows, args.max_token_len):>7} "
-              f"{int(rows.trainable_mask.sum()):>9} {medians[name]:>9.3f} {min(times[name]):>7.3f} {statistics.median(cpu_times[name]):>7.3f}")
-    print(f"unpacked / packed time: {medians['unpacked'] / medians['packed']:.2f}x "
-          f"(tokens {int(unpacked.lengths.sum()) / int(packed.lengths.sum()):.2f}x)")
+        print(
+            f"{name:<9} {rows.n_rows:>5} {int(rows.lengths.sum()):>7} {padded_tokens(rows, args.max_token_len):>7} "
+            f"{int(rows.trainable_mask.sum()):>9} {medians[name]:>9.3f} {min(times[name]):>7.3f} {statistics.median(cpu_times[name]):>7.3f}"
+        )
+    print(
+        f"unpacked / packed time: {medians['unpacked'] / medians['packed']:.2f}x "
+        f"(tokens {int(unpacked.lengths.sum()) / int(packed.lengths.sum()):.2f}x)"
+    )
 
 
 if __name__ == "__main__":

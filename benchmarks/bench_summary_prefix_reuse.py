@@ -39,9 +39,15 @@ BUDGETS = (100, 200, 300, 400)
 
 def make_model(device: str) -> Qwen2ForCausalLM:
     config = Qwen2Config(
-        vocab_size=VOCAB, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
-        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
-        pad_token_id=PAD, eos_token_id=EOS,
+        vocab_size=VOCAB,
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
     )
     torch.manual_seed(0)
     return Qwen2ForCausalLM(config).to(device).eval()
@@ -108,10 +114,14 @@ def main() -> None:
     timings = {name: time_engine(e, prefixes, counts, params, args.repeats, args.device) for name, e in engines.items()}
 
     rows = sum(counts)
-    print(f"device={args.device} B={args.questions} G={args.thinkings} S={len(BUDGETS)} A={args.summaries} "
-          f"summary_max_tokens={args.summary_max_tokens} repeats={args.repeats} threads={torch.get_num_threads()}")
-    print(f"distinct prefixes={len(prefixes)} (of {args.questions * args.thinkings * len(BUDGETS)} budget cuts), "
-          f"summary rows={rows}, mean prefix length={sum(map(len, prefixes)) / len(prefixes):.0f}")
+    print(
+        f"device={args.device} B={args.questions} G={args.thinkings} S={len(BUDGETS)} A={args.summaries} "
+        f"summary_max_tokens={args.summary_max_tokens} repeats={args.repeats} threads={torch.get_num_threads()}"
+    )
+    print(
+        f"distinct prefixes={len(prefixes)} (of {args.questions * args.thinkings * len(BUDGETS)} budget cuts), "
+        f"summary rows={rows}, mean prefix length={sum(map(len, prefixes)) / len(prefixes):.0f}"
+    )
     for name, engine in engines.items():
         encoded = engine.stats.prefill_tokens // args.repeats
         print(f"{name:>10}: median {timings[name]:.3f} s   prefix tokens encoded per run: {encoded}")

@@ -30,7 +30,7 @@ def bytes_to_unicode() -> dict[int, str]:
             keep.append(b)
             chars.append(256 + extra)
             extra += 1
-    return {b: chr(c) for b, c in zip(keep, chars)}
+    return {b: chr(c) for b, c in zip(keep, chars, strict=False)}
 
 
 def make_tokenizer(chat_template: str = CHAT_TEMPLATE):
@@ -43,9 +43,7 @@ def make_tokenizer(chat_template: str = CHAT_TEMPLATE):
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     core.add_special_tokens(list(SPECIAL_TOKENS))
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=core, eos_token="<eos>", pad_token="<pad>", padding_side="left"
-    )
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>", pad_token="<pad>", padding_side="left")
     tok.chat_template = chat_template
     return tok
 
@@ -93,6 +91,15 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def tiny_model_dir(tmp_path):
+    """A saved tiny model and tokenizer (``tmp_path / "base"``), for tests that load a model by path."""
+    path = tmp_path / "base"
+    make_tiny_qwen2(seed=0).save_pretrained(path)
+    make_tokenizer().save_pretrained(path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,9 @@ from __future__ import annotations
 import importlib
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -177,12 +178,14 @@ def parse_args(name: str, cmd: Command, argv: Sequence[str]) -> BaseModel:
         i += 1
     extra: dict[str, Any] = {}
     if positionals:
+        key = cmd.positional
+        assert key is not None  # positionals are only collected for a command that names their field
         if cmd.positional_list:
-            extra[cmd.positional] = positionals
+            extra[key] = positionals
         elif len(positionals) == 1:
-            extra[cmd.positional] = positionals[0]
+            extra[key] = positionals[0]
         else:
-            raise ConfigError(f"{cmd.positional}: expected one value, got {len(positionals)}")
+            raise ConfigError(f"{key}: expected one value, got {len(positionals)}")
     from anytime_reasoner.config import deep_merge, parse_overrides
 
     merged = deep_merge(parse_overrides(overrides), extra)

@@ -26,8 +26,9 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from anytime_reasoner.config import PRESETS, CompareConfig, dump
 from anytime_reasoner.demo import (
@@ -59,8 +60,8 @@ def model_summary(per_seed: Mapping[int, list[float]]) -> dict[str, Any]:
     accs = list(per_seed.values())  # [n_seeds][n_budgets]
     anytime = [_mean(a) for a in accs]
     return {
-        "accuracy": [_mean(col) for col in zip(*accs)],
-        "std": [_std(col) for col in zip(*accs)],
+        "accuracy": [_mean(col) for col in zip(*accs, strict=False)],
+        "std": [_std(col) for col in zip(*accs, strict=False)],
         "mean": _mean(anytime),
         "mean_std": _std(anytime),
         "per_seed": {str(seed): {"accuracy": a, "mean": _mean(a)} for seed, a in per_seed.items()},
@@ -90,7 +91,7 @@ def validation_curve(runs: Mapping[int, list[dict[str, Any]]]) -> dict[str, Any]
 
 def steps_to_reach(curve: Mapping[str, Any], target: float) -> int | None:
     """The first validation step whose mean anytime score is ≥ ``target`` (None: never)."""
-    return next((s for s, v in zip(curve["steps"], curve["anytime"]) if v >= target), None)
+    return next((s for s, v in zip(curve["steps"], curve["anytime"], strict=False) if v >= target), None)
 
 
 def mean_ratios(runs: Mapping[int, list[dict[str, Any]]]) -> dict[str, list[float | None]]:
@@ -102,7 +103,7 @@ def mean_ratios(runs: Mapping[int, list[dict[str, Any]]]) -> dict[str, list[floa
         rows = [m[key] for m in lines if isinstance(m.get(key), list)]
         if not rows:
             continue
-        columns = zip(*rows)
+        columns = zip(*rows, strict=False)
         out[key] = [(_mean(vals) if (vals := [v for v in col if v is not None]) else None) for col in columns]
     return out
 
@@ -146,7 +147,7 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
     rule = "|---|" + "---:|" * (len(budgets) + 1)
     rows = []
     for name, m in summary["models"].items():
-        cells = [f"{100 * a:.1f} ± {100 * s:.1f}" for a, s in zip(m["accuracy"], m["std"])]
+        cells = [f"{100 * a:.1f} ± {100 * s:.1f}" for a, s in zip(m["accuracy"], m["std"], strict=False)]
         rows.append(f"| {name} | " + " | ".join(cells) + f" | **{100 * m['mean']:.1f} ± {100 * m['mean_std']:.1f}** |")
     return "\n".join([head, rule, *rows])
 

@@ -18,8 +18,9 @@ the seed's full spelling ``actor_rollout_ref.rollout.n_summary=4`` is accepted a
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -119,7 +120,7 @@ class RolloutConfig(_Strict):
         return _prior_field(value)
 
     @model_validator(mode="after")
-    def _plan_is_valid(self) -> "RolloutConfig":
+    def _plan_is_valid(self) -> RolloutConfig:
         try:
             self.plan()
         except BudgetError as err:
@@ -135,7 +136,7 @@ class RolloutConfig(_Strict):
             prior=self.budget_probs,
         )
 
-    def protocol(self, model: "ModelConfig | None" = None) -> AnytimeProtocol:
+    def protocol(self, model: ModelConfig | None = None) -> AnytimeProtocol:
         """The cut protocol of this rollout; the think markers are ``model``'s (default ones without)."""
         return AnytimeProtocol.from_config(*([model] if model is not None else []), self)
 
@@ -244,8 +245,12 @@ BENCHMARK_NAMES = ["aime", "amc", "math500", "minerva", "olympiad_bench"]
 class DataBuildConfig(_Strict):
     """``anytime-reasoner data SOURCE ... out=DIR``."""
 
-    sources: list[str] = Field(..., min_length=1, description="names (aime, amc, math500, minerva, olympiad_bench, "
-                               "train/aime, train/math), .json/.jsonl/.parquet files, or hub datasets owner/name")
+    sources: list[str] = Field(
+        ...,
+        min_length=1,
+        description="names (aime, amc, math500, minerva, olympiad_bench, "
+        "train/aime, train/math), .json/.jsonl/.parquet files, or hub datasets owner/name",
+    )
     out: str = Field("data", description="folder (one <source>.jsonl each) or a .jsonl file (all sources merged)")
     data_dir: str | None = Field(None, description="folder with test/ and train/ JSON (else $ANYTIME_REASONER_DATA)")
     tokenizer: str | None = Field(None, description="tokenizer path: drop prompts over max_prompt_tokens")
@@ -288,9 +293,7 @@ class EvalConfig(_Generation):
 
     data: list[str] = Field(BENCHMARK_NAMES, description="benchmarks: names, files or hub datasets")
     data_dir: str | None = Field(None, description="folder with test/*.json (else $ANYTIME_REASONER_DATA)")
-    budgets: list[int] = Field(
-        "250:8000:250", validate_default=True, description="budget grid: start:stop:step or a comma list"
-    )
+    budgets: list[int] = Field("250:8000:250", validate_default=True, description="budget grid: start:stop:step or a comma list")
     samples: int = Field(1, ge=1, description="thinkings per problem (each cut at every budget)")
     prior: str | list[float] = Field("uniform", description="prior of the anytime score: base, uniform, linear, or weights")
     batch_size: int = Field(8, ge=1, description="problems per generation call")
@@ -317,7 +320,7 @@ class EvalConfig(_Generation):
         return _prior_field(value)
 
     @model_validator(mode="after")
-    def _prior_fits(self) -> "EvalConfig":
+    def _prior_fits(self) -> EvalConfig:
         from anytime_reasoner.algo.budgets import prior_weights
 
         try:
@@ -429,7 +432,7 @@ class CompareConfig(RunScale):
         return _split_list(value)
 
     @model_validator(mode="after")
-    def _known_presets(self) -> "CompareConfig":
+    def _known_presets(self) -> CompareConfig:
         unknown = [p for p in self.presets if p not in PRESETS]
         if unknown:
             raise ValueError(f"presets: unknown {unknown[0]!r}; allowed: {', '.join(PRESETS)}")
@@ -479,7 +482,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
             raise ConfigError(f"{item!r}: overrides are written key=value (e.g. rollout.n=8)")
         for old, new in SEED_ALIASES.items():
             if key.startswith(old):
-                key = new + key[len(old):]
+                key = new + key[len(old) :]
         _set_dotted(tree, key, value)
     return tree
 
@@ -515,7 +518,10 @@ _YamlLoader.yaml_implicit_resolvers = {
 }
 for _tag, _pattern in (
     ("tag:yaml.org,2002:int", r"^[-+]?(?:0|[1-9][0-9_]*|0x[0-9a-fA-F_]+|0o?[0-7_]+|0b[01_]+)$"),
-    ("tag:yaml.org,2002:float", r"^[-+]?(?:[0-9][0-9_]*)?\.[0-9_]*(?:[eE][-+]?[0-9]+)?$|^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    (
+        "tag:yaml.org,2002:float",
+        r"^[-+]?(?:[0-9][0-9_]*)?\.[0-9_]*(?:[eE][-+]?[0-9]+)?$|^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$",
+    ),
 ):
     _YamlLoader.add_implicit_resolver(_tag, re.compile(_pattern), list("-+0123456789."))
 

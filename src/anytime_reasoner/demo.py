@@ -22,22 +22,21 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
-from anytime_reasoner.config import PRESETS, DemoConfig, TrainConfig, RunScale, build_config, dump
+from anytime_reasoner.config import PRESETS, DemoConfig, RunScale, TrainConfig, build_config, dump
 from anytime_reasoner.errors import UserError
 
 TASK = "synthetic"
 HELD_OUT_FILE = "heldout.jsonl"
 
 
-def train_config(
-    cfg: RunScale, base_model: Path, preset: str, seed: int, out: Path, max_response_len: int
-) -> TrainConfig:
+def train_config(cfg: RunScale, base_model: Path, preset: str, seed: int, out: Path, max_response_len: int) -> TrainConfig:
     """The RL run of ``preset`` at the run scale: presets with A = 1 or S = 1 keep them (GRPO:
     one budget, one summary); every run gets the same G, questions, steps and learning rate, and
     the same loss constant ``max_response_len``, as the original divides every preset by 10176
@@ -118,7 +117,9 @@ def run_jobs(jobs: list[Job], parallel: int, progress: Any) -> dict[str, float]:
 
     ``progress(done)`` is called about once a second with the names of the finished jobs.
     """
-    pending, running, done = list(jobs), [], set()
+    pending = list(jobs)
+    running: list[Job] = []
+    done: set[str] = set()
     try:
         while pending or running:
             for job in [j for j in pending if set(j.after) <= done][: parallel - len(running)]:
@@ -139,7 +140,8 @@ def run_jobs(jobs: list[Job], parallel: int, progress: Any) -> dict[str, float]:
         progress(done)
     finally:
         for job in running:
-            job.process.terminate()
+            if job.process is not None:  # always set: a job runs once started
+                job.process.terminate()
     return {job.name: round(job.seconds, 1) for job in jobs}
 
 
@@ -302,7 +304,9 @@ def run_demo(cfg: DemoConfig) -> int:
     table = markdown_table(summary)
     (out / "results.md").write_text(table + "\n", encoding="utf-8")
     draw(curves_of(str(out / "results.json"), None, False), out / "anytime_curves.png", title="Anytime accuracy (held-out)")
-    print(f"\naccuracy (%) by thinking budget on {cfg.eval_size} held-out questions × {cfg.eval_samples} samples, seed {cfg.seed}:")
+    print(
+        f"\naccuracy (%) by thinking budget on {cfg.eval_size} held-out questions × {cfg.eval_samples} samples, seed {cfg.seed}:"
+    )
     print(table)
     print(f"\n{seconds['total']:.0f}s in all; wrote {out / 'results.json'}, results.md, anytime_curves.png")
     return 0

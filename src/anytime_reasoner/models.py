@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import torch
 
     from anytime_reasoner.config import TrainConfig
+    from anytime_reasoner.engine.hf import TransformersEngine
     from anytime_reasoner.rollout.codec import TokenizerCodec
     from anytime_reasoner.rollout.protocol import AnytimeProtocol
 
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
 class Loaded:
     model: Any
     tokenizer: Any
-    codec: Any  # rollout.codec.TokenizerCodec
-    engine: Any  # engine.hf.TransformersEngine
+    codec: TokenizerCodec
+    engine: TransformersEngine
 
 
 def _first_line(err: BaseException) -> str:
@@ -59,7 +60,7 @@ def load_tokenizer(path: str) -> Any:
         raise UserError(f"tokenizer: cannot load {path!r} ({type(err).__name__}: {_first_line(err)})") from None
 
 
-def codec_for(tokenizer: Any, protocol: "AnytimeProtocol") -> "TokenizerCodec":
+def codec_for(tokenizer: Any, protocol: AnytimeProtocol) -> TokenizerCodec:
     """The rollout's tokenizer facts; the error names the eval/ask keys (think_start/think_end)."""
     try:
         return protocol.codec(tokenizer)
@@ -82,7 +83,7 @@ def load_causal_lm(path: str, dtype: str, *, key: str = "model", attn_implementa
         raise UserError(f"{key}: cannot load {path!r} as a causal LM ({type(err).__name__}: {_first_line(err)})") from None
 
 
-def load_model_and_tokenizer(path: str, cfg: "TrainConfig", device: "torch.device") -> tuple[Any, Any]:
+def load_model_and_tokenizer(path: str, cfg: TrainConfig, device: torch.device) -> tuple[Any, Any]:
     """Training: the tokenizer (``model.tokenizer`` or the model's), then the model loaded with the
     attention implementation ``model.attention`` asks for on ``device``, moved there."""
     from anytime_reasoner.train.logprobs import attn_implementation_for
@@ -94,7 +95,7 @@ def load_model_and_tokenizer(path: str, cfg: "TrainConfig", device: "torch.devic
     return model.to(device), tokenizer
 
 
-def load_for_inference(model: str, tokenizer: Any, dtype: str, device: str, protocol: "AnytimeProtocol") -> Loaded:
+def load_for_inference(model: str, tokenizer: Any, dtype: str, device: str, protocol: AnytimeProtocol) -> Loaded:
     """Evaluation and ``ask``: the tokenizer (a path, None for the model's, or an already loaded
     one; checked against ``protocol`` first: cheap), then the model on its device in eval mode,
     then the engine."""

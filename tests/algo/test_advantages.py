@@ -134,7 +134,9 @@ def test_thinking_matches_reference_on_random_inputs(vr, shape):
 def test_summary_matches_reference_on_random_inputs(method, shape):
     gen = torch.Generator().manual_seed(7)
     scores = torch.rand(shape, generator=gen)
-    torch.testing.assert_close(summary_advantages(scores, method).double(), reference_summary(scores, method), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        summary_advantages(scores, method).double(), reference_summary(scores, method), atol=1e-6, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("method", ["brpo", "grpo"])

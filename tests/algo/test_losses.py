@@ -61,5 +61,7 @@ def test_split_micro_batches_sum_to_the_full_loss():
     mask = torch.rand(4, 6, generator=gen) > 0.3
     norm = loss_normalizer(mask, "token-mean")
     full, _ = ppo_policy_loss(new, old, adv, mask, normalizer=norm)
-    parts = [ppo_policy_loss(new[i : i + 1], old[i : i + 1], adv[i : i + 1], mask[i : i + 1], normalizer=norm)[0] for i in range(4)]
+    parts = [
+        ppo_policy_loss(new[i : i + 1], old[i : i + 1], adv[i : i + 1], mask[i : i + 1], normalizer=norm)[0] for i in range(4)
+    ]
     torch.testing.assert_close(sum(parts), full)

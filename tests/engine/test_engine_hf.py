@@ -24,10 +24,13 @@ PREFIXES = [[5, 6, 7, 8, 9, 10, 11], [20], [30, 31, 32]]  # lengths 7, 1, 3 → 
 def reference(model, prefix, max_new_tokens):
     """Plain greedy generate on one unpadded prefix, no stop ids."""
     out = model.generate(
-        input_ids=torch.tensor([prefix]), max_new_tokens=max_new_tokens, do_sample=False,
-        eos_token_id=[], pad_token_id=PAD,
+        input_ids=torch.tensor([prefix]),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=[],
+        pad_token_id=PAD,
     )
-    return tuple(out[0, len(prefix):].tolist())
+    return tuple(out[0, len(prefix) :].tolist())
 
 
 @pytest.fixture
@@ -73,7 +76,7 @@ def test_greedy_cached_path_equals_plain_generate(tiny_model, engine):
         out = engine.sample(PREFIXES, 2, SamplingParams(max_new_tokens=8, temperature=0))
     finally:
         handle.remove()
-    for prefix, row in zip(PREFIXES, out):
+    for prefix, row in zip(PREFIXES, out, strict=False):
         ref = reference(tiny_model, prefix, 8)
         assert [c.token_ids for c in row] == [ref, ref]
     # chunk 1 = prefixes of lengths 7 and 3: the prefill of ids[:, :-1] → [2, 7 - 1]; generate's first
@@ -129,7 +132,7 @@ def test_fallback_when_cache_cannot_be_expanded(tiny_model, monkeypatch, caplog)
     with caplog.at_level(logging.WARNING, logger="anytime_reasoner.engine.hf"):
         out = engine.sample(PREFIXES, 2, SamplingParams(max_new_tokens=4, temperature=0))
     assert "re-encoding each prefix per sample" in caplog.text
-    for prefix, row in zip(PREFIXES, out):
+    for prefix, row in zip(PREFIXES, out, strict=False):
         assert [c.token_ids for c in row] == [reference(tiny_model, prefix, 4)] * 2
 
 
@@ -144,8 +147,10 @@ def test_model_generation_defaults_do_not_change_sampling(tiny_model_factory, en
     skewed.generation_config.top_k = 3
     skewed.generation_config.repetition_penalty = 1.5
     skewed.generation_config.min_p = 0.2
-    for params in (SamplingParams(max_new_tokens=6, temperature=1.0, seed=11),  # top-k would bite here
-                   SamplingParams(max_new_tokens=8, temperature=0)):  # the repetition penalty here
+    for params in (
+        SamplingParams(max_new_tokens=6, temperature=1.0, seed=11),  # top-k would bite here
+        SamplingParams(max_new_tokens=8, temperature=0),  # the repetition penalty here
+    ):
         assert TransformersEngine(skewed, pad_token_id=PAD).sample(PREFIXES, 2, params) == engine.sample(PREFIXES, 2, params)
 
 

@@ -15,7 +15,7 @@ A summary states the right answer iff the kept thinking contains "!", else "0".
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from anytime_reasoner.data.schema import Example
 from anytime_reasoner.engine.scripted import ScriptedEngine
@@ -36,7 +36,7 @@ class ExactVerifier:
 
     def grade(self, responses: Sequence[str], ground_truths: Sequence[Sequence[str]]) -> list[Grade]:
         out = []
-        for response, truths in zip(responses, ground_truths):
+        for response, truths in zip(responses, ground_truths, strict=False):
             summary = response.split("**Final Answer**\n", 1)[-1]
             found = re.findall(r"\\boxed\{([^{}]*)\}", summary)
             answer = found[-1] if found else None

@@ -34,7 +34,9 @@ def engine_for(tokenizer) -> ScriptedEngine:
 
 def test_answers_per_budget_from_one_thinking(tiny_tokenizer):
     engine = engine_for(tiny_tokenizer)
-    got = answers_at_budgets(engine, tiny_tokenizer, "Q?", [4, 8, 16, 32], AskOptions(protocol=AnytimeProtocol(summary_max_tokens=16)))
+    got = answers_at_budgets(
+        engine, tiny_tokenizer, "Q?", [4, 8, 16, 32], AskOptions(protocol=AnytimeProtocol(summary_max_tokens=16))
+    )
     assert [a.budget for a in got] == [4, 8, 16, 32]
     assert [a.answer for a in got] == ["0", "7", "7", "7"]
     assert [a.thinking_tokens for a in got] == [4, 8, 11, 11]
@@ -48,7 +50,9 @@ def test_answers_per_budget_from_one_thinking(tiny_tokenizer):
 
 def test_streams_each_answer_when_its_budget_is_reached(tiny_tokenizer):
     engine = engine_for(tiny_tokenizer)
-    stream = iter_answers_at_budgets(engine, tiny_tokenizer, "Q?", [4, 8], AskOptions(protocol=AnytimeProtocol(summary_max_tokens=16)))
+    stream = iter_answers_at_budgets(
+        engine, tiny_tokenizer, "Q?", [4, 8], AskOptions(protocol=AnytimeProtocol(summary_max_tokens=16))
+    )
     first = next(stream)
     assert (first.budget, first.answer, len(engine.calls)) == (4, "0", 2)  # nothing beyond b=4 sampled yet
     assert next(stream).answer == "7"
@@ -59,5 +63,5 @@ def test_ask_cli_with_a_tiny_model(tmp_path, tiny_model, tiny_tokenizer, capsys)
     tiny_tokenizer.save_pretrained(tmp_path)
     code = main(["ask", "What is 2+3?", f"model={tmp_path}", "budgets=4,8", "summary_max_tokens=4", "device=cpu"])
     assert code == 0
-    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("budget")]
-    assert [l.split(":")[0] for l in lines] == ["budget 4", "budget 8"]  # one answer line per budget
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("budget")]
+    assert [line.split(":")[0] for line in lines] == ["budget 4", "budget 8"]  # one answer line per budget

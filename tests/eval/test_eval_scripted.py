@@ -22,15 +22,16 @@ from scripted_world import ExactVerifier, scripted_engine, scripted_examples
 
 from anytime_reasoner.eval.report import markdown, results_json, write_results
 from anytime_reasoner.eval.runner import CACHE_FILE, EvalSettings, ResultCache, evaluate
-from anytime_reasoner.rollout.protocol import AnytimeProtocol
 from anytime_reasoner.rollout.codec import TokenizerCodec
+from anytime_reasoner.rollout.protocol import AnytimeProtocol
 
 BUDGETS = (4, 8, 12)
 
 
 def settings(batch_size: int = 2) -> EvalSettings:
-    return EvalSettings(model="scripted", budgets=BUDGETS, samples=2, protocol=AnytimeProtocol(summary_max_tokens=16),
-                        batch_size=batch_size)
+    return EvalSettings(
+        model="scripted", budgets=BUDGETS, samples=2, protocol=AnytimeProtocol(summary_max_tokens=16), batch_size=batch_size
+    )
 
 
 @pytest.fixture
@@ -74,8 +75,14 @@ class Interrupt(Exception):
 
 def test_resume_after_interruption_matches_uninterrupted(tiny_tokenizer, codec, tmp_path):
     data = {"toy": scripted_examples()}
-    full = evaluate(scripted_engine(tiny_tokenizer), codec, ExactVerifier(), data, settings(batch_size=1),
-                    cache=ResultCache(tmp_path / "full" / CACHE_FILE, settings(1).key()))
+    full = evaluate(
+        scripted_engine(tiny_tokenizer),
+        codec,
+        ExactVerifier(),
+        data,
+        settings(batch_size=1),
+        cache=ResultCache(tmp_path / "full" / CACHE_FILE, settings(1).key()),
+    )
 
     engine = scripted_engine(tiny_tokenizer)
     real_sample = engine.sample
@@ -102,17 +109,18 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_tokenizer, codec, 
 def test_cache_ignores_other_settings_and_torn_lines(tiny_tokenizer, codec, tmp_path):
     path = tmp_path / CACHE_FILE
     data = {"toy": scripted_examples()}
-    evaluate(scripted_engine(tiny_tokenizer), codec, ExactVerifier(), data, settings(),
-             cache=ResultCache(path, settings().key()))
+    evaluate(scripted_engine(tiny_tokenizer), codec, ExactVerifier(), data, settings(), cache=ResultCache(path, settings().key()))
     with path.open("a") as handle:
         handle.write('{"settings": "x", "benchm')  # a write torn by a crash
-    other = EvalSettings(model="scripted", budgets=BUDGETS, samples=2, protocol=AnytimeProtocol(summary_max_tokens=16),
-                         temperature=1.0)
+    other = EvalSettings(
+        model="scripted", budgets=BUDGETS, samples=2, protocol=AnytimeProtocol(summary_max_tokens=16), temperature=1.0
+    )
     assert other.key() != settings().key()
     res = evaluate(scripted_engine(tiny_tokenizer), codec, ExactVerifier(), data, other, cache=ResultCache(path, other.key()))
     assert res.chunks_run == 1 and res.chunks_cached == 0
-    again = evaluate(scripted_engine(tiny_tokenizer), codec, ExactVerifier(), data, settings(),
-                     cache=ResultCache(path, settings().key()))
+    again = evaluate(
+        scripted_engine(tiny_tokenizer), codec, ExactVerifier(), data, settings(), cache=ResultCache(path, settings().key())
+    )
     assert again.chunks_run == 0 and again.benchmarks["toy"].scores.accuracy == pytest.approx((0.25, 0.5, 0.75))
 
 

@@ -29,8 +29,18 @@ def model_dir(tmp_path_factory, tiny_model, tiny_tokenizer):
 
 def args(model_dir, out):
     return [
-        "eval", f"model={model_dir}", "data=aime", f"data_dir={SHARED}", "budgets=4,8", "samples=2",
-        "limit=2", "batch_size=1", "summary_max_tokens=4", f"out={out}", "progress=false", "device=cpu",
+        "eval",
+        f"model={model_dir}",
+        "data=aime",
+        f"data_dir={SHARED}",
+        "budgets=4,8",
+        "samples=2",
+        "limit=2",
+        "batch_size=1",
+        "summary_max_tokens=4",
+        f"out={out}",
+        "progress=false",
+        "device=cpu",
     ]
 
 

@@ -14,11 +14,16 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def eval_file(path, model, acc):
-    path.write_text(json.dumps({
-        "model": model, "budgets": [1000, 2000],
-        "benchmarks": {"amc": {"accuracy": acc}, "aime": {"accuracy": [0.1, 0.2]}},
-        "average": {"accuracy": [(acc[0] + 0.1) / 2, (acc[1] + 0.2) / 2]},
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "model": model,
+                "budgets": [1000, 2000],
+                "benchmarks": {"amc": {"accuracy": acc}, "aime": {"accuracy": [0.1, 0.2]}},
+                "average": {"accuracy": [(acc[0] + 0.1) / 2, (acc[1] + 0.2) / 2]},
+            }
+        )
+    )
     return path
 
 

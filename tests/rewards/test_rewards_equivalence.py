@@ -19,7 +19,7 @@ def test_labelled_pairs_agree(grader: MathVerifier):
     verdicts = grader.match([r["answer"] for r in rows], [r["ground_truth"] for r in rows])
     wrong = [
         (r["answer"], r["ground_truth"], r["why"])
-        for r, v in zip(rows, verdicts)
+        for r, v in zip(rows, verdicts, strict=False)
         if v.correct != r["equivalent"] or v.timed_out
     ]
     assert wrong == []
@@ -76,5 +76,5 @@ def test_benchmark_answers_in_equivalent_forms(grader: MathVerifier, benchmark_d
                 expected.append((path.name, form, equivalent))
     grades = grader.grade(responses, truths)
     assert len(grades) > 5 * PER_FILE
-    mismatched = [e for e, g in zip(expected, grades) if g.reward != float(e[2]) or g.timed_out]
+    mismatched = [e for e, g in zip(expected, grades, strict=False) if g.reward != float(e[2]) or g.timed_out]
     assert mismatched == []

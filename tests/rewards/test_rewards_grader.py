@@ -6,8 +6,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -106,7 +106,7 @@ def test_grading_from_another_thread(strict: MathVerifier, respond):
     thread.start()
     thread.join(timeout=TIMEOUT + SLACK)
     assert not thread.is_alive() and errors == []
-    (easy, stuck), = results
+    ((easy, stuck),) = results
     assert easy.reward == 1.0
     assert stuck.correct is False and stuck.timed_out is True
 

@@ -48,7 +48,7 @@ class ContainsVerifier:
 
     def grade(self, responses, ground_truths):
         grades = []
-        for response, truths in zip(responses, ground_truths):
+        for response, truths in zip(responses, ground_truths, strict=False):
             self.seen.append((response, list(truths)))
             summary = response.rsplit("**Final Answer**\n", 1)[-1]
             correct = any(f"\\boxed{{{t}}}" in summary for t in truths)
@@ -96,12 +96,13 @@ def test_cut_groups_by_hand():
     budgets = (4, 8, 12)
     # (cut, natural, budgets sharing it)
     assert [(g.cut, g.natural, g.budget_indices) for g in cut_groups(3, True, budgets)] == [(3, True, (0, 1, 2))]
-    assert [(g.cut, g.natural, g.budget_indices) for g in cut_groups(8, True, budgets)] == [
-        (4, False, (0,)), (8, True, (1, 2))]
+    assert [(g.cut, g.natural, g.budget_indices) for g in cut_groups(8, True, budgets)] == [(4, False, (0,)), (8, True, (1, 2))]
     assert [(g.cut, g.natural, g.budget_indices) for g in cut_groups(12, False, budgets)] == [
-        (4, False, (0,)), (8, False, (1,)), (12, False, (2,))]
-    assert [(g.cut, g.natural, g.budget_indices) for g in cut_groups(6, False, budgets)] == [
-        (4, False, (0,)), (6, False, (1, 2))]
+        (4, False, (0,)),
+        (8, False, (1,)),
+        (12, False, (2,)),
+    ]
+    assert [(g.cut, g.natural, g.budget_indices) for g in cut_groups(6, False, budgets)] == [(4, False, (0,)), (6, False, (1, 2))]
 
 
 def test_thinking_cuts_and_flags(codec):
@@ -142,7 +143,10 @@ def test_samples_dealt_per_budget_and_inserted_ids(codec):
     g0 = batch.thinkings[0][0]
     # one shared prefix, samples 0..5: budget 0 gets 0,1; budget 1 gets 2,3; budget 2 gets 4,5
     assert [[s.text for s in per_budget] for per_budget in g0.summaries] == [
-        ["0\\boxed{3}", "1"], ["2\\boxed{3}", "3"], ["4\\boxed{3}", "5"]]
+        ["0\\boxed{3}", "1"],
+        ["2\\boxed{3}", "3"],
+        ["4\\boxed{3}", "5"],
+    ]
     assert g0.summaries[1][0].sampled_ids == codec.encode("2\\boxed{3}") + [257]  # EOS kept as sampled
     assert g0.summaries[1][0].finish_reason == "stop"
     closed = codec.encode("\n\n**Final Answer**\n")
@@ -150,7 +154,10 @@ def test_samples_dealt_per_budget_and_inserted_ids(codec):
     g1 = batch.thinkings[0][1]
     assert g1.summaries[0][0].inserted_ids == codec.encode("...\n\n...\n\n") + [259] + closed
     assert [[s.text for s in per_budget] for per_budget in g1.summaries] == [
-        ["0\\boxed{4}", "1"], ["0\\boxed{8}", "1"], ["2\\boxed{8}", "3"]]
+        ["0\\boxed{4}", "1"],
+        ["0\\boxed{8}", "1"],
+        ["2\\boxed{8}", "3"],
+    ]
 
 
 def test_responses_sent_to_the_verifier(codec):
@@ -198,9 +205,7 @@ def test_eos_zeroes_only_the_prefix_that_holds_it(codec):
 def test_eval_grid_dedupes_budgets_past_the_end(codec):
     # 32 budgets 2, 4, …, 64; one thinking of L = 9 (closed): budgets 2, 4, 6, 8 cut inside,
     # the 28 budgets ≥ 10 share the whole thinking → 5 prefixes, counts 1,1,1,1,28 (A = 1)
-    engine = ScriptedEngine(
-        lambda prefix, i: codec.encode("abcdefgh</think>") if len(prefix) == PROMPT_LEN else [codec.eos_id]
-    )
+    engine = ScriptedEngine(lambda prefix, i: codec.encode("abcdefgh</think>") if len(prefix) == PROMPT_LEN else [codec.eos_id])
     plan = BudgetPlan.build(64, budgets=list(range(2, 65, 2)), prior="uniform")
     params = RolloutParams(n_thinking=1, n_summary=1, temperature=0.6)
     batch = anytime_rollout(engine, codec, [codec.encode("Q0<think>\n")], [["1"]], plan, params, ContainsVerifier())
@@ -210,10 +215,13 @@ def test_eval_grid_dedupes_budgets_past_the_end(codec):
 
 
 def test_params_from_config():
-    cfg = RolloutConfig(n=3, n_summary=2, summary_max_tokens=50, temperature=0.7, top_p=0.9,
-                        cut_marker="..", answer_delimiter="\nA:")
+    cfg = RolloutConfig(
+        n=3, n_summary=2, summary_max_tokens=50, temperature=0.7, top_p=0.9, cut_marker="..", answer_delimiter="\nA:"
+    )
     params = RolloutParams.from_config(cfg, seed=5)
-    assert params == RolloutParams(3, 2, 0.7, 0.9, 5, AnytimeProtocol(cut_marker="..", answer_delimiter="\nA:", summary_max_tokens=50))
+    assert params == RolloutParams(
+        3, 2, 0.7, 0.9, 5, AnytimeProtocol(cut_marker="..", answer_delimiter="\nA:", summary_max_tokens=50)
+    )
 
 
 def test_mismatched_ground_truths(codec):

@@ -24,8 +24,7 @@ def test_prompt_appends_think_opener(tiny_tokenizer):
 
 def test_prompt_keeps_template_opener(tiny_tokenizer):
     codec = TokenizerCodec.from_tokenizer(tiny_tokenizer)
-    tok = tiny_tokenizer.__class__(tokenizer_object=tiny_tokenizer.backend_tokenizer,
-                                   eos_token="<eos>", pad_token="<pad>")
+    tok = tiny_tokenizer.__class__(tokenizer_object=tiny_tokenizer.backend_tokenizer, eos_token="<eos>", pad_token="<pad>")
     tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}<|assistant|><think>\n"
     ids = build_prompt_ids(TokenizerCodec.from_tokenizer(tok), "q")
     assert codec.decode(ids) == "q" + PROMPT_SUFFIX + "<|assistant|><think>\n"  # not doubled

@@ -183,6 +183,8 @@ def test_response_len_bound():
 
     from anytime_reasoner.config import RolloutConfig
 
-    cfg = RolloutConfig(max_budget=100, n_budget_support=2, n_summary=3, summary_max_tokens=5, cut_marker="ab", answer_delimiter="xyz")
+    cfg = RolloutConfig(
+        max_budget=100, n_budget_support=2, n_summary=3, summary_max_tokens=5, cut_marker="ab", answer_delimiter="xyz"
+    )
     # inserted = 2 (marker) + 1 (think-end) + 3 (delimiter) = 6 → 100 + 2·3·(6 + 5) = 166
     assert max_response_len(cfg, Codec()) == 166

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from anytime_reasoner.tasks import bootstrap as boot
 from anytime_reasoner.data.prompts import render_prompt
+from anytime_reasoner.tasks import bootstrap as boot
 from anytime_reasoner.tasks import synthetic
 from anytime_reasoner.tasks.bootstrap import (
     BootstrapSpec,
@@ -45,7 +45,7 @@ def default_tokenizer():
 
 
 def _decode_trained(tokenizer, example):
-    return tokenizer.decode([t for t, m in zip(example.input_ids, example.loss_mask) if m])
+    return tokenizer.decode([t for t, m in zip(example.input_ids, example.loss_mask, strict=False) if m])
 
 
 def test_full_row_trains_on_the_whole_response(tokenizer):

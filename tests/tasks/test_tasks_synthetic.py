@@ -36,8 +36,7 @@ def test_exact_teacher_solution_hand_checked():
     assert problem.answer == "83"
     solution = problem.solution(random.Random(0))
     assert solution.text == (
-        "<think>\na=47 best=47\nb=12 best=47\nc=83 best=83\nd=55 best=83\n</think>\n\n"
-        "**Final Answer**\n\\boxed{83}"
+        "<think>\na=47 best=47\nb=12 best=47\nc=83 best=83\nd=55 best=83\n</think>\n\n**Final Answer**\n\\boxed{83}"
     )
     assert solution.text.count("</think>") == 1
     assert graded_answer(solution.response) == problem.answer

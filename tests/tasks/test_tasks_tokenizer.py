@@ -51,7 +51,9 @@ def test_save_and_load_as_transformers_tokenizer(tokenizer, tmp_path):
     for loaded in (AutoTokenizer.from_pretrained(str(tmp_path)), load_tokenizer(tmp_path)):
         assert loaded.encode(text, add_special_tokens=False) == tokenizer.encode(text, add_special_tokens=False)
         assert loaded.eos_token_id == tokenizer.eos_token_id
-        assert loaded.apply_chat_template([{"role": "user", "content": "q"}], add_generation_prompt=True, tokenize=False).endswith("<think>\n")
+        assert loaded.apply_chat_template(
+            [{"role": "user", "content": "q"}], add_generation_prompt=True, tokenize=False
+        ).endswith("<think>\n")
 
 
 def test_vocabulary_is_small_and_deterministic(tokenizer):

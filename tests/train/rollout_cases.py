@@ -7,7 +7,7 @@ delimiter. Token ids are arbitrary (no tokenizer is needed to train on ids).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -49,7 +49,9 @@ def test_normalizer_counts_rollouts():
 def _grads_after(model, batch, old_logprobs, max_token_len, normalizer=100.0):
     model.zero_grad(set_to_none=True)
     tally = _Tally()
-    accumulate_gradients(model, batch, old_logprobs, normalizer=normalizer, clip_eps=0.2, max_token_len=max_token_len, tally=tally)
+    accumulate_gradients(
+        model, batch, old_logprobs, normalizer=normalizer, clip_eps=0.2, max_token_len=max_token_len, tally=tally
+    )
     return [p.grad.clone() for p in model.parameters()], tally
 
 
@@ -58,12 +60,13 @@ def test_one_vs_four_micro_batches_same_gradient():
     batch = make_rollouts([[3, 6, 8, 7]], BUDGETS, n_summary=2, seed=3)
     packed = pack_rollouts(batch, *random_advantages(batch, seed=1))
     old = compute_old_logprobs(model, packed, max_token_len=10_000)
-    old = old + 0.3 * torch.randn(old.shape, generator=torch.Generator().manual_seed(0)) * packed.trainable_mask  # ratios ≠ 1, some clipped
+    # ratios ≠ 1, some clipped
+    old = old + 0.3 * torch.randn(old.shape, generator=torch.Generator().manual_seed(0)) * packed.trainable_mask
     one, tally_one = _grads_after(model, packed, old, max_token_len=10_000)
     four, tally_four = _grads_after(model, packed, old, max_token_len=int(packed.lengths.max()))
     assert (tally_one.micro_batches, tally_four.micro_batches) == (1, 4)
     assert 0 < tally_one.clip_tokens < tally_one.tokens  # the clipped branch is exercised
-    for a, b in zip(one, four):
+    for a, b in zip(one, four, strict=False):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     assert abs(tally_one.loss - tally_four.loss) < 1e-6
 
@@ -77,7 +80,7 @@ def test_packed_and_unpacked_give_the_same_gradient():
         old = compute_old_logprobs(model, rows, max_token_len=10_000) - 0.1 * rows.trainable_mask  # ratio e^0.1
         normalizer = minibatch_normalizer(rows, "constant", 64)
         grads.append(_grads_after(model, rows, old, 10_000, normalizer)[0])
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=False):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
 
 

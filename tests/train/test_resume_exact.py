@@ -5,7 +5,7 @@ and the checkpoint holds the weights and the optimizer state)."""
 import pytest
 import torch
 
-from tests.train.test_trainer_smoke import _build, _config, tiny_model_dir  # noqa: F401  (fixture)
+from tests.train.test_trainer_smoke import _build, _config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

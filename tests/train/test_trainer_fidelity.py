@@ -4,7 +4,7 @@ validation with val_n thinkings × val_n_summary summaries per question."""
 import pytest
 
 from anytime_reasoner.seeding import derive_seed
-from tests.train.test_trainer_smoke import _build, _config, tiny_model_dir  # noqa: F401  (fixture)
+from tests.train.test_trainer_smoke import _build, _config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -3,14 +3,12 @@
 import json
 import math
 
-import pytest
 import torch
 
 from anytime_reasoner.config import TrainConfig, build_config
 from anytime_reasoner.train.build import build_trainer
 from anytime_reasoner.train.checkpoint import latest_checkpoint, load_trainer_state
 from anytime_reasoner.train.loggers import read_metrics
-from tests.conftest import make_tiny_qwen2, make_tokenizer
 
 
 class ParityVerifier:
@@ -31,14 +29,6 @@ def _build(cfg):
     trainer.verifier.close()
     trainer.verifier = ParityVerifier()
     return trainer
-
-
-@pytest.fixture()
-def tiny_model_dir(tmp_path):
-    path = tmp_path / "base"
-    make_tiny_qwen2(seed=0).save_pretrained(path)
-    make_tokenizer().save_pretrained(path)
-    return path
 
 
 def _config(model_dir, out, preset="ar-uniform", steps=2, **extra):

@@ -61,9 +61,7 @@ def thinking_advantages(
     """
     _check_scores(scores)
     if variance_reduction not in VARIANCE_REDUCTIONS:
-        raise ValueError(
-            f"variance_reduction: unknown {variance_reduction!r}; allowed: {', '.join(VARIANCE_REDUCTIONS)}"
-        )
+        raise ValueError(f"variance_reduction: unknown {variance_reduction!r}; allowed: {', '.join(VARIANCE_REDUCTIONS)}")
     B, G, S, _ = scores.shape
     probs = _normalized(budget_probs, S).to(torch.float64)  # [S]
     rewards = scores.to(torch.float64).mean(dim=-1)  # [B, G, S]
@@ -164,7 +162,12 @@ def _check_scores(scores: torch.Tensor) -> None:
         raise ValueError(f"scores: every dimension must be non-empty, got {tuple(scores.shape)}")
 
 
-DIAGNOSTIC_BASELINES = (("R", "none"), ("R_minus_V1", "v1only"), ("R_minus_V2", "v2only"), ("R_minus_V", "brpo"))
+DIAGNOSTIC_BASELINES: tuple[tuple[str, VarianceReduction], ...] = (
+    ("R", "none"),
+    ("R_minus_V1", "v1only"),
+    ("R_minus_V2", "v2only"),
+    ("R_minus_V", "brpo"),
+)
 
 
 def brpo_diagnostics(
@@ -197,11 +200,11 @@ def brpo_diagnostics(
     enough = (count >= 2).tolist()
     out: dict[str, list[float | None]] = {}
     for name, var in variances.items():
-        out[f"var_{name}"] = [float(v) if ok else None for v, ok in zip(var.tolist(), enough)]
+        out[f"var_{name}"] = [float(v) if ok else None for v, ok in zip(var.tolist(), enough, strict=False)]
     var_r = variances["R"].tolist()
     for name, var in variances.items():
         if name != "R":
             out[f"ratio_{name}"] = [
-                float(v / r) if ok and r > 0 else None for v, r, ok in zip(var.tolist(), var_r, enough)
+                float(v / r) if ok and r > 0 else None for v, r, ok in zip(var.tolist(), var_r, enough, strict=False)
             ]
     return out

@@ -9,8 +9,8 @@ are written ``start:stop:step`` (``250:8000:250`` → 32 budgets).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 PRIORS = ("base", "uniform", "linear")
 
@@ -40,15 +40,13 @@ class BudgetPlan:
         n_support: int | None = None,
         budgets: Sequence[int] | None = None,
         prior: str | Sequence[float] = "uniform",
-    ) -> "BudgetPlan":
+    ) -> BudgetPlan:
         """Evenly spaced ``b_j = j·max_budget/m`` unless ``budgets`` lists them explicitly."""
         if budgets is None:
             if n_support is None or n_support < 1:
                 raise BudgetError(f"n_budget_support: must be an integer >= 1, got {n_support!r}")
             if max_budget < n_support:
-                raise BudgetError(
-                    f"max_budget: must be >= n_budget_support ({n_support}), got {max_budget}"
-                )
+                raise BudgetError(f"max_budget: must be >= n_budget_support ({n_support}), got {max_budget}")
             budgets = [round(j * max_budget / n_support) for j in range(1, n_support + 1)]
         budgets = check_budgets(budgets, field="budgets")
         return cls(budgets=budgets, probs=prior_weights(prior, budgets))
@@ -62,7 +60,7 @@ def check_budgets(budgets: Sequence[int], field: str = "budgets") -> tuple[int, 
     for b in values:
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
             raise BudgetError(f"{field}: budgets must be positive integers, got {b!r}")
-    for prev, cur in zip(values, values[1:]):
+    for prev, cur in zip(values, values[1:], strict=False):
         if cur <= prev:
             raise BudgetError(f"{field}: budgets must be strictly increasing, got {prev} then {cur}")
     return values
@@ -81,15 +79,12 @@ def prior_weights(prior: str | Sequence[float], budgets: Sequence[int]) -> tuple
             raw = [float(b) for b in budgets]
         else:
             raise BudgetError(
-                f"budget_probs: unknown prior {prior!r}; allowed: {', '.join(PRIORS)} "
-                "or a list of non-negative weights"
+                f"budget_probs: unknown prior {prior!r}; allowed: {', '.join(PRIORS)} or a list of non-negative weights"
             )
     else:
         raw = [float(w) for w in prior]
         if len(raw) != m:
-            raise BudgetError(
-                f"budget_probs: {len(raw)} weights given for {m} budgets; lengths must match"
-            )
+            raise BudgetError(f"budget_probs: {len(raw)} weights given for {m} budgets; lengths must match")
         if any(w < 0 or w != w for w in raw):
             raise BudgetError(f"budget_probs: weights must be non-negative numbers, got {raw}")
     total = sum(raw)
@@ -119,7 +114,6 @@ def parse_grid(spec: str | int | Sequence[int], field: str = "budgets") -> tuple
             values = [int(p) for p in text.replace(" ", "").split(",") if p]
     except ValueError:
         raise BudgetError(
-            f"{field}: expected start:stop:step (e.g. 250:8000:250) or a comma list (e.g. 500,1000), "
-            f"got {spec!r}"
+            f"{field}: expected start:stop:step (e.g. 250:8000:250) or a comma list (e.g. 500,1000), got {spec!r}"
         ) from None
     return check_budgets(values, field)

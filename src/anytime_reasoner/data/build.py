@@ -11,8 +11,9 @@ detected across sources); any other ``out=`` is a folder with one ``<source>.jso
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from anytime_reasoner.data.prompts import encode_prompt
 from anytime_reasoner.data.schema import Example
@@ -40,8 +41,10 @@ def load_source(
     resolved = resolve(source, data_dir)
     count = None
     if tokenizer is not None and max_prompt_tokens is not None:
+
         def count(example: Example) -> int:
             return len(encode_prompt(tokenizer, example.messages, think_start))
+
     return build_examples(
         read_records(resolved, split),
         resolved.name,
@@ -89,7 +92,7 @@ def _load_tokenizer(path: str | None) -> Any:
         raise UserError(f"tokenizer: cannot load {path!r} ({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
 
 
-def run_data(config: "DataBuildConfig") -> int:
+def run_data(config: DataBuildConfig) -> int:
     """Build every source, write it, print the summary lines."""
     tokenizer = _load_tokenizer(config.tokenizer)
     out = Path(config.out)

@@ -10,7 +10,8 @@ from the seed, which only ran templated models, so that tiny test tokenizers wor
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from anytime_reasoner.rollout.protocol import THINK_START
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 INSTRUCTION = " Let's think step by step and output the final answer within \\boxed{}."
 ROW_FIELDS = ("id", "data_source", "prompt", "ground_truths")
@@ -29,7 +30,7 @@ class Example:
     ground_truths: tuple[str, ...]
 
     @classmethod
-    def from_problem(cls, id: str, data_source: str, problem: str, ground_truths: tuple[str, ...]) -> "Example":
+    def from_problem(cls, id: str, data_source: str, problem: str, ground_truths: tuple[str, ...]) -> Example:
         return cls(id, data_source, (("user", problem + INSTRUCTION),), ground_truths)
 
     @property

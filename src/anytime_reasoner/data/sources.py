@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from anytime_reasoner.errors import UserError
 
@@ -118,7 +119,7 @@ def _read_json(path: Path, name: str) -> list[Any]:
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
-        raise UserError(f"{name}: {path} must hold a JSON list of objects (or {{\"data\": [...]}})")
+        raise UserError(f'{name}: {path} must hold a JSON list of objects (or {{"data": [...]}})')
     return data
 
 

@@ -17,8 +17,9 @@ raised: they are a property of the tokenizer, not a defect of the file.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from anytime_reasoner.data.schema import Example, is_row
 from anytime_reasoner.errors import UserError
@@ -61,7 +62,9 @@ class DataReport:
 def _answer_text(value: Any, field_name: str) -> str | None:
     """One ground truth as a string; ``None`` when empty."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise RowProblem("wrong_type", field_name, f"has type {type(value).__name__}; allowed: string, number, or a list of these")
+        raise RowProblem(
+            "wrong_type", field_name, f"has type {type(value).__name__}; allowed: string, number, or a list of these"
+        )
     if isinstance(value, float):
         if not math.isfinite(value):
             raise RowProblem("wrong_type", field_name, f"is {value}; numbers must be finite")

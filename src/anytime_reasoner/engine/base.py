@@ -12,11 +12,12 @@ call can serve prefixes that need different numbers of samples (the anytime roll
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence, Union
+from typing import Literal, Protocol
 
 FinishReason = Literal["stop", "length"]
-SampleCounts = Union[int, Sequence[int]]  # one n for all prefixes, or one per prefix
+SampleCounts = int | Sequence[int]  # one n for all prefixes, or one per prefix
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,7 @@ class Completion:
 
 
 class GenerationEngine(Protocol):
-    def sample(
-        self, prefixes: Sequence[Sequence[int]], n: SampleCounts, params: SamplingParams
-    ) -> list[list[Completion]]:
+    def sample(self, prefixes: Sequence[Sequence[int]], n: SampleCounts, params: SamplingParams) -> list[list[Completion]]:
         """``[len(prefixes)][n]`` completions (``[i][n[i]]`` when ``n`` is per prefix); each prefix
         is encoded once for its n samples."""
         ...

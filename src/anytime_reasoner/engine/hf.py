@@ -27,9 +27,10 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -80,9 +81,7 @@ class TransformersEngine:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def sample(
-        self, prefixes: Sequence[Sequence[int]], n: SampleCounts, params: SamplingParams
-    ) -> list[list[Completion]]:
+    def sample(self, prefixes: Sequence[Sequence[int]], n: SampleCounts, params: SamplingParams) -> list[list[Completion]]:
         counts = sample_counts(n, len(prefixes))
         if any(len(p) == 0 for p in prefixes):
             raise ValueError("prefixes: every prefix needs at least one token")
@@ -91,15 +90,13 @@ class TransformersEngine:
         with torch.no_grad(), _eval_mode(self.model), _seeded(params.seed, self.device):
             for group in plan_chunks(lengths, counts, params.max_new_tokens, self.max_batch_rows, self.max_batch_tokens):
                 done = self._sample_chunk([prefixes[i] for i in group], [counts[i] for i in group], params)
-                for i, completions in zip(group, done):
+                for i, completions in zip(group, done, strict=False):
                     out[i] = completions
         return out
 
     # -- one chunk of prefixes ---------------------------------------------------------------
 
-    def _sample_chunk(
-        self, prefixes: list[Sequence[int]], counts: list[int], params: SamplingParams
-    ) -> list[list[Completion]]:
+    def _sample_chunk(self, prefixes: list[Sequence[int]], counts: list[int], params: SamplingParams) -> list[list[Completion]]:
         ids, mask = left_pad(prefixes, self.pad_token_id, self.device)  # [k, T], [k, T]
         rows = torch.repeat_interleave(torch.arange(len(prefixes)), torch.tensor(counts))  # [R]
         cache = self._prefill(ids[:, :-1], mask[:, :-1]) if self.reuse_prefix and ids.shape[1] > 1 else None
@@ -116,7 +113,7 @@ class TransformersEngine:
             tokens = self._generate(ids[sub], mask[sub], sub_cache, params)  # [r, new]
             sampled.extend(finish(row, params.stop_token_ids) for row in tokens.tolist())
         starts = [0] + torch.cumsum(torch.tensor(counts), 0).tolist()
-        return [sampled[a:b] for a, b in zip(starts[:-1], starts[1:])]
+        return [sampled[a:b] for a, b in zip(starts[:-1], starts[1:], strict=False)]
 
     def _prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> Any | None:
         """Run ``ids [k, T-1]`` once; return its cache if it can be gathered by rows, else None."""

@@ -14,8 +14,8 @@ is an error (a real model would keep going), so that scripts state exactly what 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
 
 from anytime_reasoner.engine.base import Completion, SampleCounts, SamplingParams, sample_counts
 
@@ -44,7 +44,7 @@ class ScriptedEngine:
     calls: list[EngineCall] = field(default_factory=list)
 
     @classmethod
-    def from_table(cls, table: Mapping[Sequence[int], Sequence[Sequence[int]]]) -> "ScriptedEngine":
+    def from_table(cls, table: Mapping[Sequence[int], Sequence[Sequence[int]]]) -> ScriptedEngine:
         """Sample ``i`` of a prefix gets ``table[prefix][i % len(table[prefix])]``."""
         frozen = {tuple(k): [tuple(v) for v in vs] for k, vs in table.items()}
 
@@ -56,13 +56,11 @@ class ScriptedEngine:
 
         return cls(lookup)
 
-    def sample(
-        self, prefixes: Sequence[Sequence[int]], n: SampleCounts, params: SamplingParams
-    ) -> list[list[Completion]]:
+    def sample(self, prefixes: Sequence[Sequence[int]], n: SampleCounts, params: SamplingParams) -> list[list[Completion]]:
         counts = sample_counts(n, len(prefixes))
         frozen = tuple(tuple(int(t) for t in p) for p in prefixes)
         self.calls.append(EngineCall(prefixes=frozen, counts=tuple(counts), params=params))
-        return [[self._complete(p, i, params) for i in range(c)] for p, c in zip(frozen, counts)]
+        return [[self._complete(p, i, params) for i in range(c)] for p, c in zip(frozen, counts, strict=False)]
 
     def _complete(self, prefix: Tokens, index: int, params: SamplingParams) -> Completion:
         stream = tuple(int(t) for t in self.script(prefix, index))

@@ -16,8 +16,9 @@ protocol has no persistent state between calls): for b_1 < … < b_m that is at 
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from anytime_reasoner.algo.budgets import check_budgets
 from anytime_reasoner.data.prompts import encode_prompt
@@ -76,8 +77,9 @@ def iter_answers_at_budgets(
     previous: tuple[tuple[int, bool], BudgetAnswer] | None = None
     for j, budget in enumerate(budgets):
         if not ended and len(thinking) < budget:
-            params = SamplingParams(budget - len(thinking), opts.temperature, opts.top_p,
-                                    (codec.think_end_id, codec.eos_id), _seed(opts, 2 * j))
+            params = SamplingParams(
+                budget - len(thinking), opts.temperature, opts.top_p, (codec.think_end_id, codec.eos_id), _seed(opts, 2 * j)
+            )
             step = engine.sample([prompt + thinking], 1, params)[0][0]
             thinking += list(step.token_ids)
             ended = step.finish_reason == "stop"
@@ -88,7 +90,9 @@ def iter_answers_at_budgets(
             yield BudgetAnswer(budget, previous[1].answer, previous[1].summary, group.cut, ended)
             continue
         forced = list(thinking[: group.cut]) + list(inserted.of(group.natural))
-        params = SamplingParams(protocol.summary_max_tokens, opts.temperature, opts.top_p, (codec.eos_id,), _seed(opts, 2 * j + 1))
+        params = SamplingParams(
+            protocol.summary_max_tokens, opts.temperature, opts.top_p, (codec.eos_id,), _seed(opts, 2 * j + 1)
+        )
         sampled = list(engine.sample([prompt + forced], 1, params)[0][0].token_ids)
         summary = codec.decode(sampled[:-1] if sampled and sampled[-1] == codec.eos_id else sampled)
         answer = extract_answer(codec.decode(forced) + summary, protocol.think_end, protocol.answer_marker)

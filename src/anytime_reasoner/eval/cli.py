@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from anytime_reasoner.config import EvalConfig
 
 
-def load_benchmarks(config: "EvalConfig", tokenizer: Any) -> dict[str, list[Example]]:
+def load_benchmarks(config: EvalConfig, tokenizer: Any) -> dict[str, list[Example]]:
     """Each ``data`` entry → validated examples (first ``limit``), one summary line each."""
     out: dict[str, list[Example]] = {}
     for source in config.data:
@@ -39,7 +39,7 @@ def load_benchmarks(config: "EvalConfig", tokenizer: Any) -> dict[str, list[Exam
     return out
 
 
-def settings_of(config: "EvalConfig") -> Any:
+def settings_of(config: EvalConfig) -> Any:
     from anytime_reasoner.eval.runner import EvalSettings, model_fingerprint
 
     return EvalSettings(
@@ -55,7 +55,7 @@ def settings_of(config: "EvalConfig") -> Any:
     )
 
 
-def run_eval(config: "EvalConfig") -> int:
+def run_eval(config: EvalConfig) -> int:
     from pathlib import Path
 
     from anytime_reasoner.eval.report import markdown, write_results
@@ -73,8 +73,14 @@ def run_eval(config: "EvalConfig") -> int:
     grading = GraderSettings.from_protocol(protocol, timeout=config.grade_timeout)
     with MathVerifier(grading) as verifier:
         results = evaluate(
-            loaded.engine, loaded.codec, verifier, benchmarks, settings,
-            prior=config.prior, cache=cache, progress=config.progress,
+            loaded.engine,
+            loaded.codec,
+            verifier,
+            benchmarks,
+            settings,
+            prior=config.prior,
+            cache=cache,
+            progress=config.progress,
         )
     paths = write_results(results, config.out)
     print(markdown(results))

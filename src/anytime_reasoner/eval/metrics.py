@@ -16,8 +16,9 @@ Pure Python: no torch.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class ProblemResult:
         }
 
     @classmethod
-    def from_json(cls, row: Mapping[str, Any]) -> "ProblemResult":
+    def from_json(cls, row: Mapping[str, Any]) -> ProblemResult:
         return cls(
             benchmark=str(row["benchmark"]),
             id=str(row["id"]),
@@ -103,7 +104,7 @@ def _std(values: Sequence[float]) -> float:
 
 
 def _weighted(acc: Sequence[float], probs: Sequence[float]) -> float:
-    return sum(p * a for p, a in zip(probs, acc))
+    return sum(p * a for p, a in zip(probs, acc, strict=False))
 
 
 def scores_of(per_sample: Sequence[Sequence[float]], probs: Sequence[float]) -> Scores:
@@ -111,7 +112,7 @@ def scores_of(per_sample: Sequence[Sequence[float]], probs: Sequence[float]) -> 
     k, s = len(per_sample), len(probs)
     if k == 0 or any(len(row) != s for row in per_sample):
         raise ValueError(f"per_sample: expected K >= 1 rows of {s} budgets")
-    columns = list(zip(*per_sample))  # [S][K]
+    columns = list(zip(*per_sample, strict=False))  # [S][K]
     anytimes = [_weighted(row, probs) for row in per_sample]
     finals = [row[-1] for row in per_sample]
     return Scores(
@@ -132,7 +133,7 @@ def score_benchmark(results: Sequence[ProblemResult], probs: Sequence[float]) ->
     if any(len(r.correct) != k for r in results):
         raise ValueError("score_benchmark: problems have different numbers of samples")
     per_sample = tuple(
-        tuple(statistics.fmean(col) for col in zip(*(r.correct[i] for r in results))) for i in range(k)
+        tuple(statistics.fmean(col) for col in zip(*(r.correct[i] for r in results), strict=False)) for i in range(k)
     )
     lengths = [n for r in results for n in r.lengths]
     closed = [c for r in results for c in r.closed]
@@ -152,6 +153,6 @@ def average_scores(benchmarks: Mapping[str, BenchmarkScores], probs: Sequence[fl
         raise ValueError(f"average: benchmarks have different sample counts {sorted(ks)}")
     k = ks.pop()
     per_sample = [
-        [statistics.fmean(col) for col in zip(*(b.per_sample[i] for b in benchmarks.values()))] for i in range(k)
+        [statistics.fmean(col) for col in zip(*(b.per_sample[i] for b in benchmarks.values()), strict=False)] for i in range(k)
     ]
     return scores_of(per_sample, probs)

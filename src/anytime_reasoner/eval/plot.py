@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from anytime_reasoner.errors import UserError
 
@@ -83,7 +84,7 @@ def curves_of(path: str, label: str | None, several_files: bool) -> list[Curve]:
     else:
         raise UserError(f"inputs: {path}: expected 'benchmarks' (eval results) or 'models' (demo results)")
     scale = 1.0 if any(a > 1.0 for _, _, acc in series for a in acc) else 100.0
-    return [Curve(p, l, tuple(int(b) for b in budgets), tuple(scale * a for a in acc)) for p, l, acc in series]
+    return [Curve(p, name, tuple(int(b) for b in budgets), tuple(scale * a for a in acc)) for p, name, acc in series]
 
 
 def panel_order(curves: Sequence[Curve]) -> list[str]:
@@ -110,8 +111,15 @@ def draw(curves: Sequence[Curve], out: str | Path, title: str | None = None) -> 
     for index, panel in enumerate(panels):
         ax = axes[index // ncols][index % ncols]
         for c in (c for c in curves if c.panel == panel):
-            ax.plot(c.budgets, c.percent, marker=MARKERS[labels.index(c.label) % len(MARKERS)],
-                    markersize=4, linewidth=1.6, label=c.label, color=f"C{labels.index(c.label) % 10}")
+            ax.plot(
+                c.budgets,
+                c.percent,
+                marker=MARKERS[labels.index(c.label) % len(MARKERS)],
+                markersize=4,
+                linewidth=1.6,
+                label=c.label,
+                color=f"C{labels.index(c.label) % 10}",
+            )
         ax.set_title(TITLES.get(panel, panel.replace("_", " ").upper()), fontweight="bold")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
@@ -132,7 +140,7 @@ def draw(curves: Sequence[Curve], out: str | Path, title: str | None = None) -> 
 
 
 def draw_steps(
-    lines: dict[str, tuple[Sequence[int], Sequence[float]]], out: str | Path, *, ylabel: str, title: str | None = None
+    lines: Mapping[str, tuple[Sequence[int], Sequence[float]]], out: str | Path, *, ylabel: str, title: str | None = None
 ) -> Path:
     """One line per name of ``{name: (steps, values)}`` against the RL step (learning curves)."""
     import matplotlib
@@ -157,7 +165,7 @@ def draw_steps(
     return path
 
 
-def run_plot(config: "PlotConfig") -> int:
+def run_plot(config: PlotConfig) -> int:
     if config.labels is not None and len(config.labels) != len(config.inputs):
         raise UserError(f"labels: {len(config.labels)} labels for {len(config.inputs)} input files; give one per file")
     if not config.out.lower().endswith(".png"):
@@ -165,12 +173,12 @@ def run_plot(config: "PlotConfig") -> int:
     labels: Sequence[str | None] = config.labels or [None] * len(config.inputs)
     several = len(config.inputs) > 1
     curves: list[Curve] = []
-    for number, (path, label) in enumerate(zip(config.inputs, labels), start=1):
+    for number, (path, label) in enumerate(zip(config.inputs, labels, strict=False), start=1):
         taken = {(c.panel, c.label) for c in curves}
         mine = curves_of(path, label, several)
         if any((c.panel, c.label) in taken for c in mine):  # same model name in two files: tell them apart
             mine = [Curve(c.panel, f"{c.label} ({number})", c.budgets, c.percent) for c in mine]
         curves.extend(mine)
-    path = draw(curves, config.out, config.title)
-    print(f"wrote {path} ({len(panel_order(curves))} panels, {len(curves)} curves)")
+    written = draw(curves, config.out, config.title)
+    print(f"wrote {written} ({len(panel_order(curves))} panels, {len(curves)} curves)")
     return 0

@@ -76,7 +76,7 @@ def write_csv(results: EvalResults, path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(["benchmark", "budget", "accuracy", "std"])
         for name, s in rows:
-            for budget, acc, std in zip(results.settings.budgets, s.accuracy, s.std):
+            for budget, acc, std in zip(results.settings.budgets, s.accuracy, s.std, strict=False):
                 writer.writerow([name, budget, f"{acc:.6f}", f"{std:.6f}"])
 
 

@@ -23,9 +23,10 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from anytime_reasoner.algo.budgets import BudgetPlan, prior_weights
 from anytime_reasoner.data.prompts import encode_prompt
@@ -101,7 +102,7 @@ class ResultCache:
     key: str
     _rows: dict[tuple[str, str, str], ProblemResult] = field(default_factory=dict, init=False)
 
-    def load(self) -> "ResultCache":
+    def load(self) -> ResultCache:
         """Read valid rows of this key (a half-written last line or another key is ignored)."""
         self._rows.clear()
         if not self.path.is_file():
@@ -141,9 +142,9 @@ def chunks(examples: Sequence[Example], size: int) -> Iterator[tuple[int, Sequen
 
 
 def run_chunk(
-    engine: "GenerationEngine",
-    codec: "TokenizerCodec",
-    verifier: "Verifier",
+    engine: GenerationEngine,
+    codec: TokenizerCodec,
+    verifier: Verifier,
     benchmark: str,
     index: int,
     examples: Sequence[Example],
@@ -172,14 +173,14 @@ def run_chunk(
             lengths=tuple(t.length for t in row),
             closed=tuple(t.closed for t in row),
         )
-        for e, row in zip(examples, batch.thinkings)
+        for e, row in zip(examples, batch.thinkings, strict=False)
     ]
 
 
 def evaluate(
-    engine: "GenerationEngine",
-    codec: "TokenizerCodec",
-    verifier: "Verifier",
+    engine: GenerationEngine,
+    codec: TokenizerCodec,
+    verifier: Verifier,
     benchmarks: Mapping[str, Sequence[Example]],
     settings: EvalSettings,
     *,

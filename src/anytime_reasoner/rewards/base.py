@@ -7,8 +7,9 @@ Implementations must treat responses as untrusted input: never executed, bounded
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 
 @dataclass(frozen=True)

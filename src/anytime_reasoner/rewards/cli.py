@@ -41,9 +41,7 @@ def run_grade(config: GradeConfig) -> int:
     settings = GraderSettings(timeout=config.timeout, workers=config.workers)
     bar = tqdm(total=len(items), desc="grading", unit="answer", disable=not config.progress)
     with MathVerifier(settings) as verifier, bar:
-        grades = verifier.grade(
-            [item.response for item in items], [item.ground_truths for item in items], progress=bar.update
-        )
+        grades = verifier.grade([item.response for item in items], [item.ground_truths for item in items], progress=bar.update)
     write_grades(Path(config.output), grades)
     print(accuracy_line(grades))
     return 0
@@ -115,6 +113,5 @@ def write_grades(path: Path, grades: list[Grade]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
         for g in grades:
-            row = {"correct": g.correct, "well_formed": g.well_formed, "extracted": g.extracted,
-                   "timed_out": g.timed_out}
+            row = {"correct": g.correct, "well_formed": g.well_formed, "extracted": g.extracted, "timed_out": g.timed_out}
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")

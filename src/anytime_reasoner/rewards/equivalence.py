@@ -22,7 +22,8 @@ from __future__ import annotations
 import logging
 import resource
 import signal
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import sympy
 from math_verify import LatexExtractionConfig, parse, verify

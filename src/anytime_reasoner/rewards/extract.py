@@ -50,7 +50,7 @@ def is_well_formed(response: str, think_end: str = THINK_END) -> bool:
 def summary_of(response: str, think_end: str = THINK_END) -> str:
     """The text after the last think-end marker, or the whole response when there is none."""
     cut = response.rfind(think_end)
-    return response if cut < 0 else response[cut + len(think_end):]
+    return response if cut < 0 else response[cut + len(think_end) :]
 
 
 def answer_paragraph(summary: str, marker: str = ANSWER_MARKER) -> str | None:
@@ -88,13 +88,11 @@ def last_boxed(text: str) -> str | None:
         elif token == "}":
             depth -= 1
             if depth == 0:
-                return text[last.end():match.start()].strip() or None
+                return text[last.end() : match.start()].strip() or None
     return None
 
 
-def extract_answer(
-    response: str, think_end: str = THINK_END, marker: str = ANSWER_MARKER
-) -> str | None:
+def extract_answer(response: str, think_end: str = THINK_END, marker: str = ANSWER_MARKER) -> str | None:
     """The boxed answer of the response's Final Answer paragraph, or None if there is none."""
     paragraph = answer_paragraph(summary_of(response, think_end), marker)
     if paragraph is None:

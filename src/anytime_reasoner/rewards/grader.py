@@ -36,8 +36,9 @@ import math
 import multiprocessing
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from pebble import ProcessExpired, ProcessPool
 
@@ -70,7 +71,7 @@ class GraderSettings:
     answer_marker: str = ANSWER_MARKER  # the protocol's answer delimiter without leading newlines
 
     @classmethod
-    def from_protocol(cls, protocol: "AnytimeProtocol", **settings: Any) -> "GraderSettings":
+    def from_protocol(cls, protocol: AnytimeProtocol, **settings: Any) -> GraderSettings:
         """Settings grading responses of ``protocol``: its think-end and answer marker; ``settings``
         fill the other fields (timeout, workers, …)."""
         return cls(think_end=protocol.think_end, answer_marker=protocol.answer_marker, **settings)
@@ -135,7 +136,7 @@ class MathVerifier:
 
     # ---- lifecycle ------------------------------------------------------------------------
 
-    def __enter__(self) -> "MathVerifier":
+    def __enter__(self) -> MathVerifier:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -197,9 +198,8 @@ class MathVerifier:
         extracted = [extract_answer(r, s.think_end, s.answer_marker) for r in responses]
         verdicts = self.match(extracted, ground_truths, progress)
         return [
-            Grade(correct=v.correct, well_formed=is_well_formed(r, s.think_end), extracted=a,
-                  timed_out=v.timed_out)
-            for r, a, v in zip(responses, extracted, verdicts)
+            Grade(correct=v.correct, well_formed=is_well_formed(r, s.think_end), extracted=a, timed_out=v.timed_out)
+            for r, a, v in zip(responses, extracted, verdicts, strict=False)
         ]
 
     def match(
@@ -213,7 +213,7 @@ class MathVerifier:
             raise ValueError(f"{len(answers)} answers but {len(ground_truths)} ground truths")
         verdicts: list[Verdict | None] = [None] * len(answers)
         batch = _Batch()
-        for i, (answer, truth) in enumerate(zip(answers, ground_truths)):
+        for i, (answer, truth) in enumerate(zip(answers, ground_truths, strict=False)):
             truths = as_truth_list(truth)
             verdicts[i] = self._decide_cheaply(answer, truths)
             if verdicts[i] is None:
@@ -231,7 +231,9 @@ class MathVerifier:
         if len(answer) > self.settings.max_answer_chars:
             logger.warning(
                 "answer of %d chars exceeds max_answer_chars=%d; counted wrong: %s",
-                len(answer), self.settings.max_answer_chars, _short(answer),
+                len(answer),
+                self.settings.max_answer_chars,
+                _short(answer),
             )
             return Verdict(False)
         if any(same_text(answer, t) for t in truths):
@@ -256,15 +258,13 @@ class MathVerifier:
         deadline = time.monotonic() + rounds * (s.timeout + s.restart_allowance) + s.backstop_slack
         pending = set(futures)
         while pending:
-            done, pending = cf.wait(pending, timeout=max(0.0, deadline - time.monotonic()),
-                                    return_when=cf.FIRST_COMPLETED)
+            done, pending = cf.wait(pending, timeout=max(0.0, deadline - time.monotonic()), return_when=cf.FIRST_COMPLETED)
             if not done:
                 break
             for future in done:
                 settle(futures[future], self._verdict(future, futures[future][0]))
         if pending:
-            logger.error("grading missed its backstop deadline; %d answers counted as timed out",
-                         len(pending))
+            logger.error("grading missed its backstop deadline; %d answers counted as timed out", len(pending))
             for future in pending:
                 future.cancel()
                 settle(futures[future], Verdict(False, timed_out=True))
@@ -276,8 +276,7 @@ class MathVerifier:
             pool = self._get_pool()
             try:
                 return pool, {
-                    pool.schedule(_match_in_worker, args=key, timeout=self.settings.timeout): key
-                    for key in batch.indices
+                    pool.schedule(_match_in_worker, args=key, timeout=self.settings.timeout): key for key in batch.indices
                 }
             except Exception as err:  # a pool that broke or failed to start
                 action = "rebuilding it" if attempt == 1 else "counting the batch wrong"
@@ -290,13 +289,11 @@ class MathVerifier:
         try:
             return Verdict(bool(future.result()))
         except TimeoutError:
-            logger.warning("grading timed out after %.1fs; counted wrong: %s",
-                           self.settings.timeout, _short(answer))
+            logger.warning("grading timed out after %.1fs; counted wrong: %s", self.settings.timeout, _short(answer))
             return Verdict(False, timed_out=True)
         except ProcessExpired as err:
             logger.warning("grading worker died (%s); counted wrong: %s", err, _short(answer))
             return Verdict(False)
         except Exception as err:  # an error inside math-verify or a broken pool
-            logger.warning("grading failed (%s: %s); counted wrong: %s",
-                           type(err).__name__, err, _short(answer))
+            logger.warning("grading failed (%s: %s); counted wrong: %s", type(err).__name__, err, _short(answer))
             return Verdict(False)

@@ -33,8 +33,9 @@ each summary), which equals decoding the whole for byte-level tokenizers at thes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from anytime_reasoner.algo.budgets import BudgetPlan
 from anytime_reasoner.engine.base import Completion, GenerationEngine, SamplingParams
@@ -65,9 +66,7 @@ class RolloutParams:
             raise ValueError(f"n_thinking and n_summary must be >= 1, got {self.n_thinking}, {self.n_summary}")
 
     @classmethod
-    def from_config(
-        cls, cfg: "RolloutConfig", seed: int | None = None, protocol: AnytimeProtocol | None = None
-    ) -> "RolloutParams":
+    def from_config(cls, cfg: RolloutConfig, seed: int | None = None, protocol: AnytimeProtocol | None = None) -> RolloutParams:
         """The knobs of ``cfg``; ``protocol`` defaults to ``cfg.protocol()`` (pass the training
         config's, :meth:`TrainConfig.protocol`, to carry the model's think markers)."""
         return cls(
@@ -141,7 +140,7 @@ def sample_thinkings(
         seed=phase_seed(params.seed, "thinking"),
     )
     completions = engine.sample(prompt_ids, params.n_thinking, sampling)  # [B][G]
-    return [[_thinking(prompt, c, codec, budgets) for c in row] for prompt, row in zip(prompt_ids, completions)]
+    return [[_thinking(prompt, c, codec, budgets) for c in row] for prompt, row in zip(prompt_ids, completions, strict=False)]
 
 
 def _thinking(prompt: Sequence[int], c: Completion, codec: TokenizerCodec, budgets: Sequence[int]) -> Thinking:
@@ -161,9 +160,7 @@ def _thinking(prompt: Sequence[int], c: Completion, codec: TokenizerCodec, budge
     )
 
 
-def summary_requests(
-    thinkings: list[list[Thinking]], budgets: Sequence[int], inserted: InsertedIds
-) -> list[SummaryRequest]:
+def summary_requests(thinkings: list[list[Thinking]], budgets: Sequence[int], inserted: InsertedIds) -> list[SummaryRequest]:
     """One request per distinct cut of every thinking, in ``[b][g]`` then budget order."""
     requests = []
     for b, row in enumerate(thinkings):
@@ -216,7 +213,7 @@ def _attach_summaries(
     pending: list[tuple[Thinking, int, tuple[int, ...], Completion, str, bool]] = []
     responses: list[str] = []
     truths: list[Sequence[str]] = []
-    for request, samples in zip(requests, completions):
+    for request, samples in zip(requests, completions, strict=False):
         t = thinkings[request.b][request.g]
         ins = inserted.of(request.group.natural)
         prefix_text = codec.decode(t.thinking_ids[: request.group.cut] + list(ins))
@@ -230,7 +227,7 @@ def _attach_summaries(
     grades = verifier.grade(responses, truths)
     if len(grades) != len(responses):
         raise RuntimeError(f"verifier returned {len(grades)} grades for {len(responses)} responses")
-    for (t, j, ins, c, text, zeroed), grade in zip(pending, grades):
+    for (t, j, ins, c, text, zeroed), grade in zip(pending, grades, strict=False):
         reward = 0.0 if zeroed else grade.reward
         t.summaries[j].append(
             Summary(

@@ -15,10 +15,11 @@ attention-masked, so it never reaches the model's view of the text).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
-from anytime_reasoner.data.schema import INSTRUCTION as PROMPT_SUFFIX  # re-exported
+from anytime_reasoner.data.schema import INSTRUCTION as PROMPT_SUFFIX  # noqa: F401  (re-exported for callers)
 from anytime_reasoner.errors import UserError
 from anytime_reasoner.rollout.protocol import THINK_END, THINK_START
 
@@ -34,7 +35,7 @@ class TokenizerCodec:
     pad_id: int
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: Any, think_start: str = THINK_START, think_end: str = THINK_END) -> "TokenizerCodec":
+    def from_tokenizer(cls, tokenizer: Any, think_start: str = THINK_START, think_end: str = THINK_END) -> TokenizerCodec:
         """Read the ids from ``tokenizer``; raise :class:`UserError` (one line) when a marker is
         not a single token or the tokenizer has no EOS token."""
         start_id = _single_token(tokenizer, think_start, "model.think_start")

@@ -35,12 +35,17 @@ FlexAttention block; here rows are only right-padded to the longest row of a (mi
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from anytime_reasoner.rollout.types import RolloutBatch, Thinking
+
+if TYPE_CHECKING:
+    from anytime_reasoner.config import RolloutConfig
+    from anytime_reasoner.rollout.codec import TokenizerCodec
 
 TRUNK = 0
 PADDING = -1
@@ -88,7 +93,7 @@ class PackedBatch:
         """``[N]`` tokens after the prompt in each row."""
         return self.lengths - self.prompt_lengths
 
-    def select(self, rows: torch.Tensor | Sequence[int]) -> "PackedBatch":
+    def select(self, rows: torch.Tensor | Sequence[int]) -> PackedBatch:
         """The given rows, with padding trimmed to their longest row."""
         rows = torch.as_tensor(rows, dtype=torch.long, device=self.input_ids.device)  # [n]
         width = int(self.lengths[rows].max()) if rows.numel() else 0
@@ -98,7 +103,7 @@ class PackedBatch:
             out[f.name] = value[:, :width] if value.dim() == 2 else value
         return PackedBatch(**out)
 
-    def to(self, device: torch.device | str) -> "PackedBatch":
+    def to(self, device: torch.device | str) -> PackedBatch:
         return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
@@ -164,7 +169,7 @@ def _check_thinking(t: Thinking, budgets: Sequence[int], n_summary: int, where: 
         raise ValueError(f"{where}: thinking of {t.length} tokens exceeds the largest budget {budgets[-1]}")
     if len(t.cuts) != S or len(t.summaries) != S:
         raise ValueError(f"{where}: expected {S} cuts and {S} summary lists, got {len(t.cuts)} and {len(t.summaries)}")
-    for s, (cut, per_budget) in enumerate(zip(t.cuts, t.summaries)):
+    for s, (cut, per_budget) in enumerate(zip(t.cuts, t.summaries, strict=False)):
         if not 0 <= cut <= t.length:
             raise ValueError(f"{where}: cut {s} = {cut} outside [0, {t.length}]")
         if len(per_budget) != n_summary:
@@ -213,7 +218,9 @@ def unpacked_rows(batch: RolloutBatch, thinking_advantages: torch.Tensor, summar
             for s in range(S):
                 visible = len(t.prompt_ids) + t.cuts[s]
                 for a, summary in enumerate(t.summaries[s]):
-                    rows.append(_causal_summary_row(trunk, visible, summary.inserted_ids, summary.sampled_ids, summ_adv[b][g][s][a]))
+                    rows.append(
+                        _causal_summary_row(trunk, visible, summary.inserted_ids, summary.sampled_ids, summ_adv[b][g][s][a])
+                    )
     return rows
 
 
@@ -297,7 +304,7 @@ def packed_response_len_bound(max_budget: int, n_budgets: int, n_summary: int, i
     return max_budget + n_budgets * n_summary * (inserted_len + summary_max_tokens)
 
 
-def max_response_len(rollout_cfg: Any, codec: Any) -> int:
+def max_response_len(rollout_cfg: RolloutConfig, codec: TokenizerCodec) -> int:
     """:func:`packed_response_len_bound` for a ``RolloutConfig`` and a tokenizer codec.
 
     The inserted text is the longest one (a cut inside the thinking): cut marker + think-end +

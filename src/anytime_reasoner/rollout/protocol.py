@@ -75,7 +75,7 @@ class AnytimeProtocol:
             raise ValueError(f"summary_max_tokens: must be >= 1 (got {self.summary_max_tokens})")
 
     @classmethod
-    def from_config(cls, *sections: Any, **overrides: Any) -> "AnytimeProtocol":
+    def from_config(cls, *sections: Any, **overrides: Any) -> AnytimeProtocol:
         """The protocol spelled by configuration sections: each field is read from the last
         section that has an attribute of its name (later sections win), then ``overrides``;
         fields no section spells keep the defaults. E.g. training's ``model`` section holds the
@@ -93,13 +93,13 @@ class AnytimeProtocol:
         """What the grader looks for at the start of the answer paragraph (``**Final Answer**\\n``)."""
         return answer_marker_of(self.answer_delimiter)
 
-    def codec(self, tokenizer: Any) -> "TokenizerCodec":
+    def codec(self, tokenizer: Any) -> TokenizerCodec:
         """The rollout's tokenizer facts for this protocol's think markers (each must be one token)."""
         from anytime_reasoner.rollout.codec import TokenizerCodec
 
         return TokenizerCodec.from_tokenizer(tokenizer, self.think_start, self.think_end)
 
-    def inserted_ids(self, codec: "TokenizerCodec") -> InsertedIds:
+    def inserted_ids(self, codec: TokenizerCodec) -> InsertedIds:
         """The forced token ids after a cut. Each text is encoded on its own (as the model was
         trained); the think-end id is the codec's."""
         delimiter = tuple(codec.encode(self.answer_delimiter))

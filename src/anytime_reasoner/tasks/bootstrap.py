@@ -30,9 +30,9 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -95,9 +95,11 @@ class Segments:
     delimiter: list[int]
 
     @classmethod
-    def of(cls, tokenizer: PreTrainedTokenizerFast) -> "Segments":
+    def of(cls, tokenizer: PreTrainedTokenizerFast) -> Segments:
+        think_end = tokenizer.convert_tokens_to_ids(protocol.THINK_END)
+        assert isinstance(think_end, int)  # one token in, one id out
         return cls(
-            think_end=tokenizer.convert_tokens_to_ids(protocol.THINK_END),
+            think_end=think_end,
             eos=tokenizer.eos_token_id,
             cut_marker=_encode(tokenizer, protocol.CUT_MARKER),
             delimiter=_encode(tokenizer, protocol.ANSWER_DELIMITER),
@@ -139,7 +141,9 @@ def encode_example(
     thinking = _encode(tokenizer, solution.thinking)
     if rng.random() < sft.cut_fraction:
         cut = rng.randrange(len(thinking))
-        guess = problem.cut_summary(tokenizer.decode(thinking[:cut]), rng)
+        seen = tokenizer.decode(thinking[:cut])
+        assert isinstance(seen, str)  # one sequence of ids in, one text out
+        guess = problem.cut_summary(seen, rng)
         head = thinking[:cut]
         inserted = segments.cut_marker + [segments.think_end] + segments.delimiter
         tail = _encode(tokenizer, guess.summary) + [segments.eos]
@@ -152,9 +156,7 @@ def encode_example(
     return Example(input_ids=ids, loss_mask=mask)
 
 
-def examples(
-    tokenizer: PreTrainedTokenizerFast, task: synthetic.TaskSpec, sft: SFTSpec, seed: int
-) -> Iterator[Example]:
+def examples(tokenizer: PreTrainedTokenizerFast, task: synthetic.TaskSpec, sft: SFTSpec, seed: int) -> Iterator[Example]:
     rng = random.Random(f"sft-{seed}")
     segments = Segments.of(tokenizer)
     for problem in synthetic.train_stream(seed, task):

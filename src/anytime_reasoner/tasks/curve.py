@@ -23,7 +23,8 @@ distilled base model approaches, is :func:`anytime_reasoner.tasks.synthetic.teac
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from anytime_reasoner.data.schema import Example
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 BENCHMARK = "heldout"  # the stem of demo.HELD_OUT_FILE: the name ``eval`` gives the demo's held-out set
 
 
-def problem_rows(problems: Sequence["Problem"]) -> list["Example"]:
+def problem_rows(problems: Sequence[Problem]) -> list[Example]:
     """The evaluation rows of synthetic problems, as the demo's held-out file holds them."""
     from anytime_reasoner.train.sources import synthetic_example
 
@@ -44,7 +45,7 @@ def problem_rows(problems: Sequence["Problem"]) -> list["Example"]:
 def anytime_curve(
     model: Any,
     tokenizer: Any,
-    problems: Sequence["Problem"],
+    problems: Sequence[Problem],
     budgets: Sequence[int] | str,
     samples: int = 1,
     seed: int = 0,
@@ -52,8 +53,8 @@ def anytime_curve(
     temperature: float = 0.6,
     summary_max_tokens: int = 16,
     batch_size: int = 50,
-    verifier: "Verifier | None" = None,
-) -> "EvalResults":
+    verifier: Verifier | None = None,
+) -> EvalResults:
     """Evaluate ``model`` on ``problems`` at every budget (a list or a grid such as ``"12:96:12"``).
 
     Returns the runner's :class:`~anytime_reasoner.eval.runner.EvalResults`: per-budget accuracy in

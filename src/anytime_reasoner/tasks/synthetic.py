@@ -47,8 +47,8 @@ import hashlib
 import random
 import re
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 # the texts of the cut protocol (docs/ALGORITHM.md §3) come from the one place that defines them
 from anytime_reasoner.rollout.protocol import ANSWER_DELIMITER, CUT_MARKER, THINK_END, THINK_START
@@ -115,7 +115,7 @@ class Problem:
 
     @property
     def question(self) -> str:
-        items = "".join(f"{k}={v}\n" for k, v in zip(self.labels, self.values))
+        items = "".join(f"{k}={v}\n" for k, v in zip(self.labels, self.values, strict=False))
         return f"{items}Which value is the largest?"
 
     @property
@@ -134,7 +134,7 @@ class Problem:
         """
         lines: list[str] = []
         best = self.values[0]
-        for i, (label, value) in enumerate(zip(self.labels, self.values)):
+        for i, (label, value) in enumerate(zip(self.labels, self.values, strict=False)):
             if i > 0 and value > best and rng.random() >= self.spec.slip_rate:
                 best = value
             lines.append(f"{label}={value} best={best}\n")

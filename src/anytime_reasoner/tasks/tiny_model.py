@@ -33,7 +33,7 @@ def tiny_config(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast) -> Qwen
         num_attention_heads=spec.num_heads,
         num_key_value_heads=spec.num_kv_heads,
         max_position_embeddings=spec.max_positions,
-        rope_theta=spec.rope_theta,
+        rope_parameters={"rope_theta": spec.rope_theta, "rope_type": "default"},
         tie_word_embeddings=True,
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,

@@ -16,9 +16,9 @@ Saved and loaded as a ``transformers.PreTrainedTokenizerFast`` (``save_pretraine
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast

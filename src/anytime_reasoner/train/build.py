@@ -10,15 +10,19 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from anytime_reasoner.config import TrainConfig, dump
+from anytime_reasoner.data.schema import Example
 from anytime_reasoner.errors import UserError
 from anytime_reasoner.models import load_model_and_tokenizer, resolve_device
 from anytime_reasoner.train.checkpoint import latest_checkpoint, load_optimizer_state, load_trainer_state
-from anytime_reasoner.train.sources import FiniteSource, SyntheticSource, synthetic_held_out
+from anytime_reasoner.train.sources import FiniteSource, QuestionSource, SyntheticSource, synthetic_held_out
+
+if TYPE_CHECKING:
+    from anytime_reasoner.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +38,9 @@ def base_model_path(cfg: TrainConfig) -> str:
     return str(ensure_base_model(progress=cfg.trainer.progress))
 
 
-def build_sources(cfg: TrainConfig, tokenizer: Any) -> tuple[Any, list]:
+def build_sources(cfg: TrainConfig, tokenizer: Any) -> tuple[QuestionSource, list[Example]]:
     seed = cfg.trainer.seed
+    source: QuestionSource
     if cfg.data.train == "synthetic":
         source = SyntheticSource(seed=seed)
     else:
@@ -47,11 +52,11 @@ def build_sources(cfg: TrainConfig, tokenizer: Any) -> tuple[Any, list]:
     return source, val
 
 
-def _load_examples(spec: str, cfg: TrainConfig, tokenizer: Any) -> list:
+def _load_examples(spec: str, cfg: TrainConfig, tokenizer: Any) -> list[Example]:
     """Comma-separated sources (files, names in ``data_dir``, hub datasets), validated rows."""
     from anytime_reasoner.data.build import load_source
 
-    examples = []
+    examples: list[Example] = []
     for source in [s for s in spec.split(",") if s]:
         rows, report = load_source(
             source,
@@ -67,7 +72,7 @@ def _load_examples(spec: str, cfg: TrainConfig, tokenizer: Any) -> list:
     return examples
 
 
-def build_trainer(cfg: TrainConfig):
+def build_trainer(cfg: TrainConfig) -> Trainer:
     from anytime_reasoner.engine.hf import TransformersEngine
     from anytime_reasoner.rewards.grader import GraderSettings, MathVerifier
     from anytime_reasoner.train.trainer import Trainer

@@ -53,9 +53,7 @@ def attention_mask_for(model: Any, batch: PackedBatch, attention: Attention = "a
     if impl == "flex_attention" and attention != "dense":
         return flex_block_mask(batch)
     if attention == "flex":
-        raise ValueError(
-            f"model.attention: 'flex' needs a model loaded with attn_implementation='flex_attention', got {impl!r}"
-        )
+        raise ValueError(f"model.attention: 'flex' needs a model loaded with attn_implementation='flex_attention', got {impl!r}")
     if impl not in DENSE_IMPLEMENTATIONS + ("flex_attention",):
         raise ValueError(
             f"model.attention: attn_implementation {impl!r} cannot take a tree mask; use sdpa, eager or flex_attention"
@@ -63,7 +61,9 @@ def attention_mask_for(model: Any, batch: PackedBatch, attention: Attention = "a
     return dense_attention_mask(batch, dtype=model.dtype)  # [N, 1, T, T]
 
 
-def decoder_hidden_states(model: Any, input_ids: torch.Tensor, position_ids: torch.Tensor | None, attention_mask: Any) -> torch.Tensor:
+def decoder_hidden_states(
+    model: Any, input_ids: torch.Tensor, position_ids: torch.Tensor | None, attention_mask: Any
+) -> torch.Tensor:
     """Final hidden states of the decoder body, ``[N, T, H]`` (after the final norm)."""
     decoder = model.get_decoder()
     if decoder is model:
@@ -77,7 +77,9 @@ def _softcap(model: Any) -> float | None:
     return getattr(config, "final_logit_softcapping", None)
 
 
-def _head_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, softcap: float | None, temperature: float) -> torch.Tensor:
+def _head_logprobs(
+    head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, softcap: float | None, temperature: float
+) -> torch.Tensor:
     """``log p(target | hidden)`` for ``[C, H]`` hidden states and ``[C]`` targets → float32 ``[C]``."""
     logits = head(hidden).float()  # [C, V]
     if softcap:
@@ -167,6 +169,8 @@ def sequence_logprobs(
         return torch.where(scored, logprobs, torch.zeros_like(logprobs))
     hidden = decoder_hidden_states(model, input_ids, None, attention_mask)  # [N, T, H]
     rows, cols = scored.nonzero(as_tuple=True)  # [M], [M]
-    taken = chunked_token_logprobs(model, hidden[rows, cols - 1], input_ids[rows, cols], chunk_size=chunk_size, temperature=temperature)  # [M]
+    taken = chunked_token_logprobs(
+        model, hidden[rows, cols - 1], input_ids[rows, cols], chunk_size=chunk_size, temperature=temperature
+    )  # [M]
     logprobs = torch.zeros((N, T), dtype=torch.float32, device=taken.device)  # [N, T]
     return logprobs.index_put((rows, cols), taken)  # [N, T]

@@ -13,11 +13,15 @@ pass of n rows.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from anytime_reasoner.data.schema import Example
 from anytime_reasoner.seeding import derive_seed
+
+if TYPE_CHECKING:
+    from anytime_reasoner.tasks.synthetic import Problem, TaskSpec
 
 
 class QuestionSource(Protocol):
@@ -62,7 +66,7 @@ class FiniteSource:
         per_epoch = self.steps_per_epoch(size)
         epoch, position = divmod(step - 1, per_epoch)
         order = self._permutation(epoch)
-        return [self.examples[i] for i in order[position * size:(position + 1) * size]]
+        return [self.examples[i] for i in order[position * size : (position + 1) * size]]
 
     def _permutation(self, epoch: int) -> list[int]:
         order = list(range(len(self.examples)))
@@ -85,7 +89,7 @@ class SyntheticSource:
     """The embedded synthetic task: an unbounded stream, fresh questions every step."""
 
     seed: int = 0
-    spec: object | None = None  # anytime_reasoner.tasks.synthetic.TaskSpec
+    spec: TaskSpec | None = None  # None: the task's defaults
 
     def batch(self, step: int, size: int) -> list[Example]:
         from anytime_reasoner.tasks.synthetic import TaskSpec, train_stream
@@ -94,11 +98,11 @@ class SyntheticSource:
         return [synthetic_example(next(stream), f"train-{step}-{i}") for i in range(size)]
 
 
-def synthetic_example(problem, id: str) -> Example:
+def synthetic_example(problem: Problem, id: str) -> Example:
     return Example.from_problem(id, "synthetic", problem.question, (problem.answer,))
 
 
-def synthetic_held_out(n: int, seed: int = 0, spec=None) -> list[Example]:
+def synthetic_held_out(n: int, seed: int = 0, spec: TaskSpec | None = None) -> list[Example]:
     from anytime_reasoner.tasks.synthetic import TaskSpec, held_out
 
     problems = held_out(n, seed=seed, spec=spec or TaskSpec())

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -39,6 +40,13 @@ from anytime_reasoner.train.checkpoint import TrainerState, save_checkpoint
 from anytime_reasoner.train.loggers import MetricLogger
 from anytime_reasoner.train.sources import QuestionSource
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from anytime_reasoner.engine.base import GenerationEngine
+    from anytime_reasoner.rewards.base import Verifier
+    from anytime_reasoner.rollout.codec import TokenizerCodec
+
 log = logging.getLogger(__name__)
 
 
@@ -47,11 +55,11 @@ class Trainer:
     """Holds the components of one run; :meth:`fit` runs the remaining steps."""
 
     cfg: TrainConfig
-    model: Any  # a transformers causal LM
-    tokenizer: Any
-    engine: Any  # engine.base.GenerationEngine
-    codec: Any  # rollout codec: token ids of think-end / EOS and inserted texts
-    verifier: Any  # rewards.base.Verifier
+    model: PreTrainedModel  # a transformers causal LM
+    tokenizer: PreTrainedTokenizerBase
+    engine: GenerationEngine
+    codec: TokenizerCodec  # token ids of think-start / think-end / EOS / pad, encode and decode
+    verifier: Verifier
     optimizer: torch.optim.Optimizer
     source: QuestionSource
     val_examples: Sequence[Example]

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
-from anytime_reasoner.algo.losses import loss_normalizer, ppo_policy_loss
+from anytime_reasoner.algo.losses import LossAgg, loss_normalizer, ppo_policy_loss
 from anytime_reasoner.config import PPOConfig
 from anytime_reasoner.rollout.packing import PackedBatch
 from anytime_reasoner.train.logprobs import Attention, packed_logprobs
@@ -36,7 +35,7 @@ from anytime_reasoner.train.logprobs import Attention, packed_logprobs
 def build_optimizer(model: torch.nn.Module, ppo_cfg: PPOConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters with the config's lr, betas and weight decay."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=ppo_cfg.lr, betas=tuple(ppo_cfg.betas), weight_decay=ppo_cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=ppo_cfg.lr, betas=(ppo_cfg.betas[0], ppo_cfg.betas[1]), weight_decay=ppo_cfg.weight_decay)
 
 
 def question_mini_batches(question_index: torch.Tensor, questions_per_batch: int) -> list[torch.Tensor]:
@@ -72,7 +71,7 @@ def token_budget_micro_batches(lengths: torch.Tensor, max_token_len: int) -> lis
     return micro
 
 
-def minibatch_normalizer(batch: PackedBatch, agg: str, max_response_len: int | None) -> float:
+def minibatch_normalizer(batch: PackedBatch, agg: LossAgg, max_response_len: int | None) -> float:
     """``loss_normalizer`` of a mini-batch: rollouts × ``max_response_len`` (constant) or
     trainable tokens (token-mean)."""
     if agg == "constant":
@@ -83,7 +82,7 @@ def minibatch_normalizer(batch: PackedBatch, agg: str, max_response_len: int | N
 
 @torch.no_grad()
 def compute_old_logprobs(
-    model: Any,
+    model: torch.nn.Module,
     batch: PackedBatch,
     *,
     max_token_len: int,
@@ -149,7 +148,7 @@ class _Tally:
 
 
 def accumulate_gradients(
-    model: Any,
+    model: torch.nn.Module,
     batch: PackedBatch,
     old_logprobs: torch.Tensor,
     *,
@@ -184,7 +183,7 @@ def accumulate_gradients(
 
 
 def ppo_update(
-    model: Any,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     batch: PackedBatch,
     ppo_cfg: PPOConfig,
@@ -207,7 +206,12 @@ def ppo_update(
     """
     if old_logprobs is None:
         old_logprobs = compute_old_logprobs(
-            model, batch, max_token_len=ppo_cfg.ppo_max_token_len, attention=attention, chunk_size=chunk_size, temperature=temperature
+            model,
+            batch,
+            max_token_len=ppo_cfg.ppo_max_token_len,
+            attention=attention,
+            chunk_size=chunk_size,
+            temperature=temperature,
         )  # [N, T]
     params = [p for group in optimizer.param_groups for p in group["params"]]
     tally = _Tally()
@@ -237,5 +241,5 @@ def ppo_update(
     return tally.summary(ppo_cfg.ppo_epochs)
 
 
-def _device_of(model: Any) -> torch.device:
+def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
