@@ -68,6 +68,20 @@ def test_shared_loss_constant_from_the_embedded_tokenizer(tmp_path):
     assert shared_response_len(build_config(CompareConfig, overrides=["max_response_len=999"]), tmp_path) == 999
 
 
+def test_presets_with_equal_knobs_are_run_once(tmp_path):
+    from anytime_reasoner.demo import Layout, plan_jobs, twins
+
+    # the seed's table gives ar-base and grpo+vr+decouple the same five knobs
+    assert twins(list(PRESETS)) == {"grpo+vr+decouple": "ar-base"}
+    cfg = build_config(CompareConfig, overrides=["presets=ar-base,grpo+vr+decouple,grpo", "seeds=0", "max_response_len=50"])
+    layout = Layout(tmp_path, twins(cfg.presets))
+    jobs, results = plan_jobs(cfg, tmp_path / "base", cfg.presets, {0: layout}, tmp_path / "held.jsonl")
+    # trainings: ar-base and grpo only; evaluations: base, ar-base, grpo
+    assert sorted(j.name for j in jobs) == ["eval ar-base", "eval base", "eval grpo", "train ar-base", "train grpo"]
+    assert results[0]["grpo+vr+decouple"] == results[0]["ar-base"] == tmp_path / "eval" / "ar-base" / "results.json"
+    assert layout.run("grpo+vr+decouple") == tmp_path / "ar-base"
+
+
 def test_compare_config_errors():
     with pytest.raises(ConfigError, match="presets: unknown 'gpro'; allowed: grpo"):
         build_config(CompareConfig, overrides=["presets=grpo,gpro"])

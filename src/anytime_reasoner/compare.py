@@ -40,6 +40,7 @@ from anytime_reasoner.demo import (
     progress_bar,
     read_accuracy,
     run_jobs,
+    twins,
     write_held_out,
 )
 
@@ -160,11 +161,13 @@ def run_compare(cfg: CompareConfig) -> int:
     t0 = time.perf_counter()
     base = base_model(cfg)
     seconds: dict[str, float] = {"bootstrap": round(time.perf_counter() - t0, 1)}
-    layouts = {seed: Layout(out / f"seed{seed}") for seed in cfg.seeds}
+    aliases = twins(cfg.presets)
+    layouts = {seed: Layout(out / f"seed{seed}", aliases) for seed in cfg.seeds}
     held_out = write_held_out(cfg, out / HELD_OUT_FILE)
     jobs, results = plan_jobs(cfg, base, cfg.presets, layouts, held_out)
-    runs = [layout.run(p) for layout in layouts.values() for p in cfg.presets]
-    print(f"compare: {len(cfg.presets)} presets × {len(cfg.seeds)} seeds from {base}; {len(jobs)} jobs, "
+    runs = [layout.run(p) for layout in layouts.values() for p in cfg.presets if p not in aliases]
+    same = "".join(f"; {p} = {q} (same knobs, run once)" for p, q in aliases.items())
+    print(f"compare: {len(cfg.presets)} presets × {len(cfg.seeds)} seeds from {base}{same}; {len(jobs)} jobs, "
           f"{cfg.jobs} at a time; logs in {out}/", flush=True)  # fmt: skip
     bar, update = progress_bar(len(runs) * cfg.steps, runs, len(jobs) - len(runs), cfg.progress, "compare: RL steps + evals")
     with bar:

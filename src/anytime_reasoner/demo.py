@@ -178,17 +178,34 @@ def heavy_first(preset: str) -> int:
     return -PRESETS[preset]["rollout"]["n_summary"]
 
 
+def twins(presets: Sequence[str]) -> dict[str, str]:
+    """``{preset: earlier preset with the same knobs}``: such a preset is the same experiment (the
+    seed's table lists ``ar-base`` and ``grpo+vr+decouple`` with equal knobs), so it is trained
+    and evaluated once and both names report that run."""
+    first: dict[str, str] = {}
+    out = {}
+    for preset in presets:
+        key = json.dumps(PRESETS[preset], sort_keys=True)
+        if key in first:
+            out[preset] = first[key]
+        else:
+            first[key] = preset
+    return out
+
+
 @dataclass(frozen=True)
 class Layout:
-    """Where runs and evaluations of one seed go: ``root/<preset>`` and ``root/eval/<model>``."""
+    """Where runs and evaluations of one seed go: ``root/<preset>`` and ``root/eval/<model>``; a
+    preset in ``aliases`` uses the folders of the preset it is a twin of."""
 
     root: Path
+    aliases: Mapping[str, str] = field(default_factory=dict)
 
     def run(self, preset: str) -> Path:
-        return self.root / preset
+        return self.root / self.aliases.get(preset, preset)
 
     def eval(self, model: str) -> Path:
-        return self.root / "eval" / model
+        return self.root / "eval" / self.aliases.get(model, model)
 
 
 def plan_jobs(
@@ -205,6 +222,8 @@ def plan_jobs(
         suffix = f" s{seed}" if len(layouts) > 1 else ""
         models = {"base": base}
         for preset in presets:
+            if preset in layout.aliases:  # a twin: its run and evaluation are another preset's
+                continue
             run = layout.run(preset)
             config_path = run / "train_config.yaml"
             config_path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +231,7 @@ def plan_jobs(
             config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
             trains.append(Job(f"train {preset}{suffix}", ["train", "--config", str(config_path)], run / "train.log"))
             models[preset] = run / "final"
-        results[seed] = {}
+        results[seed] = {p: layout.eval(p) / "results.json" for p in presets if p in layout.aliases}
         for name, model in models.items():
             out = layout.eval(name)
             after = () if name == "base" else (f"train {name}{suffix}",)
