@@ -92,6 +92,21 @@ def resolve(source: str, data_dir: str | None = None) -> Source:
     )
 
 
+def check_available(source: Source) -> None:
+    """Raise :class:`UserError` now if reading ``source`` would need a package that is missing, so
+    a run fails before its model loads rather than after."""
+    import importlib.util
+
+    needs = {"hub": ("datasets", "hub"), "parquet": ("pyarrow", "parquet")}
+    kind = "parquet" if source.location.endswith(".parquet") else source.kind
+    if kind in needs and importlib.util.find_spec(needs[kind][0]) is None:
+        module, extra = needs[kind]
+        raise UserError(
+            f"{source.name}: reading it needs the optional {module} package (pip install 'anytime-reasoner[{extra}]'), "
+            "or pass a local .json/.jsonl file"
+        )
+
+
 def read_records(source: Source, split: str = "train") -> Iterator[tuple[str, Any]]:
     """``(where, record)`` pairs; ``where`` is ``row i`` (0-based) or ``line i`` (1-based)."""
     if source.kind == "hub":

@@ -52,6 +52,22 @@ def build_sources(cfg: TrainConfig, tokenizer: Any) -> tuple[QuestionSource, lis
     return source, val
 
 
+def check_data(cfg: TrainConfig) -> None:
+    """Resolve every training and validation source (names in ``data_dir``, files, hub datasets)
+    and check the packages they need, before anything heavy loads: a missing data directory or
+    extra is one line, not a failure after the model is loaded."""
+    from anytime_reasoner.data.sources import check_available, resolve
+
+    for key, spec in (("data.train", cfg.data.train), ("data.val", cfg.data.val)):
+        if spec == "synthetic":
+            continue
+        for name in [s for s in spec.split(",") if s]:
+            try:
+                check_available(resolve(name, cfg.data.data_dir))
+            except UserError as err:
+                raise UserError(f"{key}: {err}") from None
+
+
 def _load_examples(spec: str, cfg: TrainConfig, tokenizer: Any) -> list[Example]:
     """Comma-separated sources (files, names in ``data_dir``, hub datasets), validated rows."""
     from anytime_reasoner.data.build import load_source
@@ -78,6 +94,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     from anytime_reasoner.train.trainer import Trainer
     from anytime_reasoner.train.update import build_optimizer
 
+    check_data(cfg)
     torch.manual_seed(cfg.trainer.seed)
     device = torch.device(resolve_device(cfg.model.device))
     out = Path(cfg.trainer.out)
