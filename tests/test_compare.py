@@ -10,7 +10,6 @@ from anytime_reasoner.cli import main
 from anytime_reasoner.compare import mean_ratios, model_summary, steps_to_reach, validation_curve
 from anytime_reasoner.config import PRESETS, CompareConfig, ConfigError, build_config
 from anytime_reasoner.demo import train_config
-from tests.conftest import make_tiny_qwen2, make_tokenizer
 
 
 def test_model_summary_by_hand():
@@ -96,10 +95,8 @@ TOY = [
 
 
 @pytest.mark.slow
-def test_compare_end_to_end_equals_the_demo(tmp_path, capsys):
-    base = tmp_path / "base"
-    make_tiny_qwen2(seed=0).save_pretrained(base)
-    make_tokenizer().save_pretrained(base)
+def test_compare_end_to_end_equals_the_demo(tiny_model_dir, tmp_path, capsys):
+    base = tiny_model_dir
     out = tmp_path / "cmp"
     args = ["compare", f"base_model={base}", f"out={out}", "presets=ar-uniform,grpo", "seeds=0,1", "val_every=1", "val_size=2"]
     assert main([*args, *TOY]) == 0

@@ -7,14 +7,11 @@ import pytest
 from anytime_reasoner.cli import main
 from anytime_reasoner.demo import Job, run_jobs
 from anytime_reasoner.errors import UserError
-from tests.conftest import make_tiny_qwen2, make_tokenizer
 
 
 @pytest.mark.slow
-def test_demo_runs_both_methods_and_writes_results(tmp_path, capsys):
-    base = tmp_path / "base"
-    make_tiny_qwen2(seed=0).save_pretrained(base)
-    make_tokenizer().save_pretrained(base)
+def test_demo_runs_both_methods_and_writes_results(tiny_model_dir, tmp_path, capsys):
+    base = tiny_model_dir
     out = tmp_path / "demo"
     code = main([
         "demo", f"base_model={base}", f"out={out}", "steps=1", "batch_size=2", "n=2", "n_summary=2",

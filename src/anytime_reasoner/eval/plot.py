@@ -131,6 +131,13 @@ def draw(curves: Sequence[Curve], out: str | Path, title: str | None = None) -> 
         axes[index // ncols][index % ncols].axis("off")
     if title:
         fig.suptitle(title, fontweight="bold")
+    return _save(fig, out)
+
+
+def _save(fig: Any, out: str | Path) -> Path:
+    """Lay out, write the PNG (parent folders made) and free the figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,12 +164,7 @@ def draw_steps(
         ax.set_title(title, fontweight="bold")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, out)
 
 
 def run_plot(config: PlotConfig) -> int:
