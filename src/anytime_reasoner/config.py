@@ -13,6 +13,14 @@ builds the :class:`~anytime_reasoner.rollout.protocol.AnytimeProtocol` it spells
 
 The seed's five rollout knobs keep their names under ``rollout.`` (``rollout.n_summary=4``);
 the seed's full spelling ``actor_rollout_ref.rollout.n_summary=4`` is accepted as an alias.
+
+Why the dotted-override parser and merge are written here (about 40 lines) rather than taken from
+OmegaConf: ``OmegaConf.from_dotlist`` reads every value as YAML 1.1, so (checked with omegaconf
+2.4) ``eval budgets=1:30:1`` becomes the base-60 integer 5401, ``trainer.out=2024`` an int that the
+``str`` field then rejects, and a cut marker such as ``rollout.cut_marker=...`` a YAML parse error.
+Here overrides stay strings and pydantic coerces them by field type, which keeps every current
+behaviour and error message (the CLI tests are the contract); ``--help`` comes from the pydantic
+models either way, so OmegaConf would replace only the parser and the merge.
 """
 
 from __future__ import annotations
