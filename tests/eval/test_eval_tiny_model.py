@@ -16,7 +16,10 @@ import pytest
 from anytime_reasoner.cli import main
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data not present"),
+]  # slow: trains or generates with a tiny model
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ from anytime_reasoner.tasks import synthetic
 from anytime_reasoner.tasks.curve import BENCHMARK, anytime_curve, problem_rows
 from anytime_reasoner.train.sources import synthetic_held_out
 
+pytestmark = pytest.mark.slow  # trains or generates with a tiny model
+
 BUDGETS = [4, 8]
 
 

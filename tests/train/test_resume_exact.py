@@ -7,7 +7,7 @@ import torch
 
 from tests.train.test_trainer_smoke import _build, _config
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]  # slow: trains or generates with a tiny model
 
 
 def _fit(cfg):

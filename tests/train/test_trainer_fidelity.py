@@ -6,7 +6,7 @@ import pytest
 from anytime_reasoner.seeding import derive_seed
 from tests.train.test_trainer_smoke import _build, _config
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]  # slow: trains or generates with a tiny model
 
 
 class RecordingEngine:

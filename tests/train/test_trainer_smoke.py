@@ -3,12 +3,15 @@
 import json
 import math
 
+import pytest
 import torch
 
 from anytime_reasoner.config import TrainConfig, build_config
 from anytime_reasoner.train.build import build_trainer
 from anytime_reasoner.train.checkpoint import latest_checkpoint, load_trainer_state
 from anytime_reasoner.train.loggers import read_metrics
+
+pytestmark = pytest.mark.slow  # trains or generates with a tiny model
 
 
 class ParityVerifier:
