@@ -88,16 +88,41 @@ def _protocol_field(name: str, **constraints: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
 class ModelConfig(_Strict):
     path: str = Field("tiny", description="Hugging Face model name or local path; 'tiny' = embedded default")
     tokenizer: str | None = Field(None, description="tokenizer path if different from the model's")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="compute dtype: forward/backward run in it (autocast, or FSDP2 mixed precision); weights, "
+        "gradients and optimizer state stay float32. float16 is refused (no gradient scaler)",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     attention: Literal["auto", "dense", "flex"] = Field(
         "auto", description="packed-row attention: dense 4-D mask (CPU) or FlexAttention (CUDA)"
     )
+    activation_checkpointing: bool = Field(False, description="recompute each decoder layer in backward (saves memory)")
+    lora_rank: int = Field(0, ge=0, description="LoRA rank (0 = train every weight); needs the [lora] extra")
+    lora_alpha: float = Field(32.0, gt=0.0, description="LoRA scaling numerator (scale = alpha / rank)")
+    lora_target_modules: list[str] = Field(LORA_TARGETS, min_length=1, description="module names that get adapters")
     think_start: str = _protocol_field("think_start")
     think_end: str = _protocol_field("think_end")
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _train_dtype(cls, value: Any) -> Any:
+        if value == "float16":
+            raise ValueError(
+                "float16 is not trained here: it needs a gradient scaler, which this trainer does not use; allowed: float32, bfloat16"
+            )
+        return value
+
+    @field_validator("lora_target_modules", mode="before")
+    @classmethod
+    def _targets(cls, value: Any) -> Any:
+        return _split_list(value)
 
 
 class RolloutConfig(_Strict):

@@ -84,13 +84,14 @@ def load_causal_lm(path: str, dtype: str, *, key: str = "model", attn_implementa
 
 
 def load_model_and_tokenizer(path: str, cfg: TrainConfig, device: torch.device) -> tuple[Any, Any]:
-    """Training: the tokenizer (``model.tokenizer`` or the model's), then the model loaded with the
+    """Training: the tokenizer (``model.tokenizer`` or the model's), then the model in float32
+    (the master weights; ``model.dtype`` is the compute dtype, see ``train.runtime``) with the
     attention implementation ``model.attention`` asks for on ``device``, moved there."""
     from anytime_reasoner.train.logprobs import attn_implementation_for
 
     tokenizer = load_tokenizer(cfg.model.tokenizer or path)
     model = load_causal_lm(
-        path, cfg.model.dtype, key="model.path", attn_implementation=attn_implementation_for(cfg.model.attention, device)
+        path, "float32", key="model.path", attn_implementation=attn_implementation_for(cfg.model.attention, device)
     )
     return model.to(device), tokenizer
 

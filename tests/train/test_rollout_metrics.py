@@ -4,7 +4,7 @@ import pytest
 
 from anytime_reasoner.algo.budgets import BudgetPlan
 from anytime_reasoner.rollout.types import RolloutBatch, Summary, Thinking
-from anytime_reasoner.train.trainer import rollout_metrics
+from anytime_reasoner.train.trainer import RolloutStats, rollout_metrics
 
 
 def _summary(reward, n_tokens):
@@ -16,7 +16,7 @@ def test_rollout_metrics_by_hand():
     closed = Thinking([1], [5, 6, 7], True, [2, 3], [[_summary(0.0, 2)], [_summary(1.0, 4)]])
     cut = Thinking([1], [5, 6, 7, 8], False, [2, 4], [[_summary(1.0, 2)], [_summary(1.0, 2)]])
     batch = RolloutBatch(budgets=plan.budgets, thinkings=[[closed, cut]])
-    m = rollout_metrics(batch, batch.scores(), plan)
+    m = rollout_metrics(RolloutStats.of(batch, batch.scores()), plan)
     # budget 1: (0 + 1)/2 = 0.5; budget 2: (1 + 1)/2 = 1.0
     assert m["reward_per_budget"] == [0.5, 1.0]
     # anytime = 1/4 · 0.5 + 3/4 · 1.0 = 0.875

@@ -96,3 +96,20 @@ def test_two_steps_update_log_checkpoint_and_resume(tiny_model_dir, tmp_path):
     assert [h["step"] for h in more] == [3]
     assert [m["step"] for m in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
     assert json.loads((out / "config.json").read_text())["trainer"]["steps"] == 3
+
+
+def test_bfloat16_compute_keeps_float32_master_weights(tiny_model_dir, tmp_path):
+    trainer = _build(_config(tiny_model_dir, tmp_path / "bf16", steps=1, **{"model.dtype": "bfloat16", "trainer.val_every": 0}))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    try:
+        trainer.fit()
+    finally:
+        trainer.verifier.close()
+    assert trainer.runtime.compute_dtype == torch.bfloat16
+    assert all(v.dtype == torch.float32 for v in trainer.model.state_dict().values())
+    assert all(not torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+    # the exported model is in the compute dtype, as the base checkpoint would be
+    from transformers import AutoModelForCausalLM
+
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "bf16" / "final")
+    assert exported.dtype == torch.bfloat16

@@ -2,7 +2,13 @@
 
 ``model.path=tiny`` selects the embedded default (a tiny local model bootstrapped on the synthetic
 task, cached on disk); anything else is a Hugging Face causal LM name or path with a chat template.
-``trainer.resume=auto`` continues from the newest checkpoint in ``trainer.out``.
+``trainer.resume=auto`` continues from the newest checkpoint in ``trainer.out``: the model is built
+from the base model as for a fresh run (float32 master weights, LoRA adapters, FSDP2 sharding),
+then the checkpoint's master weights and optimizer state are loaded into it.
+
+Order of the model's wrappers: transformers model (float32) → activation checkpointing →
+LoRA (peft) → :class:`PolicyScorer` → FSDP2 (``train.fsdp``) when ``torchrun`` starts several
+processes → AdamW over the trainable parameters.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ import torch
 from anytime_reasoner.config import TrainConfig, dump
 from anytime_reasoner.data.schema import Example
 from anytime_reasoner.errors import UserError
-from anytime_reasoner.models import load_model_and_tokenizer, resolve_device
-from anytime_reasoner.train.checkpoint import latest_checkpoint, load_optimizer_state, load_trainer_state
+from anytime_reasoner.models import load_model_and_tokenizer
+from anytime_reasoner.train.checkpoint import latest_checkpoint, load_train_state, load_trainer_state
+from anytime_reasoner.train.logprobs import PolicyScorer
+from anytime_reasoner.train.runtime import Runtime, init_runtime, main_first, shutdown
 from anytime_reasoner.train.sources import FiniteSource, QuestionSource, SyntheticSource, synthetic_held_out
 
 if TYPE_CHECKING:
@@ -88,27 +96,37 @@ def _load_examples(spec: str, cfg: TrainConfig, tokenizer: Any) -> list[Example]
     return examples
 
 
-def build_trainer(cfg: TrainConfig) -> Trainer:
+def build_trainer(cfg: TrainConfig, runtime: Runtime | None = None) -> Trainer:
+    """Every component of a run; ``runtime`` defaults to :func:`init_runtime` (torchrun's environment)."""
     from anytime_reasoner.engine.hf import TransformersEngine
     from anytime_reasoner.rewards.grader import GraderSettings, MathVerifier
     from anytime_reasoner.train.trainer import Trainer
     from anytime_reasoner.train.update import build_optimizer
 
     check_data(cfg)
+    runtime = runtime or init_runtime(cfg.model.device, cfg.model.dtype)
     torch.manual_seed(cfg.trainer.seed)
-    device = torch.device(resolve_device(cfg.model.device))
     out = Path(cfg.trainer.out)
     resume_from = latest_checkpoint(out) if cfg.trainer.resume == "auto" else None
-    path = str(resume_from) if resume_from else base_model_path(cfg)
-    model, tokenizer = load_model_and_tokenizer(path, cfg, device)
-    optimizer = build_optimizer(model, cfg.ppo)
+    with main_first(runtime):  # rank 0 bootstraps or downloads into the shared cache first
+        model, tokenizer = load_model_and_tokenizer(base_model_path(cfg), cfg, runtime.device)
+    model, policy = build_policy(model, cfg, runtime)
+    optimizer = build_optimizer(policy, cfg.ppo)
     start = 0
     if resume_from:
-        load_optimizer_state(resume_from, optimizer)
-        start = load_trainer_state(resume_from).step
+        load_train_state(resume_from, policy, optimizer, runtime)
+        state = load_trainer_state(resume_from)
+        start = state.step
         log.info("resuming from %s (step %d)", resume_from, start)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dump(cfg), indent=2), encoding="utf-8")
+        if state.world_size != runtime.world_size:
+            log.warning(
+                "checkpoint written by %d processes, resumed on %d: later samples differ from an uninterrupted run",
+                state.world_size,
+                runtime.world_size,
+            )
+    if runtime.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(dump(cfg), indent=2), encoding="utf-8")
     protocol = cfg.protocol()
     codec = protocol.codec(tokenizer)
     grading = GraderSettings.from_protocol(protocol)
@@ -124,20 +142,46 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         source=source,
         val_examples=val,
         out=out,
+        runtime=runtime,
+        policy=policy,
         start_step=start,
     )
+
+
+def build_policy(model: Any, cfg: TrainConfig, runtime: Runtime) -> tuple[Any, PolicyScorer]:
+    """Activation checkpointing, LoRA and sharding around a loaded float32 model → (the model
+    that generates and is saved, the module that trains)."""
+    from anytime_reasoner.train.fsdp import enable_activation_checkpointing, shard_policy
+
+    mcfg = cfg.model
+    if mcfg.activation_checkpointing:
+        enable_activation_checkpointing(model)
+    if mcfg.lora_rank:
+        from anytime_reasoner.train.lora import apply_lora
+
+        model = apply_lora(model, rank=mcfg.lora_rank, alpha=mcfg.lora_alpha, target_modules=mcfg.lora_target_modules)
+    policy = PolicyScorer(model)
+    if runtime.distributed:
+        shard_policy(policy, runtime)
+    return model, policy
 
 
 def run_train(cfg: TrainConfig) -> int:
     """``anytime-reasoner train``."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    trainer = build_trainer(cfg)
+    runtime = init_runtime(cfg.model.device, cfg.model.dtype)
     try:
-        history = trainer.fit()
+        trainer = build_trainer(cfg, runtime)
+        try:
+            history = trainer.fit()
+        finally:
+            close = getattr(trainer.verifier, "close", None)
+            if close:
+                close()
     finally:
-        close = getattr(trainer.verifier, "close", None)
-        if close:
-            close()
+        shutdown(runtime)
+    if not runtime.is_main:
+        return 0
     last = history[-1] if history else {}
     if "val/accuracy" in last:
         print(f"final validation: anytime {last['val/anytime']:.3f}, final-budget {last['val/final']:.3f}")

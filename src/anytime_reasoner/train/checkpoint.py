@@ -1,44 +1,105 @@
-"""Checkpoints: ``out/checkpoints/step_N/`` holds a ``save_pretrained`` model and tokenizer (loadable
-by ``AutoModelForCausalLM.from_pretrained`` as is — no merge step), the optimizer state and the
-trainer state. ``resume=auto`` continues from the newest complete one.
+"""Checkpoints: ``out/checkpoints/step_N/`` holds
 
-A checkpoint is written to a temporary folder and renamed when complete, so a crash mid-write
-never leaves a checkpoint that resume would pick up.
+- a ``save_pretrained`` folder of the model in the compute dtype (``model.dtype``) and the
+  tokenizer, loadable by ``AutoModelForCausalLM.from_pretrained`` as is (with LoRA: the adapter
+  folder, loadable by peft), written by rank 0;
+- ``train_state/``: the float32 master weights (the trained ones: adapter weights only under
+  LoRA) and the optimizer state as a ``torch.distributed.checkpoint`` (DCP) folder, each rank
+  writing its shards; resume reads it, on any world size (DCP reshards on load);
+- ``trainer_state.json``: steps done, seed, world size.
+
+``resume=auto`` continues from the newest complete checkpoint. A checkpoint is written to a
+temporary folder and renamed when complete, so a crash mid-write never leaves a checkpoint that
+resume would pick up.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict, set_state_dict
+
+from anytime_reasoner.train.lora import is_lora
+from anytime_reasoner.train.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
-OPTIMIZER_FILE = "optimizer.pt"
+TRAIN_STATE_DIR = "train_state"
+PREFIX = "lm."  # the PolicyScorer's attribute holding the model
 
 
 @dataclass
 class TrainerState:
     step: int  # RL steps completed
     seed: int
+    world_size: int = 1
 
 
-def save_checkpoint(out: Path, state: TrainerState, model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer) -> Path:
+def _options(scorer: torch.nn.Module, **kwargs: Any) -> StateDictOptions:
+    """Only trained parameters go into ``train_state`` (LoRA: the adapter)."""
+    frozen = any(not p.requires_grad for p in scorer.parameters())
+    return StateDictOptions(ignore_frozen_params=frozen, strict=not frozen, **kwargs)
+
+
+def save_checkpoint(
+    out: Path, state: TrainerState, scorer: torch.nn.Module, tokenizer: Any, optimizer: torch.optim.Optimizer, runtime: Runtime
+) -> Path:
+    """Write ``out/checkpoints/step_{state.step}`` (every rank calls this)."""
     root = out / "checkpoints"
     final = root / f"step_{state.step}"
     tmp = root / f".tmp_step_{state.step}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
-    (tmp / STATE_FILE).write_text(json.dumps(asdict(state)), encoding="utf-8")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    if runtime.is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    runtime.barrier()
+    model_state, optim_state = get_state_dict(scorer, optimizer, options=_options(scorer))
+    dcp.save(
+        {"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / TRAIN_STATE_DIR), no_dist=not runtime.distributed
+    )
+    export_model(scorer, tmp, runtime)
+    if runtime.is_main:
+        tokenizer.save_pretrained(tmp)
+        (tmp / STATE_FILE).write_text(json.dumps(asdict(state)), encoding="utf-8")
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    runtime.barrier()
     return final
+
+
+def export_model(scorer: torch.nn.Module, path: Path, runtime: Runtime) -> None:
+    """``save_pretrained`` of ``scorer.lm`` into ``path`` in the compute dtype (rank 0 writes;
+    every rank takes part in gathering sharded weights). LoRA: the adapter only."""
+    lm: Any = scorer.lm
+    if is_lora(lm):
+        if runtime.is_main:
+            lm.save_pretrained(path)
+        return
+    full: dict[str, Any] = get_model_state_dict(
+        scorer, options=StateDictOptions(full_state_dict=True, cpu_offload=runtime.distributed)
+    )
+    if not runtime.is_main:
+        return
+    copies: dict[int, torch.Tensor] = {}  # one copy per tensor: tied weights stay one tensor
+    weights = {}
+    for key, value in full.items():
+        if value.is_floating_point():
+            if id(value) not in copies:
+                copies[id(value)] = value.to(runtime.compute_dtype)
+            value = copies[id(value)]
+        weights[key.removeprefix(PREFIX)] = value
+    lm.save_pretrained(path, state_dict=weights)
+    config = copy.deepcopy(lm.config)  # save_pretrained writes the float32 master weights' dtype
+    config.dtype = str(runtime.compute_dtype).removeprefix("torch.")
+    config.save_pretrained(path)
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -53,5 +114,11 @@ def load_trainer_state(path: Path) -> TrainerState:
     return TrainerState(**json.loads((path / STATE_FILE).read_text(encoding="utf-8")))
 
 
-def load_optimizer_state(path: Path, optimizer: torch.optim.Optimizer) -> None:
-    optimizer.load_state_dict(torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True))
+def load_train_state(path: Path, scorer: torch.nn.Module, optimizer: torch.optim.Optimizer, runtime: Runtime) -> None:
+    """Master weights and optimizer state from ``path/train_state`` into ``scorer`` and ``optimizer``
+    (both built, and sharded when distributed, as for a fresh run)."""
+    options = _options(scorer)
+    model_state, optim_state = get_state_dict(scorer, optimizer, options=options)
+    loaded: dict[str, Any] = {"model": model_state, "optim": optim_state}
+    dcp.load(loaded, checkpoint_id=str(path / TRAIN_STATE_DIR), no_dist=not runtime.distributed)
+    set_state_dict(scorer, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"], options=options)

@@ -15,6 +15,10 @@ then division by ``temperature`` (as the seed's trainer does; 1.0 in training). 
 model-specific logit transforms applied inside a model's ``forward`` after the head (e.g. Cohere's
 ``logit_scale``) are not reproduced; :func:`sequence_logprobs` with ``chunk_size=None`` goes through
 the model's own ``forward`` and is the reference to compare against for a new architecture.
+Training runs the model through :class:`PolicyScorer`, a module whose ``forward`` is the decoder
+body plus the chunked head: under FSDP2 it is the root unit (embeddings, final norm, output
+head, tied or not), so one module call gathers everything the log-probs need.
+
 A tree mask is a custom 4-D mask, which transformers uses as given for every layer: sliding-window
 layers (e.g. Qwen2 with ``use_sliding_window``) would see the full tree, not their window.
 """
@@ -117,6 +121,32 @@ def chunked_token_logprobs(
     return torch.cat(pieces)  # [M]
 
 
+class PolicyScorer(torch.nn.Module):
+    """A causal LM seen by the trainer: ``forward`` returns log-probs of chosen tokens.
+
+    ``lm`` stays a plain transformers (or peft) model for generation and saving.
+    """
+
+    def __init__(self, lm: Any) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor | None,
+        attention_mask: Any,
+        rows: torch.Tensor,
+        prev: torch.Tensor,
+        targets: torch.Tensor,
+        chunk_size: int = 1024,
+        temperature: float = 1.0,
+    ) -> torch.Tensor:
+        """``log p(targets[m] | hidden[rows[m], prev[m]])`` → float32 ``[M]``."""
+        hidden = decoder_hidden_states(self.lm, input_ids, position_ids, attention_mask)  # [N, T, H]
+        return chunked_token_logprobs(self.lm, hidden[rows, prev], targets, chunk_size=chunk_size, temperature=temperature)
+
+
 def packed_logprobs(
     model: Any,
     batch: PackedBatch,
@@ -129,15 +159,16 @@ def packed_logprobs(
     """Log-probs of the taken tokens of ``batch`` (packed or plain rows) → float32 ``[N, T]``.
 
     ``tokens="trainable"`` scores the trainable tokens only; ``"all"`` every token that has a
-    predecessor (``prev_index >= 0``). Other positions hold 0.
+    predecessor (``prev_index >= 0``). Other positions hold 0. ``model`` is a causal LM or a
+    :class:`PolicyScorer` around one.
     """
-    mask = attention_mask_for(model, batch, attention)
-    hidden = decoder_hidden_states(model, batch.input_ids, batch.position_ids, mask)  # [N, T, H]
+    scorer = model if isinstance(model, PolicyScorer) else PolicyScorer(model)
+    mask = attention_mask_for(scorer.lm, batch, attention)
     selected = batch.trainable_mask if tokens == "trainable" else batch.prev_index >= 0  # [N, T]
     rows, cols = selected.nonzero(as_tuple=True)  # [M], [M]
     prev = batch.prev_index[rows, cols]  # [M]
-    scored = chunked_token_logprobs(
-        model, hidden[rows, prev], batch.input_ids[rows, cols], chunk_size=chunk_size, temperature=temperature
+    scored = scorer(
+        batch.input_ids, batch.position_ids, mask, rows, prev, batch.input_ids[rows, cols], chunk_size, temperature
     )  # [M]
     logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32, device=scored.device)  # [N, T]
     return logprobs.index_put((rows, cols), scored)  # [N, T]

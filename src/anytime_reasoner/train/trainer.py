@@ -14,6 +14,13 @@ thinking and summary phases derive their own seeds from that (``rollout.anytime`
 uses ``derive_seed(run seed, "validation")`` every time, so checkpoints of one run are compared
 on the same samples. No two phases share a stream, and a resumed run replays them exactly.
 
+Several processes (``torchrun``, ``train.runtime``): rank r rolls out the questions
+``r, r + W, r + 2W, …`` of the step (all G thinkings of a question on one rank, so baselines are
+exact) from its own streams ``derive_seed(run seed, t, "rollout", "rank", r)``, trains through the
+FSDP2-sharded policy (``train.fsdp``), and the ranks' rollout statistics are gathered before
+anything is logged; only rank 0 logs, prints and writes files other than its checkpoint shards.
+A run's samples therefore depend on the world size; one process keeps the streams above.
+
 Validation samples ``trainer.val_n`` thinkings × ``trainer.val_n_summary`` summaries per question
 (the original: 8 × 4) at ``trainer.val_budgets``; ``val/anytime`` is the uniform mean over them.
 """
@@ -36,8 +43,12 @@ from anytime_reasoner.config import TrainConfig, dump
 from anytime_reasoner.data.schema import Example
 from anytime_reasoner.rollout.types import RolloutBatch
 from anytime_reasoner.seeding import derive_seed
-from anytime_reasoner.train.checkpoint import TrainerState, save_checkpoint
+from anytime_reasoner.train.checkpoint import TrainerState, export_model, save_checkpoint
+from anytime_reasoner.train.fsdp import unsharded
 from anytime_reasoner.train.loggers import MetricLogger
+from anytime_reasoner.train.logprobs import PolicyScorer
+from anytime_reasoner.train.lora import export_merged, is_lora, save_adapter
+from anytime_reasoner.train.runtime import Runtime
 from anytime_reasoner.train.sources import QuestionSource
 
 if TYPE_CHECKING:
@@ -55,7 +66,7 @@ class Trainer:
     """Holds the components of one run; :meth:`fit` runs the remaining steps."""
 
     cfg: TrainConfig
-    model: PreTrainedModel  # a transformers causal LM
+    model: PreTrainedModel  # a transformers causal LM (peft-wrapped under LoRA); generates and is saved
     tokenizer: PreTrainedTokenizerBase
     engine: GenerationEngine
     codec: TokenizerCodec  # token ids of think-start / think-end / EOS / pad, encode and decode
@@ -64,6 +75,8 @@ class Trainer:
     source: QuestionSource
     val_examples: Sequence[Example]
     out: Path
+    runtime: Runtime
+    policy: PolicyScorer  # trains: ``model`` inside, FSDP2-sharded when distributed
     start_step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -84,17 +97,19 @@ class Trainer:
     def fit(self) -> list[dict[str, Any]]:
         """Run steps ``start_step+1 … cfg.trainer.steps``; return the metrics of each."""
         tcfg = self.cfg.trainer
-        logger = MetricLogger(self.out, tcfg.loggers, run_config=dump(self.cfg))
+        main = self.runtime.is_main
+        logger = MetricLogger(self.out, tcfg.loggers, run_config=dump(self.cfg)) if main else None
         steps = range(self.start_step + 1, tcfg.steps + 1)
-        if self.cfg.ppo.loss_agg == "constant":
+        if self.cfg.ppo.loss_agg == "constant" and main:
             log.info("loss normalizer: rollouts x max_response_len = %d", self.max_response_len)
-        bar = _progress(steps, enabled=tcfg.progress, desc=f"train {self.out.name}")
+        bar = _progress(steps, enabled=tcfg.progress and main, desc=f"train {self.out.name}")
         try:
             for step in bar:
                 metrics = self.train_step(step)
                 if tcfg.val_every and (step % tcfg.val_every == 0 or step == tcfg.steps):
                     metrics.update(self.validate())
-                logger.log(step, metrics)
+                if logger is not None:
+                    logger.log(step, metrics)
                 self.history.append({"step": step, **metrics})
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(anytime=f"{metrics['anytime_score']:.3f}", loss=f"{metrics['loss']:.4f}")
@@ -104,27 +119,35 @@ class Trainer:
                 self.save(tcfg.steps)
             self.save_final()
         finally:
-            logger.close()
+            if logger is not None:
+                logger.close()
         return self.history
 
     # ------------------------------------------------------------------ one step
 
     def train_step(self, step: int) -> dict[str, Any]:
         t0 = time.perf_counter()
-        examples = self.source.batch(step, self.cfg.trainer.batch_size)
-        rollouts = self.rollout(examples, seed=derive_seed(self.cfg.trainer.seed, step, "rollout"), train=True)
+        examples = self.runtime.shard(self.source.batch(step, self.cfg.trainer.batch_size))
+        rollouts = self.rollout(examples, seed=self._stream(step, "rollout"), train=True)
         t_rollout = time.perf_counter() - t0
-        scores = rollouts.scores()  # [B, G, S, A]
+        scores = rollouts.scores()  # [B, G, S, A] (this rank's questions)
         probs = torch.tensor(self.plan.probs)  # [S]
         think_adv = thinking_advantages(scores, probs, self.cfg.rollout.variance_reduction)  # [B, G, S]
         summ_adv = summary_advantages(scores, self.cfg.rollout.summary_method, rollouts.cut_lengths())  # [B, G, S, A]
         update_metrics = self.update(rollouts, think_adv, summ_adv)
-        metrics = rollout_metrics(rollouts, scores, self.plan)
+        stats = RolloutStats.cat(self.runtime.gather(RolloutStats.of(rollouts, scores)))  # every rank's questions
+        metrics = rollout_metrics(stats, self.plan)
         metrics.update(update_metrics)
-        metrics.update(brpo_diagnostics(scores, probs, rollouts.segment_mask()))  # each [S]
+        metrics.update(brpo_diagnostics(stats.scores, probs, stats.segment_mask))  # each [S]
         metrics.update(time_rollout=t_rollout, time_step=time.perf_counter() - t0)
         metrics.update(max_response_len=self.max_response_len, epoch=self._epoch(step))
         return metrics
+
+    def _stream(self, step: int, phase: str) -> int:
+        """The seed of ``phase`` at ``step`` on this rank (one process: no rank in the name)."""
+        if not self.runtime.distributed:
+            return derive_seed(self.cfg.trainer.seed, step, phase)
+        return derive_seed(self.cfg.trainer.seed, step, phase, "rank", self.runtime.rank)
 
     def _epoch(self, step: int) -> int | None:
         """The pass over a finite training set that step ``step`` reads (None for a stream)."""
@@ -144,7 +167,7 @@ class Trainer:
             params = replace(params, n_thinking=tcfg.val_n, n_summary=tcfg.val_n_summary, temperature=tcfg.val_temperature)
         prompts = [encode_prompt(self.tokenizer, e.messages, self.codec.think_start) for e in examples]
         self.model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), unsharded(self.policy), self.runtime.autocast():
             return anytime_rollout(
                 self.engine, self.codec, prompts, [list(e.ground_truths) for e in examples], plan, params, self.verifier
             )
@@ -154,15 +177,17 @@ class Trainer:
         from anytime_reasoner.train.update import ppo_update
 
         packed = pack_rollouts(rollouts, think_adv, summ_adv, pad_token_id=self.codec.pad_id)
-        self.model.train()
+        packed = replace(packed, question_index=self.runtime.global_index(packed.question_index))
+        self.policy.train()
         return ppo_update(
-            self.model,
+            self.policy,
             self.optimizer,
             packed,
             self.cfg.ppo,
             max_response_len=self.max_response_len,
             attention=self.cfg.model.attention,
             temperature=self.cfg.rollout.temperature,
+            runtime=self.runtime,
         )
 
     def validate(self) -> dict[str, Any]:
@@ -170,8 +195,12 @@ class Trainer:
         ``val_n × val_n_summary`` samples of each question."""
         if not self.val_examples:
             return {}
-        rollouts = self.rollout(self.val_examples, seed=derive_seed(self.cfg.trainer.seed, "validation"), train=False)
-        acc = rollouts.scores().mean(dim=(0, 1, 3))  # [S]
+        seed = derive_seed(
+            self.cfg.trainer.seed, "validation", *(("rank", self.runtime.rank) if self.runtime.distributed else ())
+        )
+        rollouts = self.rollout(self.runtime.shard(self.val_examples), seed=seed, train=False)
+        scores = torch.cat(self.runtime.gather(rollouts.scores()))  # [B, G, S, A] over every rank's questions
+        acc = scores.mean(dim=(0, 1, 3))  # [S]
         return {
             "val/budgets": list(rollouts.budgets),
             "val/accuracy": acc.tolist(),
@@ -182,33 +211,71 @@ class Trainer:
     # ------------------------------------------------------------------ saving
 
     def save(self, step: int) -> Path:
-        return save_checkpoint(
-            self.out, TrainerState(step=step, seed=self.cfg.trainer.seed), self.model, self.tokenizer, self.optimizer
-        )
+        state = TrainerState(step=step, seed=self.cfg.trainer.seed, world_size=self.runtime.world_size)
+        return save_checkpoint(self.out, state, self.policy, self.tokenizer, self.optimizer, self.runtime)
 
     def save_final(self) -> Path:
+        """``out/final``: the trained model as a transformers folder in the compute dtype (under
+        LoRA: the merged model, and the adapter alone in ``out/final/adapter``)."""
         final = self.out / "final"
-        self.model.save_pretrained(final)
-        self.tokenizer.save_pretrained(final)
+        lm: Any = self.model
+        if is_lora(lm):
+            if self.runtime.is_main:
+                export_merged(lm, final, dtype=self.runtime.compute_dtype)
+                save_adapter(lm, final / "adapter")
+        else:
+            export_model(self.policy, final, self.runtime)
+        if self.runtime.is_main:
+            self.tokenizer.save_pretrained(final)
+        self.runtime.barrier()
         return final
 
 
-def rollout_metrics(rollouts: RolloutBatch, scores: torch.Tensor, plan: BudgetPlan) -> dict[str, Any]:
-    """Reward per budget, anytime score, thinking/summary lengths, share closed by think-end.
+@dataclass
+class RolloutStats:
+    """What the step's metrics need from a rollout: small tensors gathered across ranks."""
 
-    ``scores`` is ``rollouts.scores()``, ``[B, G, S, A]``.
-    """
-    per_budget = scores.mean(dim=(0, 1, 3))  # [S]
-    lengths = rollouts.thinking_lengths().float()  # [B, G]
-    thinkings = [t for row in rollouts.thinkings for t in row]
-    summary_lens = [len(s.sampled_ids) for t in thinkings for per in t.summaries for s in per]
+    scores: torch.Tensor  # [B, G, S, A]
+    thinking_lengths: torch.Tensor  # [B, G]
+    closed: torch.Tensor  # [B, G] bool: the thinking ended with think-end
+    summary_lengths: list[int]  # sampled tokens of every summary
+    segment_mask: torch.Tensor  # [B, G, S]
+
+    @classmethod
+    def of(cls, rollouts: RolloutBatch, scores: torch.Tensor) -> RolloutStats:
+        thinkings = [t for row in rollouts.thinkings for t in row]
+        return cls(
+            scores=scores,
+            thinking_lengths=rollouts.thinking_lengths(),
+            closed=torch.tensor([[t.closed for t in row] for row in rollouts.thinkings], dtype=torch.bool),
+            summary_lengths=[len(s.sampled_ids) for t in thinkings for per in t.summaries for s in per],
+            segment_mask=rollouts.segment_mask(),
+        )
+
+    @classmethod
+    def cat(cls, parts: Sequence[RolloutStats]) -> RolloutStats:
+        """The stats of all ``parts``' questions (in rank order)."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            scores=torch.cat([p.scores for p in parts]),
+            thinking_lengths=torch.cat([p.thinking_lengths for p in parts]),
+            closed=torch.cat([p.closed for p in parts]),
+            summary_lengths=[n for p in parts for n in p.summary_lengths],
+            segment_mask=torch.cat([p.segment_mask for p in parts]),
+        )
+
+
+def rollout_metrics(stats: RolloutStats, plan: BudgetPlan) -> dict[str, Any]:
+    """Reward per budget, anytime score, thinking/summary lengths, share closed by think-end."""
+    per_budget = stats.scores.mean(dim=(0, 1, 3))  # [S]
     return {
         "reward_per_budget": per_budget.tolist(),
         "anytime_score": float((per_budget * torch.tensor(plan.probs)).sum()),
         "final_reward": float(per_budget[-1]),
-        "thinking_length": float(lengths.mean()),
-        "closed_share": sum(t.closed for t in thinkings) / len(thinkings),
-        "summary_length": sum(summary_lens) / max(len(summary_lens), 1),
+        "thinking_length": float(stats.thinking_lengths.float().mean()),
+        "closed_share": float(stats.closed.float().mean()),
+        "summary_length": sum(stats.summary_lengths) / max(len(stats.summary_lengths), 1),
     }
 
 

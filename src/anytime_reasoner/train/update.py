@@ -16,7 +16,17 @@ One call of :func:`ppo_update`:
 The ``constant`` normalizer counts *rollouts* (thinkings), not rows: the same as rows for packed
 batches, while an unpacked batch (``unpack_rollouts``) gets the same normalizer as its packed twin.
 
-The model's train/eval mode is left to the caller.
+Across ranks (``train.runtime``): each rank holds the rows of its questions, whose ids in
+``question_index`` are global (0 … B−1 over all ranks). Mini-batch k is the rows of questions
+``k·M … k·M + M − 1`` wherever they live, so every rank steps the optimizer equally often (a rank
+may hold none of a mini-batch's questions). The normalizer counts the whole mini-batch over all
+ranks (all-reduced) and FSDP sums the gradients (``train.fsdp``), so the gradient equals the
+one-process gradient of the same global batch. Forward passes are collective under FSDP, so the
+ranks agree on the number of micro-batches (the largest any rank needs); a rank with fewer runs
+a one-token stand-in whose loss is multiplied by zero.
+
+The model's train/eval mode is left to the caller. ``model`` is a causal LM or a
+``train.logprobs.PolicyScorer`` around one (what FSDP shards).
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from anytime_reasoner.algo.losses import LossAgg, loss_normalizer, ppo_policy_lo
 from anytime_reasoner.config import PPOConfig
 from anytime_reasoner.rollout.packing import PackedBatch
 from anytime_reasoner.train.logprobs import Attention, packed_logprobs
+from anytime_reasoner.train.runtime import Runtime
 
 
 def build_optimizer(model: torch.nn.Module, ppo_cfg: PPOConfig) -> torch.optim.AdamW:
@@ -38,21 +49,23 @@ def build_optimizer(model: torch.nn.Module, ppo_cfg: PPOConfig) -> torch.optim.A
     return torch.optim.AdamW(params, lr=ppo_cfg.lr, betas=(ppo_cfg.betas[0], ppo_cfg.betas[1]), weight_decay=ppo_cfg.weight_decay)
 
 
-def question_mini_batches(question_index: torch.Tensor, questions_per_batch: int) -> list[torch.Tensor]:
-    """Row indices of consecutive groups of ``questions_per_batch`` questions (in first-seen order)."""
-    questions = list(dict.fromkeys(question_index.tolist()))
-    batches = []
-    for start in range(0, len(questions), questions_per_batch):
-        chosen = torch.tensor(questions[start : start + questions_per_batch], device=question_index.device)
-        batches.append(torch.isin(question_index, chosen).nonzero(as_tuple=True)[0])  # [rows]
-    return batches
+def question_mini_batches(
+    question_index: torch.Tensor, questions_per_batch: int, n_batches: int | None = None
+) -> list[torch.Tensor]:
+    """Row indices of each mini-batch: mini-batch k holds the rows whose question id q has
+    ``q // questions_per_batch == k``. ``n_batches`` (default: as many as the largest id needs)
+    is the global count when the ids are spread over ranks; some entries may then be empty."""
+    if n_batches is None:
+        n_batches = int(question_index.max()) // questions_per_batch + 1 if question_index.numel() else 0
+    batch_of = question_index // questions_per_batch  # [N]
+    return [(batch_of == k).nonzero(as_tuple=True)[0] for k in range(n_batches)]  # each [rows]
 
 
-def token_budget_micro_batches(lengths: torch.Tensor, max_token_len: int) -> list[list[int]]:
+def token_budget_micro_batches(lengths: torch.Tensor, max_token_len: int, min_count: int = 0) -> list[list[int]]:
     """Split rows (given their lengths ``[n]``) into micro-batches of ≤ ``max_token_len`` padded tokens.
 
     Rows are taken longest first; a micro-batch grows while ``rows × longest ≤ max_token_len``.
-    Returns positions into ``lengths``.
+    Returns positions into ``lengths``, followed by empty lists up to ``min_count`` entries.
     """
     sizes = [int(n) for n in lengths.tolist()]
     order = sorted(range(len(sizes)), key=lambda i: -sizes[i])
@@ -68,16 +81,48 @@ def token_budget_micro_batches(lengths: torch.Tensor, max_token_len: int) -> lis
         longest = max(longest, n)
     if current:
         micro.append(current)
-    return micro
+    return micro + [[] for _ in range(min_count - len(micro))]
 
 
-def minibatch_normalizer(batch: PackedBatch, agg: LossAgg, max_response_len: int | None) -> float:
+def minibatch_normalizer(batch: PackedBatch, agg: LossAgg, max_response_len: int | None, runtime: Runtime | None = None) -> float:
     """``loss_normalizer`` of a mini-batch: rollouts × ``max_response_len`` (constant) or
-    trainable tokens (token-mean)."""
+    trainable tokens (token-mean), counted over every rank's part of the mini-batch."""
     if agg == "constant":
-        per_rollout = torch.ones(batch.n_rollouts, 1, dtype=torch.bool)  # [R, 1] one entry per rollout
-        return loss_normalizer(per_rollout, agg, max_response_len)
-    return loss_normalizer(batch.trainable_mask, agg, max_response_len)
+        count = batch.n_rollouts if batch.n_rows else 0
+    else:
+        count = int(batch.trainable_mask.sum())
+    if runtime is not None:
+        count = int(runtime.all_reduce([count])[0])
+    per_count = torch.ones(count, 1, dtype=torch.bool)  # [count, 1]: one entry per rollout or token
+    return loss_normalizer(per_count, agg, max_response_len)
+
+
+def micro_batch_plan(batch: PackedBatch, max_token_len: int, runtime: Runtime | None) -> list[list[int]]:
+    """:func:`token_budget_micro_batches`, padded with empty entries to the most any rank needs."""
+    micro = token_budget_micro_batches(batch.lengths, max_token_len)
+    if runtime is None or not runtime.distributed:
+        return micro
+    return token_budget_micro_batches(batch.lengths, max_token_len, min_count=int(runtime.all_reduce([len(micro)], "max")[0]))
+
+
+def stand_in_row(pad_token_id: int, device: torch.device) -> PackedBatch:
+    """A 2-token causal row whose second token is 'trainable': the forward a rank runs when it has
+    no rows in a micro-batch that other ranks fill (its loss is multiplied by zero)."""
+    two = torch.tensor([[pad_token_id, pad_token_id]], device=device)  # [1, 2]
+    zeros = torch.zeros_like(two)
+    return PackedBatch(
+        input_ids=two,
+        position_ids=torch.tensor([[0, 1]], device=device),
+        segment_ids=zeros,
+        visible_trunk=zeros,
+        prev_index=torch.tensor([[-1, 0]], device=device),
+        trainable_mask=torch.tensor([[False, True]], device=device),
+        advantages=zeros.float(),
+        lengths=torch.tensor([2], device=device),
+        prompt_lengths=torch.tensor([1], device=device),
+        question_index=torch.tensor([0], device=device),
+        rollout_index=torch.tensor([0], device=device),
+    )
 
 
 @torch.no_grad()
@@ -89,14 +134,20 @@ def compute_old_logprobs(
     attention: Attention = "auto",
     chunk_size: int = 1024,
     temperature: float = 1.0,
+    runtime: Runtime | None = None,
 ) -> torch.Tensor:
     """Log-probs of the trainable tokens under the current weights, no grad → float32 ``[N, T]`` (CPU)."""
+    runtime = runtime or Runtime(device=_device_of(model))
     old_logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32)  # [N, T]
-    device = _device_of(model)
-    for micro in token_budget_micro_batches(batch.lengths, max_token_len):
+    for micro in micro_batch_plan(batch, max_token_len, runtime):
+        if not micro:
+            with runtime.autocast():
+                packed_logprobs(model, stand_in_row(0, runtime.device), attention=attention, chunk_size=chunk_size)
+            continue
         rows = torch.tensor(micro, dtype=torch.long)
-        part = batch.select(rows).to(device)
-        logprobs = packed_logprobs(model, part, attention=attention, chunk_size=chunk_size, temperature=temperature)  # [n, t]
+        part = batch.select(rows).to(runtime.device)
+        with runtime.autocast():
+            logprobs = packed_logprobs(model, part, attention=attention, chunk_size=chunk_size, temperature=temperature)  # [n, t]
         old_logprobs[rows, : part.width] = logprobs.float().cpu()
     return old_logprobs
 
@@ -127,6 +178,18 @@ class _Tally:
             self.ratio_max = max(self.ratio_max, float(metrics["ratio_max"]))
         self.padded_tokens += padded
         self.micro_batches += 1
+
+    def reduce(self, runtime: Runtime) -> _Tally:
+        """Sums, minima and maxima over ranks (the grad norms are global already)."""
+        if not runtime.distributed:
+            return self
+        sums = runtime.all_reduce(
+            [self.loss, self.tokens, self.clip_tokens, self.kl_tokens, self.padded_tokens, self.micro_batches]
+        )
+        ratio_min = runtime.all_reduce([self.ratio_min], "min")[0]
+        ratio_max = runtime.all_reduce([self.ratio_max], "max")[0]
+        loss, tokens, clip, kl, padded, micro = sums
+        return _Tally(loss, tokens, clip, kl, ratio_min, ratio_max, int(padded), int(micro), self.grad_norms, self.skipped_steps)
 
     def summary(self, epochs: int) -> dict[str, float]:
         steps = max(len(self.grad_norms), 1)
@@ -159,19 +222,28 @@ def accumulate_gradients(
     chunk_size: int = 1024,
     temperature: float = 1.0,
     tally: _Tally | None = None,
+    runtime: Runtime | None = None,
 ) -> float:
-    """Backward the PPO loss of one mini-batch, micro-batch by micro-batch; returns the loss.
+    """Backward the PPO loss of one mini-batch (this rank's rows of it), micro-batch by
+    micro-batch; returns the loss of these rows.
 
     ``old_logprobs`` is ``[N, T']`` aligned with ``batch`` rows (T' ≥ the batch width).
     Gradients add into ``.grad``; nothing is stepped or zeroed.
     """
-    device = _device_of(model)
+    runtime = runtime or Runtime(device=_device_of(model))
+    device = runtime.device
     total = 0.0
-    for micro in token_budget_micro_batches(batch.lengths, max_token_len):
+    for micro in micro_batch_plan(batch, max_token_len, runtime):
+        if not micro:  # other ranks fill this micro-batch: a collective forward/backward of zero loss
+            with runtime.autocast():
+                stand_in = packed_logprobs(model, stand_in_row(0, device), attention=attention, chunk_size=chunk_size)
+            (stand_in.sum() * 0.0).backward()
+            continue
         rows = torch.tensor(micro, dtype=torch.long)
         part = batch.select(rows).to(device)
         part_old_logprobs = old_logprobs[rows, : part.width].to(device)  # [n, t]
-        logprobs = packed_logprobs(model, part, attention=attention, chunk_size=chunk_size, temperature=temperature)  # [n, t]
+        with runtime.autocast():
+            logprobs = packed_logprobs(model, part, attention=attention, chunk_size=chunk_size, temperature=temperature)  # [n, t]
         loss, metrics = ppo_policy_loss(
             logprobs, part_old_logprobs, part.advantages, part.trainable_mask, normalizer=normalizer, clip_eps=clip_eps
         )
@@ -193,8 +265,9 @@ def ppo_update(
     attention: Attention = "auto",
     chunk_size: int = 1024,
     temperature: float = 1.0,
+    runtime: Runtime | None = None,
 ) -> dict[str, float]:
-    """PPO epochs over ``batch``; returns detached metrics (see ``_Tally.summary``).
+    """PPO epochs over ``batch``; returns detached metrics (see ``_Tally.summary``), summed over ranks.
 
     Args:
         batch: packed (or unpacked) rows on any device; micro-batches move to the model's.
@@ -203,7 +276,9 @@ def ppo_update(
         max_response_len: the constant of ``loss_agg="constant"``: the longest possible packed
             response for the config (``rollout.packing.max_response_len``).
         old_logprobs: ``[N, T]``; recomputed here (no grad) when None.
+        runtime: ranks, device and compute dtype (default: one process, the model's device, float32).
     """
+    runtime = runtime or Runtime(device=_device_of(model))
     if old_logprobs is None:
         old_logprobs = compute_old_logprobs(
             model,
@@ -212,33 +287,44 @@ def ppo_update(
             attention=attention,
             chunk_size=chunk_size,
             temperature=temperature,
+            runtime=runtime,
         )  # [N, T]
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    n_questions = int(runtime.all_reduce([int(batch.question_index.max()) + 1 if batch.n_rows else 0], "max")[0])
+    n_mini = -(-n_questions // ppo_cfg.ppo_mini_batch_size)  # ceil
     tally = _Tally()
     for _ in range(ppo_cfg.ppo_epochs):
-        for rows in question_mini_batches(batch.question_index, ppo_cfg.ppo_mini_batch_size):
+        for rows in question_mini_batches(batch.question_index, ppo_cfg.ppo_mini_batch_size, n_mini):
             mini = batch.select(rows)
             optimizer.zero_grad(set_to_none=True)
             accumulate_gradients(
                 model,
                 mini,
                 old_logprobs[rows.cpu()],
-                normalizer=minibatch_normalizer(mini, ppo_cfg.loss_agg, max_response_len),
+                normalizer=minibatch_normalizer(mini, ppo_cfg.loss_agg, max_response_len, runtime),
                 clip_eps=ppo_cfg.clip_eps,
                 max_token_len=ppo_cfg.ppo_max_token_len,
                 attention=attention,
                 chunk_size=chunk_size,
                 temperature=temperature,
                 tally=tally,
+                runtime=runtime,
             )
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, ppo_cfg.grad_clip))
+            grad_norm = _clip_grad_norm(params, ppo_cfg.grad_clip)
             tally.grad_norms.append(grad_norm)
             if math.isfinite(grad_norm):
                 optimizer.step()
             else:
                 tally.skipped_steps += 1
             optimizer.zero_grad(set_to_none=True)
-    return tally.summary(ppo_cfg.ppo_epochs)
+    return tally.reduce(runtime).summary(ppo_cfg.ppo_epochs)
+
+
+def _clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> float:
+    """``clip_grad_norm_``; the norm of sharded (DTensor) gradients is already global."""
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    full = getattr(norm, "full_tensor", None)
+    return float(full() if full else norm)
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:

@@ -1,0 +1,149 @@
+"""Where training runs: the process group, the device, and the compute precision.
+
+One :class:`Runtime` is built per process by :func:`init_runtime` and passed explicitly to the
+trainer, the update and the checkpoint code; nothing here is module-level state.
+
+- **Processes.** ``torchrun`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; with
+  ``WORLD_SIZE > 1`` a process group is created (``nccl`` on CUDA, ``gloo`` on CPU) and each rank
+  uses ``cuda:LOCAL_RANK``. Without them the run is a single process and no group is created.
+- **Question sharding.** A step's questions are dealt out strided: question q goes to rank
+  ``q % world_size``. All G thinkings of a question stay on its rank, so the group baselines
+  (GRPO, BRPO) are exact without communication, and a global mini-batch of M consecutive
+  questions is the union of the ranks' local pieces of it (see ``train.update``).
+- **Precision.** Parameters, gradients and optimizer state stay float32 (master weights);
+  ``model.dtype`` is the *compute* dtype. One process computes under ``torch.autocast``; sharded
+  runs let FSDP2 cast (``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``, see
+  ``train.fsdp``). float16 is refused for training: without a gradient scaler its small
+  gradients underflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from anytime_reasoner.errors import UserError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TRAIN_DTYPES = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One process's view of the run: rank, world size, device and compute dtype."""
+
+    device: torch.device
+    compute_dtype: torch.dtype = torch.float32
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only rank that logs, prints and writes the full model."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Forward passes run under this: ``torch.autocast`` to the compute dtype in one process;
+        nothing when computing in float32 or when FSDP2 casts the parameters itself."""
+        if self.compute_dtype == torch.float32 or self.distributed:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+
+    # ------------------------------------------------------------------ sharding
+
+    def shard(self, items: Sequence[T]) -> list[T]:
+        """This rank's items of a global list: ``items[rank::world_size]``."""
+        return list(items[self.rank :: self.world_size])
+
+    def global_index(self, local: Any) -> Any:
+        """The global position of this rank's ``local``-th item of :meth:`shard` (an int or a tensor of them)."""
+        return self.rank + self.world_size * local
+
+    # ------------------------------------------------------------------ collectives
+
+    def all_reduce(self, values: Sequence[float], op: str = "sum") -> list[float]:
+        """Reduce numbers across ranks (``sum``, ``max`` or ``min``); identity in one process."""
+        if not self.distributed:
+            return list(values)
+        device = self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        tensor = torch.tensor(list(values), dtype=torch.float64, device=device)  # [K]
+        dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[op])
+        return tensor.tolist()
+
+    def gather(self, obj: T) -> list[T]:
+        """Every rank's ``obj``, in rank order, on every rank (``[obj]`` in one process)."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+
+def check_train_dtype(dtype: str) -> torch.dtype:
+    """The compute dtype for training; float16 is refused (no gradient scaler)."""
+    if dtype not in TRAIN_DTYPES:
+        raise UserError(
+            f"model.dtype: {dtype} is not trained here (float16 needs a gradient scaler, which this trainer "
+            f"does not use); allowed: {', '.join(TRAIN_DTYPES)}"
+        )
+    return getattr(torch, dtype)
+
+
+def init_runtime(device: str, dtype: str, env: dict[str, str] | None = None) -> Runtime:
+    """The runtime of this process: ``torchrun``'s environment (``env``, default ``os.environ``)
+    decides the rank and world size; ``device`` is ``model.device`` (``auto``, ``cpu``, ``cuda``)."""
+    from anytime_reasoner.models import resolve_device
+
+    env = dict(os.environ) if env is None else env
+    compute_dtype = check_train_dtype(dtype)
+    kind = resolve_device(device)
+    world_size = int(env.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Runtime(device=torch.device(kind), compute_dtype=compute_dtype)
+    rank, local_rank = int(env["RANK"]), int(env.get("LOCAL_RANK", "0"))
+    if kind == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(f"LOCAL_RANK {local_rank}: this machine has {torch.cuda.device_count()} CUDA devices")
+        torch.cuda.set_device(local_rank)
+        where = torch.device("cuda", local_rank)
+    else:
+        where = torch.device("cpu")
+    if not dist.is_initialized():
+        backend = "nccl" if kind == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=timedelta(minutes=30), device_id=where if kind == "cuda" else None)
+    log.info("rank %d of %d on %s", rank, world_size, where)
+    return Runtime(device=where, compute_dtype=compute_dtype, rank=rank, world_size=world_size)
+
+
+def shutdown(runtime: Runtime) -> None:
+    """Destroy the process group (if this process created one)."""
+    if runtime.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def main_first(runtime: Runtime) -> Iterator[None]:
+    """Rank 0 runs the body first (e.g. a download or a bootstrap into a shared cache), then the others."""
+    if not runtime.is_main:
+        runtime.barrier()
+    yield
+    if runtime.is_main:
+        runtime.barrier()

@@ -1,0 +1,54 @@
+"""A training run under ``torchrun`` for the multi-process tests (``test_distributed.py``).
+
+    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/train/dist_worker.py \\
+        MODEL_DIR OUT STEPS DUMP_DIR|- [key=value ...]
+
+Builds the trainer from the tiny-model test config (``test_trainer_smoke._config``) with the
+parity verifier, and with DUMP_DIR saves what each rank's update receives at each step (its
+rollouts and advantages) to ``DUMP_DIR/step{t}_rank{r}.pt``, so a test can rebuild the global
+batch and train one process on it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+
+def main(argv: list[str]) -> int:
+    import torch
+
+    from anytime_reasoner.train.build import build_trainer
+    from anytime_reasoner.train.runtime import init_runtime, shutdown
+    from tests.train.test_trainer_smoke import ParityVerifier, _config
+
+    torch.set_num_threads(1)
+    model_dir, out, steps, dump, *overrides = argv
+    extra = dict(o.split("=", 1) for o in overrides)
+    cfg = _config(model_dir, out, steps=int(steps), **extra)
+    runtime = init_runtime(cfg.model.device, cfg.model.dtype)
+    trainer = build_trainer(cfg, runtime)
+    trainer.verifier.close()
+    trainer.verifier = ParityVerifier()
+    if dump != "-":
+        update = trainer.update
+        state = {"step": trainer.start_step}
+
+        def recording_update(rollouts, think_adv, summ_adv):
+            state["step"] += 1
+            path = Path(dump) / f"step{state['step']}_rank{runtime.rank}.pt"
+            torch.save({"rollouts": rollouts, "think_adv": think_adv, "summ_adv": summ_adv}, path)
+            return update(rollouts, think_adv, summ_adv)
+
+        trainer.update = recording_update  # type: ignore[method-assign]
+    try:
+        trainer.fit()
+    finally:
+        shutdown(runtime)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,110 @@
+"""Two processes (``torchrun``, gloo, FSDP2) train as one process does on the same global batch,
+and resume exactly.
+
+The 2-process runs go through ``tests/train/dist_worker.py``, which records what each rank's
+update receives. The one-process reference rebuilds the global batch from those records (rank r
+holds questions r, r + 2, …) and runs the update of a one-process trainer from the same base
+model on it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from anytime_reasoner.algo.advantages import summary_advantages, thinking_advantages
+from anytime_reasoner.rollout.types import RolloutBatch
+from anytime_reasoner.train.loggers import read_metrics
+from anytime_reasoner.train.runtime import Runtime
+from tests.train.test_trainer_smoke import _build, _config
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]  # launches torchrun with a tiny model
+
+WORKER = Path(__file__).with_name("dist_worker.py")
+WORLD = 2
+# 3 questions on 2 ranks: rank 0 holds q0, q2 and rank 1 holds q1. With 2 questions per optimizer
+# step, mini-batch 0 = {q0 | q1} and mini-batch 1 = {q2 | nothing}: rank 1 runs a stand-in forward.
+SETTINGS = {"trainer.batch_size": 3, "ppo.ppo_mini_batch_size": 2, "trainer.val_every": 0}
+
+
+def _torchrun(model_dir: Path, out: Path, steps: int, dump: Path | None, **extra: object) -> None:
+    overrides = [f"{k}={v}" for k, v in {**SETTINGS, **extra}.items()]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD}", str(WORKER)]
+    cmd += [str(model_dir), str(out), str(steps), str(dump) if dump else "-", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+def _final_weights(out: Path) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(out / "final", dtype=torch.float32).state_dict()
+
+
+def _global_batch(dump: Path, step: int) -> tuple[RolloutBatch, torch.Tensor, torch.Tensor]:
+    """The ranks' records of ``step`` put back in global question order (q = r + 2j)."""
+    parts = [torch.load(dump / f"step{step}_rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    n = sum(len(p["rollouts"].thinkings) for p in parts)
+    order = [(q % WORLD, q // WORLD) for q in range(n)]  # (rank, local index) of global question q
+    rollouts = RolloutBatch(
+        budgets=parts[0]["rollouts"].budgets,
+        thinkings=[parts[r]["rollouts"].thinkings[j] for r, j in order],
+        ground_truths=[parts[r]["rollouts"].ground_truths[j] for r, j in order],
+    )
+    think_adv = torch.stack([parts[r]["think_adv"][j] for r, j in order])  # [B, G, S]
+    summ_adv = torch.stack([parts[r]["summ_adv"][j] for r, j in order])  # [B, G, S, A]
+    return rollouts, think_adv, summ_adv
+
+
+def test_runtime_deals_questions_strided():
+    rank1 = Runtime(device=torch.device("cpu"), rank=1, world_size=2)
+    assert rank1.shard(["q0", "q1", "q2", "q3", "q4"]) == ["q1", "q3"]
+    assert rank1.global_index(torch.tensor([0, 1])).tolist() == [1, 3]  # 1 + 2·0, 1 + 2·1
+    assert Runtime(device=torch.device("cpu")).all_reduce([2.0, 3.0]) == [2.0, 3.0]
+
+
+@pytest.mark.parametrize("loss_agg", ["constant", "token-mean"])
+def test_two_processes_train_as_one_on_the_global_batch(tiny_model_dir, tmp_path, loss_agg):
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    # the 2-process run also checkpoints activations: recomputation must not change the gradient
+    _torchrun(tiny_model_dir, tmp_path / "two", 1, dump, **{"ppo.loss_agg": loss_agg, "model.activation_checkpointing": "true"})
+    rollouts, think_adv, summ_adv = _global_batch(dump, 1)
+    assert len(rollouts.thinkings) == 3
+
+    # group baselines are per question: advantages on the global batch equal the ranks' own
+    reference = _build(_config(tiny_model_dir, tmp_path / "one", steps=1, **SETTINGS, **{"ppo.loss_agg": loss_agg}))
+    scores = rollouts.scores()  # [3, G, S, A]
+    probs = torch.tensor(reference.plan.probs)
+    torch.testing.assert_close(thinking_advantages(scores, probs, "brpo"), think_adv, rtol=0, atol=0)
+    torch.testing.assert_close(summary_advantages(scores, "brpo", rollouts.cut_lengths()), summ_adv, rtol=0, atol=0)
+
+    before = {k: v.clone() for k, v in reference.model.state_dict().items()}
+    metrics = reference.update(rollouts, think_adv, summ_adv)
+    reference.verifier.close()
+    assert metrics["optimizer_steps"] == 2.0  # ceil(3 questions / 2 per step)
+    two = _final_weights(tmp_path / "two")
+    one = reference.model.state_dict()
+    assert any(not torch.equal(one[k], before[k]) for k in one), "lr 1e-2 must move the weights"
+    for k, v in one.items():
+        torch.testing.assert_close(two[k], v, rtol=0, atol=1e-5, msg=k)
+    logged = read_metrics(tmp_path / "two" / "metrics.jsonl")[0]
+    for key in ("loss", "tokens", "clip_frac", "grad_norm"):  # reduced over ranks = one process's
+        assert logged[key] == pytest.approx(metrics[key], rel=1e-4, abs=1e-7), key
+
+
+def test_two_process_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path):
+    _torchrun(tiny_model_dir, tmp_path / "straight", 2, None, **{"trainer.save_every": 1})
+    _torchrun(tiny_model_dir, tmp_path / "resumed", 1, None)
+    _torchrun(tiny_model_dir, tmp_path / "resumed", 2, None)
+    straight, resumed = _final_weights(tmp_path / "straight"), _final_weights(tmp_path / "resumed")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    a, b = read_metrics(tmp_path / "straight" / "metrics.jsonl"), read_metrics(tmp_path / "resumed" / "metrics.jsonl")
+    assert [m["step"] for m in b] == [1, 2]
+    assert a[1]["loss"] == b[1]["loss"] and a[1]["reward_per_budget"] == b[1]["reward_per_budget"]
