@@ -52,6 +52,8 @@ def test_recipe_matches_the_original():
     assert (cfg.trainer.batch_size, cfg.ppo.ppo_mini_batch_size, cfg.rollout.n) == (64, 32, 8)
     assert (cfg.trainer.val_n, cfg.trainer.val_n_summary, cfg.trainer.val_temperature) == (8, 4, 0.6)
     assert cfg.rollout.plan().budgets == (2000, 4000, 6000, 8000) and cfg.rollout.summary_max_tokens == 118
+    # bf16 compute over float32 master weights, layers recomputed in backward, as the original's FSDP setup
+    assert (cfg.model.dtype, cfg.model.activation_checkpointing, cfg.model.lora_rank) == ("bfloat16", True, 0)
 
 
 def test_tiny_config_shares_one_loss_constant():

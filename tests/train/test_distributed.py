@@ -48,8 +48,10 @@ def _final_weights(out: Path) -> dict[str, torch.Tensor]:
 
 
 def _global_batch(dump: Path, step: int) -> tuple[RolloutBatch, torch.Tensor, torch.Tensor]:
-    """The ranks' records of ``step`` put back in global question order (q = r + 2j)."""
-    parts = [torch.load(dump / f"step{step}_rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    """The ranks' records of ``step`` put back in global question order (q = r + 2j); a rank
+    without questions records nothing."""
+    files = [dump / f"step{step}_rank{r}.pt" for r in range(WORLD)]
+    parts = [torch.load(f, weights_only=False) for f in files if f.is_file()]
     n = sum(len(p["rollouts"].thinkings) for p in parts)
     order = [(q % WORLD, q // WORLD) for q in range(n)]  # (rank, local index) of global question q
     rollouts = RolloutBatch(
@@ -69,17 +71,25 @@ def test_runtime_deals_questions_strided():
     assert Runtime(device=torch.device("cpu")).all_reduce([2.0, 3.0]) == [2.0, 3.0]
 
 
-@pytest.mark.parametrize("loss_agg", ["constant", "token-mean"])
-def test_two_processes_train_as_one_on_the_global_batch(tiny_model_dir, tmp_path, loss_agg):
+@pytest.mark.parametrize(
+    ("loss_agg", "questions", "optimizer_steps"),
+    [
+        ("constant", 3, 2),  # ceil(3 questions / 2 per step)
+        ("token-mean", 3, 2),
+        ("constant", 1, 1),  # rank 1 gets no question: it joins every collective with nothing to train
+    ],
+)
+def test_two_processes_train_as_one_on_the_global_batch(tiny_model_dir, tmp_path, loss_agg, questions, optimizer_steps):
     dump = tmp_path / "dump"
     dump.mkdir()
+    knobs = {"ppo.loss_agg": loss_agg, "trainer.batch_size": questions, "trainer.val_every": 1, "data.val_size": questions}
     # the 2-process run also checkpoints activations: recomputation must not change the gradient
-    _torchrun(tiny_model_dir, tmp_path / "two", 1, dump, **{"ppo.loss_agg": loss_agg, "model.activation_checkpointing": "true"})
+    _torchrun(tiny_model_dir, tmp_path / "two", 1, dump, **knobs, **{"model.activation_checkpointing": "true"})
     rollouts, think_adv, summ_adv = _global_batch(dump, 1)
-    assert len(rollouts.thinkings) == 3
+    assert len(rollouts.thinkings) == questions
 
     # group baselines are per question: advantages on the global batch equal the ranks' own
-    reference = _build(_config(tiny_model_dir, tmp_path / "one", steps=1, **SETTINGS, **{"ppo.loss_agg": loss_agg}))
+    reference = _build(_config(tiny_model_dir, tmp_path / "one", steps=1, **{**SETTINGS, **knobs}))
     scores = rollouts.scores()  # [3, G, S, A]
     probs = torch.tensor(reference.plan.probs)
     torch.testing.assert_close(thinking_advantages(scores, probs, "brpo"), think_adv, rtol=0, atol=0)
@@ -88,13 +98,14 @@ def test_two_processes_train_as_one_on_the_global_batch(tiny_model_dir, tmp_path
     before = {k: v.clone() for k, v in reference.model.state_dict().items()}
     metrics = reference.update(rollouts, think_adv, summ_adv)
     reference.verifier.close()
-    assert metrics["optimizer_steps"] == 2.0  # ceil(3 questions / 2 per step)
+    assert metrics["optimizer_steps"] == optimizer_steps
     two = _final_weights(tmp_path / "two")
     one = reference.model.state_dict()
     assert any(not torch.equal(one[k], before[k]) for k in one), "lr 1e-2 must move the weights"
     for k, v in one.items():
         torch.testing.assert_close(two[k], v, rtol=0, atol=1e-5, msg=k)
     logged = read_metrics(tmp_path / "two" / "metrics.jsonl")[0]
+    assert len(logged["val/accuracy"]) == len(reference.val_plan.budgets)  # validation gathered from both ranks
     for key in ("loss", "tokens", "clip_frac", "grad_norm"):  # reduced over ranks = one process's
         assert logged[key] == pytest.approx(metrics[key], rel=1e-4, abs=1e-7), key
 

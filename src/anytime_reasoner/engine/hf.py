@@ -233,6 +233,10 @@ def generation_kwargs(model: Any, params: SamplingParams, pad_id: int) -> dict[s
         pad_token_id=pad_id,
         eos_token_id=list(params.stop_token_ids),
         use_cache=True,
+        # every process decodes on its own: transformers turns on lock-step decoding across ranks for
+        # FSDP-managed modules, but the trainer gathers the whole model first (train.fsdp.unsharded),
+        # and ranks with different numbers of prompts would wait on each other forever
+        synced_gpus=False,
     )
     if not greedy:
         kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)

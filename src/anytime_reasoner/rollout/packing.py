@@ -107,6 +107,24 @@ class PackedBatch:
         return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
+def empty_batch() -> PackedBatch:
+    """No rows (``[0, 0]`` tensors): what a rank trains on when a step has fewer questions than ranks."""
+    grid = torch.zeros(0, 0, dtype=torch.long)
+    return PackedBatch(
+        input_ids=grid,
+        position_ids=grid,
+        segment_ids=grid,
+        visible_trunk=grid,
+        prev_index=grid,
+        trainable_mask=grid.bool(),
+        advantages=grid.float(),
+        lengths=torch.zeros(0, dtype=torch.long),
+        prompt_lengths=torch.zeros(0, dtype=torch.long),
+        question_index=torch.zeros(0, dtype=torch.long),
+        rollout_index=torch.zeros(0, dtype=torch.long),
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Building rows
 # ---------------------------------------------------------------------------------------------

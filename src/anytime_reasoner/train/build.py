@@ -161,7 +161,7 @@ def build_policy(model: Any, cfg: TrainConfig, runtime: Runtime) -> tuple[Any, P
 
         model = apply_lora(model, rank=mcfg.lora_rank, alpha=mcfg.lora_alpha, target_modules=mcfg.lora_target_modules)
     policy = PolicyScorer(model)
-    if runtime.distributed:
+    if runtime.sharded:
         shard_policy(policy, runtime)
     return model, policy
 

@@ -27,7 +27,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict, set_state_dict
 
-from anytime_reasoner.train.lora import is_lora
+from anytime_reasoner.train.lora import export_merged, is_lora, save_adapter
 from anytime_reasoner.train.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -75,30 +75,38 @@ def save_checkpoint(
     return final
 
 
-def export_model(scorer: torch.nn.Module, path: Path, runtime: Runtime) -> None:
-    """``save_pretrained`` of ``scorer.lm`` into ``path`` in the compute dtype (rank 0 writes;
-    every rank takes part in gathering sharded weights). LoRA: the adapter only."""
+def export_model(scorer: torch.nn.Module, path: Path, runtime: Runtime, *, merged: bool = False) -> None:
+    """``save_pretrained`` of ``scorer.lm`` into ``path`` in the compute dtype, written by rank 0
+    from the full state gathered over ranks. LoRA: the adapter folder, or with ``merged`` the
+    merged model plus the adapter in ``path/adapter``."""
     lm: Any = scorer.lm
-    if is_lora(lm):
-        if runtime.is_main:
-            lm.save_pretrained(path)
-        return
-    full: dict[str, Any] = get_model_state_dict(
-        scorer, options=StateDictOptions(full_state_dict=True, cpu_offload=runtime.distributed)
-    )
-    if not runtime.is_main:
-        return
+    options = StateDictOptions(full_state_dict=True, cpu_offload=runtime.distributed)
+    full: dict[str, Any] = get_model_state_dict(scorer, options=options)  # collective under FSDP
+    if runtime.is_main:
+        state = {k.removeprefix(PREFIX): v for k, v in full.items()}  # keys of lm.state_dict()
+        if is_lora(lm) and merged:
+            export_merged(lm, path, dtype=runtime.compute_dtype, state=state)
+            save_adapter(lm, path / "adapter", state)
+        elif is_lora(lm):
+            save_adapter(lm, path, state)
+        else:
+            _save_full(lm, path, runtime.compute_dtype, state)
+    runtime.barrier()
+
+
+def _save_full(lm: Any, path: Path, dtype: torch.dtype, state: dict[str, torch.Tensor]) -> None:
+    """``lm.save_pretrained`` of ``state`` with every floating tensor cast to ``dtype`` (and the config saying so)."""
     copies: dict[int, torch.Tensor] = {}  # one copy per tensor: tied weights stay one tensor
     weights = {}
-    for key, value in full.items():
+    for key, value in state.items():
         if value.is_floating_point():
             if id(value) not in copies:
-                copies[id(value)] = value.to(runtime.compute_dtype)
+                copies[id(value)] = value.to(device="cpu", dtype=dtype)
             value = copies[id(value)]
-        weights[key.removeprefix(PREFIX)] = value
+        weights[key] = value
     lm.save_pretrained(path, state_dict=weights)
-    config = copy.deepcopy(lm.config)  # save_pretrained writes the float32 master weights' dtype
-    config.dtype = str(runtime.compute_dtype).removeprefix("torch.")
+    config = copy.deepcopy(lm.config)  # save_pretrained writes the dtype of the weights in memory
+    config.dtype = str(dtype).removeprefix("torch.")
     config.save_pretrained(path)
 
 

@@ -14,8 +14,12 @@ kept unsharded for the whole rollout (reshard-after-forward off), then resharded
 runs while generating. This holds the full model in the compute dtype on each GPU for the
 rollout, as a colocated inference engine would.
 
-Activation checkpointing is transformers' own (``gradient_checkpointing_enable``, non-reentrant),
-applied before sharding, so the recomputation in backward re-gathers each layer like its forward.
+Activation checkpointing is transformers' own (``gradient_checkpointing_enable``, non-reentrant):
+it checkpoints each layer's ``forward`` inside the module's hooks, so FSDP2's hooks run once, and
+the layer is gathered again by FSDP2's pre-backward hook before backward recomputes it.
+
+Generation runs with ``synced_gpus=False`` (``engine.hf``): the model is whole on every rank, so
+no rank needs to keep stepping for the others.
 """
 
 from __future__ import annotations

@@ -109,9 +109,14 @@ def trainable_state_dict(model: PeftModel) -> dict[str, torch.Tensor]:
     return get_peft_model_state_dict(model)
 
 
-def save_adapter(model: PeftModel, path: str | Path) -> None:
-    """Write the adapter folder: ``adapter_config.json`` + ``adapter_model.safetensors``."""
-    model.save_pretrained(str(path))
+def save_adapter(model: PeftModel, path: str | Path, state: dict[str, torch.Tensor] | None = None) -> None:
+    """Write the adapter folder: ``adapter_config.json`` + ``adapter_model.safetensors``.
+    ``state``: the model's full state (keys of ``model.state_dict()``) when its live tensors are
+    sharded (FSDP2); default the live tensors."""
+    if state is None:
+        model.save_pretrained(str(path))
+    else:
+        model.save_pretrained(str(path), state_dict=state)
 
 
 def load_adapter(model_base: PreTrainedModel, path: str | Path, trainable: bool = True) -> PeftModel:
@@ -128,29 +133,35 @@ def load_adapter(model_base: PreTrainedModel, path: str | Path, trainable: bool 
     return peft_model
 
 
-def merged_state_dict(model: PeftModel, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """The base model's state with the active adapters folded in (``W + (alpha / r) · B A``), under
+def merged_state_dict(
+    model: PeftModel, dtype: torch.dtype | None = None, state: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """The base model's state with the active adapters folded in (``W + scale · B A``), under
     the plain model's key names, on the CPU (cast to ``dtype`` if given); ``model`` is not touched.
 
-    Tensors tied in the model (e.g. tied embeddings) stay one tensor, so saving drops the alias.
+    ``state``: the full state of ``model`` (keys of ``model.state_dict()``) when its live tensors
+    are sharded (FSDP2); default the live tensors. Only the scales are read from the live layers.
+    Tensors that are one tensor in ``state`` (e.g. tied embeddings) stay one, so saving drops the alias.
     """
     from peft.tuners.lora import LoraLayer
 
     base = model.get_base_model()
     layers: dict[str, Any] = {name: m for name, m in base.named_modules() if isinstance(m, LoraLayer)}
-    copies: dict[tuple[int, tuple[int, ...], tuple[int, ...]], torch.Tensor] = {}  # live tensor's view → host copy
+    prefix = "base_model.model."
+    if state is None:
+        state = {prefix + k: v for k, v in base.state_dict().items()}
+    copies: dict[tuple[int, tuple[int, ...], tuple[int, ...]], torch.Tensor] = {}  # a tensor's view → host copy
     out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        for key, value in base.state_dict().items():
+        for full_key, value in state.items():
+            key = full_key.removeprefix(prefix)
             if "lora_" in key:
                 continue
             owner, sep, leaf = key.partition(".base_layer.")
             if sep and leaf == "weight":
-                layer = layers[owner]
-                if layer.merged or any(a in layer.lora_variant for a in layer.active_adapters):
-                    raise ValueError(f"{owner}: cannot export a layer that is merged or not plain LoRA")
-                merged = value + sum(layer.get_delta_weight(a).to(value.dtype) for a in layer.active_adapters)
-                out[f"{owner}.{leaf}"] = merged.to(device="cpu", dtype=dtype or value.dtype)
+                out[f"{owner}.{leaf}"] = _merge(layers[owner], owner, value, state, prefix).to(
+                    device="cpu", dtype=dtype or value.dtype
+                )
             else:
                 view = (value.data_ptr(), tuple(value.shape), value.stride())
                 if view not in copies:
@@ -159,13 +170,28 @@ def merged_state_dict(model: PeftModel, dtype: torch.dtype | None = None) -> dic
     return out
 
 
-def export_merged(model: PeftModel, path: str | Path, *, dtype: torch.dtype | None = None) -> None:
+def _merge(layer: Any, owner: str, weight: torch.Tensor, state: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
+    """``W + Σ_adapters scale · B A`` for the base weight ``W [out, in]`` of ``layer``."""
+    if layer.merged or getattr(layer, "fan_in_fan_out", False) or any(a in layer.lora_variant for a in layer.active_adapters):
+        raise ValueError(f"{owner}: cannot export a layer that is merged, transposed or not plain LoRA")
+    merged = weight.clone()
+    for adapter in layer.active_adapters:
+        lora_a = state[f"{prefix}{owner}.lora_A.{adapter}.weight"].to(weight)  # [r, in]
+        lora_b = state[f"{prefix}{owner}.lora_B.{adapter}.weight"].to(weight)  # [out, r]
+        merged += (lora_b @ lora_a) * layer.scaling[adapter]
+    return merged
+
+
+def export_merged(
+    model: PeftModel, path: str | Path, *, dtype: torch.dtype | None = None, state: dict[str, torch.Tensor] | None = None
+) -> None:
     """Write a plain transformers folder (config, generation config, safetensors) of the merged
     model, loadable by ``AutoModelForCausalLM.from_pretrained`` without peft; the training model
     is left bit-identical. The merged weights match the adapted model's outputs to float rounding
-    (log-probs within 1e-5 in float32); ``dtype`` casts the saved weights (and the config's dtype)."""
+    (log-probs within 1e-5 in float32); ``dtype`` casts the saved weights (and the config's dtype);
+    ``state`` as for :func:`merged_state_dict`."""
     base = cast("PreTrainedModel", model.get_base_model())
-    base.save_pretrained(str(path), state_dict=merged_state_dict(model, dtype))
+    base.save_pretrained(str(path), state_dict=merged_state_dict(model, dtype, state))
     if dtype is not None:
         config = copy.deepcopy(base.config)
         config.dtype = str(dtype).removeprefix("torch.")

@@ -46,6 +46,7 @@ class Runtime:
     compute_dtype: torch.dtype = torch.float32
     rank: int = 0
     world_size: int = 1
+    sharded: bool = False  # the policy is FSDP2-sharded (train.fsdp); init_runtime: when world_size > 1
 
     @property
     def is_main(self) -> bool:
@@ -59,7 +60,7 @@ class Runtime:
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Forward passes run under this: ``torch.autocast`` to the compute dtype in one process;
         nothing when computing in float32 or when FSDP2 casts the parameters itself."""
-        if self.compute_dtype == torch.float32 or self.distributed:
+        if self.compute_dtype == torch.float32 or self.sharded:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.compute_dtype)
 
@@ -130,7 +131,7 @@ def init_runtime(device: str, dtype: str, env: dict[str, str] | None = None) -> 
         backend = "nccl" if kind == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=timedelta(minutes=30), device_id=where if kind == "cuda" else None)
     log.info("rank %d of %d on %s", rank, world_size, where)
-    return Runtime(device=where, compute_dtype=compute_dtype, rank=rank, world_size=world_size)
+    return Runtime(device=where, compute_dtype=compute_dtype, rank=rank, world_size=world_size, sharded=True)
 
 
 def shutdown(runtime: Runtime) -> None:

@@ -41,13 +41,13 @@ from anytime_reasoner.algo.advantages import brpo_diagnostics, summary_advantage
 from anytime_reasoner.algo.budgets import BudgetPlan
 from anytime_reasoner.config import TrainConfig, dump
 from anytime_reasoner.data.schema import Example
+from anytime_reasoner.rollout.packing import PackedBatch, empty_batch
 from anytime_reasoner.rollout.types import RolloutBatch
 from anytime_reasoner.seeding import derive_seed
 from anytime_reasoner.train.checkpoint import TrainerState, export_model, save_checkpoint
 from anytime_reasoner.train.fsdp import unsharded
 from anytime_reasoner.train.loggers import MetricLogger
 from anytime_reasoner.train.logprobs import PolicyScorer
-from anytime_reasoner.train.lora import export_merged, is_lora, save_adapter
 from anytime_reasoner.train.runtime import Runtime
 from anytime_reasoner.train.sources import QuestionSource
 
@@ -83,6 +83,12 @@ class Trainer:
     @cached_property
     def plan(self) -> BudgetPlan:
         return self.cfg.rollout.plan()
+
+    @cached_property
+    def val_plan(self) -> BudgetPlan:
+        """Validation budgets (``trainer.val_budgets``, default the rollout's), uniform prior."""
+        budgets = self.cfg.trainer.val_budgets or list(self.plan.budgets)
+        return BudgetPlan.build(max(budgets), budgets=budgets, prior="uniform")
 
     @cached_property
     def max_response_len(self) -> int:
@@ -130,12 +136,17 @@ class Trainer:
         examples = self.runtime.shard(self.source.batch(step, self.cfg.trainer.batch_size))
         rollouts = self.rollout(examples, seed=self._stream(step, "rollout"), train=True)
         t_rollout = time.perf_counter() - t0
-        scores = rollouts.scores()  # [B, G, S, A] (this rank's questions)
         probs = torch.tensor(self.plan.probs)  # [S]
-        think_adv = thinking_advantages(scores, probs, self.cfg.rollout.variance_reduction)  # [B, G, S]
-        summ_adv = summary_advantages(scores, self.cfg.rollout.summary_method, rollouts.cut_lengths())  # [B, G, S, A]
-        update_metrics = self.update(rollouts, think_adv, summ_adv)
-        stats = RolloutStats.cat(self.runtime.gather(RolloutStats.of(rollouts, scores)))  # every rank's questions
+        local: RolloutStats | None = None
+        if rollouts is None:  # more ranks than questions: this rank only takes part in the collectives
+            update_metrics = self.train_on(empty_batch())
+        else:
+            scores = rollouts.scores()  # [B, G, S, A] (this rank's questions)
+            think_adv = thinking_advantages(scores, probs, self.cfg.rollout.variance_reduction)  # [B, G, S]
+            summ_adv = summary_advantages(scores, self.cfg.rollout.summary_method, rollouts.cut_lengths())  # [B, G, S, A]
+            update_metrics = self.update(rollouts, think_adv, summ_adv)
+            local = RolloutStats.of(rollouts, scores)
+        stats = RolloutStats.cat([s for s in self.runtime.gather(local) if s is not None])  # every rank's questions
         metrics = rollout_metrics(stats, self.plan)
         metrics.update(update_metrics)
         metrics.update(brpo_diagnostics(stats.scores, probs, stats.segment_mask))  # each [S]
@@ -154,7 +165,9 @@ class Trainer:
         epoch_of = getattr(self.source, "epoch_of", None)
         return epoch_of(step, self.cfg.trainer.batch_size) if epoch_of else None
 
-    def rollout(self, examples: Sequence[Example], *, seed: int, train: bool) -> RolloutBatch:
+    def rollout(self, examples: Sequence[Example], *, seed: int, train: bool) -> RolloutBatch | None:
+        """G thinkings per question, cut and summarized (validation: ``val_n`` × ``val_n_summary``
+        at the validation budgets); None for no questions (the rank still joins the gathers)."""
         from anytime_reasoner.data.prompts import encode_prompt
         from anytime_reasoner.rollout.anytime import RolloutParams, anytime_rollout
 
@@ -162,22 +175,28 @@ class Trainer:
         plan = self.plan
         if not train:  # validation: val_n thinkings × val_n_summary summaries, evaluation temperature
             tcfg = self.cfg.trainer
-            budgets = tcfg.val_budgets or list(plan.budgets)
-            plan = BudgetPlan.build(max(budgets), budgets=budgets, prior="uniform")
+            plan = self.val_plan
             params = replace(params, n_thinking=tcfg.val_n, n_summary=tcfg.val_n_summary, temperature=tcfg.val_temperature)
         prompts = [encode_prompt(self.tokenizer, e.messages, self.codec.think_start) for e in examples]
         self.model.eval()
         with torch.no_grad(), unsharded(self.policy), self.runtime.autocast():
+            if not examples:
+                return None
             return anytime_rollout(
                 self.engine, self.codec, prompts, [list(e.ground_truths) for e in examples], plan, params, self.verifier
             )
 
     def update(self, rollouts: RolloutBatch, think_adv: torch.Tensor, summ_adv: torch.Tensor) -> dict[str, float]:
+        """Pack this rank's rollouts with their advantages and train on them."""
         from anytime_reasoner.rollout.packing import pack_rollouts
-        from anytime_reasoner.train.update import ppo_update
 
         packed = pack_rollouts(rollouts, think_adv, summ_adv, pad_token_id=self.codec.pad_id)
-        packed = replace(packed, question_index=self.runtime.global_index(packed.question_index))
+        return self.train_on(replace(packed, question_index=self.runtime.global_index(packed.question_index)))
+
+    def train_on(self, packed: PackedBatch) -> dict[str, float]:
+        """PPO on this rank's packed rows (question ids global); all ranks call it together."""
+        from anytime_reasoner.train.update import ppo_update
+
         self.policy.train()
         return ppo_update(
             self.policy,
@@ -199,10 +218,11 @@ class Trainer:
             self.cfg.trainer.seed, "validation", *(("rank", self.runtime.rank) if self.runtime.distributed else ())
         )
         rollouts = self.rollout(self.runtime.shard(self.val_examples), seed=seed, train=False)
-        scores = torch.cat(self.runtime.gather(rollouts.scores()))  # [B, G, S, A] over every rank's questions
+        local = rollouts.scores() if rollouts is not None else None
+        scores = torch.cat([s for s in self.runtime.gather(local) if s is not None])  # [B, G, S, A] over all ranks
         acc = scores.mean(dim=(0, 1, 3))  # [S]
         return {
-            "val/budgets": list(rollouts.budgets),
+            "val/budgets": list(self.val_plan.budgets),
             "val/accuracy": acc.tolist(),
             "val/anytime": float(acc.mean()),
             "val/final": float(acc[-1]),
@@ -218,13 +238,7 @@ class Trainer:
         """``out/final``: the trained model as a transformers folder in the compute dtype (under
         LoRA: the merged model, and the adapter alone in ``out/final/adapter``)."""
         final = self.out / "final"
-        lm: Any = self.model
-        if is_lora(lm):
-            if self.runtime.is_main:
-                export_merged(lm, final, dtype=self.runtime.compute_dtype)
-                save_adapter(lm, final / "adapter")
-        else:
-            export_model(self.policy, final, self.runtime)
+        export_model(self.policy, final, self.runtime, merged=True)
         if self.runtime.is_main:
             self.tokenizer.save_pretrained(final)
         self.runtime.barrier()
