@@ -47,6 +47,13 @@ def _final_weights(out: Path) -> dict[str, torch.Tensor]:
     return AutoModelForCausalLM.from_pretrained(out / "final", dtype=torch.float32).state_dict()
 
 
+def _plain_weights(model) -> dict[str, torch.Tensor]:
+    """The model's weights as a plain transformers model holds them (LoRA merged in)."""
+    from anytime_reasoner.train.lora import is_lora, merged_state_dict
+
+    return merged_state_dict(model) if is_lora(model) else {k: v.clone() for k, v in model.state_dict().items()}
+
+
 def _global_batch(dump: Path, step: int) -> tuple[RolloutBatch, torch.Tensor, torch.Tensor]:
     """The ranks' records of ``step`` put back in global question order (q = r + 2j); a rank
     without questions records nothing."""
@@ -72,17 +79,19 @@ def test_runtime_deals_questions_strided():
 
 
 @pytest.mark.parametrize(
-    ("loss_agg", "questions", "optimizer_steps"),
+    ("loss_agg", "questions", "optimizer_steps", "lora_rank"),
     [
-        ("constant", 3, 2),  # ceil(3 questions / 2 per step)
-        ("token-mean", 3, 2),
-        ("constant", 1, 1),  # rank 1 gets no question: it joins every collective with nothing to train
+        ("constant", 3, 2, 0),  # ceil(3 questions / 2 per step)
+        ("token-mean", 3, 2, 0),
+        ("constant", 1, 1, 0),  # rank 1 gets no question: it joins every collective with nothing to train
+        ("constant", 3, 2, 4),  # LoRA adapters sharded like any parameter, base weights frozen
     ],
 )
-def test_two_processes_train_as_one_on_the_global_batch(tiny_model_dir, tmp_path, loss_agg, questions, optimizer_steps):
+def test_two_processes_train_as_one_on_the_global_batch(tiny_model_dir, tmp_path, loss_agg, questions, optimizer_steps, lora_rank):
     dump = tmp_path / "dump"
     dump.mkdir()
     knobs = {"ppo.loss_agg": loss_agg, "trainer.batch_size": questions, "trainer.val_every": 1, "data.val_size": questions}
+    knobs["model.lora_rank"] = lora_rank
     # the 2-process run also checkpoints activations: recomputation must not change the gradient
     _torchrun(tiny_model_dir, tmp_path / "two", 1, dump, **knobs, **{"model.activation_checkpointing": "true"})
     rollouts, think_adv, summ_adv = _global_batch(dump, 1)
@@ -95,12 +104,12 @@ def test_two_processes_train_as_one_on_the_global_batch(tiny_model_dir, tmp_path
     torch.testing.assert_close(thinking_advantages(scores, probs, "brpo"), think_adv, rtol=0, atol=0)
     torch.testing.assert_close(summary_advantages(scores, "brpo", rollouts.cut_lengths()), summ_adv, rtol=0, atol=0)
 
-    before = {k: v.clone() for k, v in reference.model.state_dict().items()}
+    before = _plain_weights(reference.model)
     metrics = reference.update(rollouts, think_adv, summ_adv)
     reference.verifier.close()
     assert metrics["optimizer_steps"] == optimizer_steps
-    two = _final_weights(tmp_path / "two")
-    one = reference.model.state_dict()
+    two = _final_weights(tmp_path / "two")  # merged under LoRA
+    one = _plain_weights(reference.model)
     assert any(not torch.equal(one[k], before[k]) for k in one), "lr 1e-2 must move the weights"
     for k, v in one.items():
         torch.testing.assert_close(two[k], v, rtol=0, atol=1e-5, msg=k)
