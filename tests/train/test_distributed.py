@@ -87,7 +87,9 @@ def test_runtime_deals_questions_strided():
         ("constant", 3, 2, 4),  # LoRA adapters sharded like any parameter, base weights frozen
     ],
 )
-def test_two_processes_train_as_one_on_the_global_batch(tiny_model_dir, tmp_path, loss_agg, questions, optimizer_steps, lora_rank):
+def test_two_processes_train_as_one_on_the_global_batch(
+    tiny_model_dir, tmp_path, loss_agg, questions, optimizer_steps, lora_rank
+):
     dump = tmp_path / "dump"
     dump.mkdir()
     knobs = {"ppo.loss_agg": loss_agg, "trainer.batch_size": questions, "trainer.val_every": 1, "data.val_size": questions}
