@@ -22,12 +22,18 @@ LOSS_AGGS = ("constant", "token-mean")
 
 def loss_normalizer(trainable_mask: torch.Tensor, agg: LossAgg, max_response_len: int | None = None) -> float:
     """The denominator for a mini-batch whose trainable mask is ``[N, T]`` (N rows)."""
+    count = trainable_mask.shape[0] if agg == "constant" else int(trainable_mask.sum())
+    return normalizer_of_count(count, agg, max_response_len)
+
+
+def normalizer_of_count(count: int, agg: LossAgg, max_response_len: int | None = None) -> float:
+    """The denominator from a count: rows (rollouts) for ``constant``, trainable tokens for ``token-mean``."""
     if agg == "constant":
         if not max_response_len or max_response_len < 1:
             raise ValueError("max_response_len: required (>= 1) for loss_agg=constant")
-        return float(trainable_mask.shape[0] * max_response_len)
+        return float(count * max_response_len)
     if agg == "token-mean":
-        return float(max(int(trainable_mask.sum()), 1))
+        return float(max(count, 1))
     raise ValueError(f"loss_agg: unknown {agg!r}; allowed: {', '.join(LOSS_AGGS)}")
 
 

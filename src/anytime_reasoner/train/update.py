@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from anytime_reasoner.algo.losses import LossAgg, loss_normalizer, ppo_policy_loss
+from anytime_reasoner.algo.losses import LossAgg, normalizer_of_count, ppo_policy_loss
 from anytime_reasoner.config import PPOConfig
 from anytime_reasoner.rollout.packing import PackedBatch
 from anytime_reasoner.train.logprobs import Attention, packed_logprobs
@@ -93,8 +93,7 @@ def minibatch_normalizer(batch: PackedBatch, agg: LossAgg, max_response_len: int
         count = int(batch.trainable_mask.sum())
     if runtime is not None:
         count = int(runtime.all_reduce([count])[0])
-    per_count = torch.ones(count, 1, dtype=torch.bool)  # [count, 1]: one entry per rollout or token
-    return loss_normalizer(per_count, agg, max_response_len)
+    return normalizer_of_count(count, agg, max_response_len)
 
 
 def micro_batch_plan(batch: PackedBatch, max_token_len: int, runtime: Runtime | None) -> list[list[int]]:
