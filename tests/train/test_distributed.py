@@ -130,3 +130,21 @@ def test_two_process_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path
     a, b = read_metrics(tmp_path / "straight" / "metrics.jsonl"), read_metrics(tmp_path / "resumed" / "metrics.jsonl")
     assert [m["step"] for m in b] == [1, 2]
     assert a[1]["loss"] == b[1]["loss"] and a[1]["reward_per_budget"] == b[1]["reward_per_budget"]
+
+
+def test_a_two_process_checkpoint_resumes_in_one_process(tiny_model_dir, tmp_path):
+    """DCP reshards on load: one process continues a 2-process run from its float32 weights."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    _torchrun(tiny_model_dir, out, 1, None)
+    resumed = _build(_config(tiny_model_dir, out, steps=2, **SETTINGS))
+    try:
+        assert resumed.start_step == 1
+        exported = AutoModelForCausalLM.from_pretrained(out / "checkpoints" / "step_1").state_dict()
+        for k, v in resumed.model.state_dict().items():
+            torch.testing.assert_close(v, exported[k], rtol=0, atol=0, msg=k)  # float32 run: the export is exact
+        resumed.fit()
+    finally:
+        resumed.verifier.close()
+    assert [m["step"] for m in read_metrics(out / "metrics.jsonl")] == [1, 2]
