@@ -6,7 +6,12 @@ One option convention for every subcommand::
 
 Arguments are parsed and the configuration validated here, importing only pydantic and PyYAML;
 the subcommand's module (torch, transformers, …) is imported afterwards, so ``--help`` and
-configuration errors are instant.
+configuration errors are instant. Between the two, the command's cheap checks run
+(``Command.check``, :mod:`anytime_reasoner.checks`: output folder writable, data sources found,
+model config and tokenizer usable, budgets within the model's context), so a bad input is one
+line before any weights load. Exit status: 2 for a bad command line or configuration
+(:class:`ConfigError`), 1 for bad input found while checking or running (:class:`UserError`);
+docs/ERRORS.md lists every case.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
+from anytime_reasoner.checks import did_you_mean
 from anytime_reasoner.config import PRESETS, ConfigError, build_config
 from anytime_reasoner.errors import UserError
 
@@ -37,6 +43,7 @@ class Command:
     presets: bool = False
     positional: str | None = None  # config field that collects positional arguments
     positional_list: bool = False
+    check: str | None = None  # cheap checks (anytime_reasoner.checks) run before ``run`` is imported
 
 
 COMMANDS: dict[str, Command] = {
@@ -44,27 +51,32 @@ COMMANDS: dict[str, Command] = {
         summary="the main job on CPU: bootstrap a tiny model, train GRPO and AnytimeReasoner, compare at 8+ budgets",
         run="anytime_reasoner.demo:run_demo",
         config="anytime_reasoner.config:DemoConfig",
+        check="anytime_reasoner.checks:preflight_run_scale",
     ),
     "compare": Command(
         summary="presets x seeds on the embedded task from one base model: one table (mean ± std), curves, learning curves",
         run="anytime_reasoner.compare:run_compare",
         config="anytime_reasoner.config:CompareConfig",
+        check="anytime_reasoner.checks:preflight_run_scale",
     ),
     "train": Command(
         summary="RL training: anytime rollout, BRPO advantages, tree-packed PPO update (presets: docs/ALGORITHM.md section 8)",
         run="anytime_reasoner.train.build:run_train",
         config="anytime_reasoner.config:TrainConfig",
+        check="anytime_reasoner.checks:preflight_train",
         presets=True,
     ),
     "grade": Command(
         summary="grade model responses against ground truths (JSONL in, JSONL out)",
         run="anytime_reasoner.rewards.cli:run_grade",
         config="anytime_reasoner.config:GradeConfig",
+        check="anytime_reasoner.checks:preflight_grade",
     ),
     "data": Command(
         summary="build training/evaluation sets in one schema (JSONL, + parquet with pyarrow)",
         run="anytime_reasoner.data.build:run_data",
         config="anytime_reasoner.config:DataBuildConfig",
+        check="anytime_reasoner.checks:preflight_data",
         positional="sources",
         positional_list=True,
     ),
@@ -72,11 +84,13 @@ COMMANDS: dict[str, Command] = {
         summary="one-pass anytime evaluation: accuracy per benchmark x budget, anytime and final scores",
         run="anytime_reasoner.eval.cli:run_eval",
         config="anytime_reasoner.config:EvalConfig",
+        check="anytime_reasoner.checks:preflight_eval",
     ),
     "plot": Command(
         summary="overlay accuracy-vs-budget curves of results files into one PNG (one panel per benchmark)",
         run="anytime_reasoner.eval.plot:run_plot",
         config="anytime_reasoner.config:PlotConfig",
+        check="anytime_reasoner.checks:preflight_plot",
         positional="inputs",
         positional_list=True,
     ),
@@ -84,6 +98,7 @@ COMMANDS: dict[str, Command] = {
         summary="answer a question at several thinking budgets from one thinking, printing each as it is reached",
         run="anytime_reasoner.eval.ask:run_ask",
         config="anytime_reasoner.config:AskConfig",
+        check="anytime_reasoner.checks:preflight_ask",
         positional="question",
     ),
 }
@@ -172,6 +187,8 @@ def parse_args(name: str, cmd: Command, argv: Sequence[str]) -> BaseModel:
             preset = arg
         elif cmd.positional:
             positionals.append(arg)
+        elif cmd.presets and did_you_mean(arg, PRESETS):
+            raise ConfigError(f"{arg!r}: unknown preset{did_you_mean(arg, PRESETS)}; allowed: {', '.join(PRESETS)}")
         else:
             allowed = f"a preset ({', '.join(PRESETS)}) or key=value" if cmd.presets else "key=value"
             raise ConfigError(f"{arg!r}: unexpected argument to '{name}'; allowed: {allowed}")
@@ -200,7 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     cmd = COMMANDS.get(name)
     if cmd is None:
-        print(f"{PROG}: error: unknown subcommand {name!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
+        hint = did_you_mean(name, COMMANDS)
+        print(f"{PROG}: error: unknown subcommand {name!r}{hint}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     if "-h" in rest or "--help" in rest:
         print(command_help(name, cmd))
@@ -211,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG} {name}: error: {err}", file=sys.stderr)
         return 2
     try:
+        if cmd.check:
+            _load(cmd.check)(config)
         result = _load(cmd.run)(config)
     except (UserError, ConfigError) as err:
         print(f"{PROG} {name}: error: {err}", file=sys.stderr)

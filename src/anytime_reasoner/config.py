@@ -2,7 +2,8 @@
 
 Sources, later ones winning: the model defaults → a named preset (docs/ALGORITHM.md §8) → ``--config FILE``
 (YAML) → dotted ``key=value`` overrides. Any problem (unknown key, wrong type, value out of range,
-inconsistent budgets) raises :class:`ConfigError` with one line naming the key and what is allowed.
+inconsistent budgets) raises :class:`ConfigError` with one line naming the key and what is allowed;
+an unknown key or preset also gets a did-you-mean suggestion (docs/ERRORS.md lists every case).
 
 Only pydantic and PyYAML are imported here, so the CLI validates before torch is loaded.
 
@@ -217,7 +218,15 @@ class TrainerConfig(_Strict):
     val_temperature: float = Field(0.6, gt=0.0)
     save_every: int = Field(0, ge=0, description="checkpoint every N steps (0 = only at the end)")
     out: str = Field("runs/anytime", description="output folder: metrics.jsonl, checkpoints, final model")
-    resume: Literal["auto", "never"] = "auto"
+    resume: Literal["auto", "never", "force"] = Field(
+        "auto",
+        description="auto: continue from the newest complete checkpoint in out (refused if the config changes the "
+        "training); force: continue even so; never: start over",
+    )
+    keep_checkpoints: int = Field(0, ge=0, description="keep only the newest K checkpoints (0 = keep all)")
+    max_bad_steps: int = Field(
+        8, ge=1, description="stop (saving a checkpoint) after this many optimizer steps in a row with a non-finite gradient"
+    )
     seed: int = 0
     loggers: list[Literal["jsonl", "tensorboard", "wandb"]] = ["jsonl"]
     progress: bool = True
@@ -372,6 +381,13 @@ class AskConfig(_Generation):
         "1000,2000,4000,8000", validate_default=True, description="thinking budgets: comma list or start:stop:step"
     )
 
+    @field_validator("question", mode="before")
+    @classmethod
+    def _question(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError('is empty; allowed: the problem text, e.g. ask "What is 2+3?" model=M')
+        return value
+
     @field_validator("budgets", mode="before")
     @classmethod
     def _budgets(cls, value: Any) -> Any:
@@ -502,6 +518,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 SEED_ALIASES = {"actor_rollout_ref.rollout.": "rollout."}
 
+
+def _did_you_mean(word: str, choices: Sequence[str] | Mapping[str, Any]) -> str:
+    from anytime_reasoner.checks import did_you_mean
+
+    return did_you_mean(word, list(choices))
+
+
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
@@ -585,7 +608,7 @@ def build_config(
     data: dict[str, Any] = {}
     if preset is not None:
         if preset not in PRESETS:
-            raise ConfigError(f"preset: unknown {preset!r}; allowed: {', '.join(PRESETS)}")
+            raise ConfigError(f"preset: unknown {preset!r}{_did_you_mean(preset, PRESETS)}; allowed: {', '.join(PRESETS)}")
         data = deep_merge(data, PRESETS[preset])
     for path in files:
         data = deep_merge(data, read_yaml(path))
@@ -613,16 +636,51 @@ def format_error(cls: type[BaseModel], err: ValidationError) -> str:
         parent = ".".join(loc[:-1])
         allowed = _fields_at(cls, loc[:-1])
         where = f" in '{parent}'" if parent else ""
-        return f"{key}: unknown key{where}; allowed: {', '.join(allowed)}"
+        suggestion = _suggest_key(cls, loc)
+        hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+        return f"{key}: unknown key{where}{hint}; allowed: {', '.join(allowed)}"
     if first["type"] == "missing":
         return f"{key}: required, not given"
     msg = first["msg"].removeprefix("Value error, ")
     got = first.get("input")
-    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    shown = "" if isinstance(got, (dict, list)) or got is None or repr(got) in msg else f" (got {got!r})"
     if first["type"] == "value_error" and isinstance(got, dict):
         # A cross-field check of a whole section: its message starts with the field it names.
         return f"{key}.{msg}" if key else msg
     return f"{key}: {msg}{shown}"
+
+
+def _suggest_key(cls: type[BaseModel], loc: Sequence[str]) -> str | None:
+    """The dotted key an unknown ``loc`` probably meant: a close sibling (``rollout.n_sumary`` →
+    ``rollout.n_summary``), else the same or a close leaf name in another section (``trainer.lr``
+    → ``ppo.lr``)."""
+    from difflib import get_close_matches
+
+    name, parent = loc[-1], list(loc[:-1])
+    near = get_close_matches(name, _fields_at(cls, parent), n=1, cutoff=0.6)
+    if near:
+        return ".".join([*parent, near[0]])
+    leaves = _leaf_keys(cls)
+    same = [k for k in leaves if k.rsplit(".", 1)[-1] == name]
+    if same:
+        return same[0]
+    by_leaf: dict[str, str] = {}
+    for k in leaves:
+        by_leaf.setdefault(k.rsplit(".", 1)[-1], k)
+    close = get_close_matches(name, list(by_leaf), n=1, cutoff=0.8)
+    return by_leaf[close[0]] if close else None
+
+
+def _leaf_keys(model: Any, prefix: str = "") -> list[str]:
+    """Every dotted leaf key of a config model (``rollout.n``, ``ppo.lr``, ...)."""
+    keys: list[str] = []
+    for name, field in getattr(model, "model_fields", {}).items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += _leaf_keys(ann, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
 
 
 def _fields_at(cls: type[BaseModel], path: Sequence[str]) -> list[str]:

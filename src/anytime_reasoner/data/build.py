@@ -2,7 +2,9 @@
 
 ``load_source`` is the one entry point training and evaluation use: resolve → read → validate →
 (optionally) drop prompts too long for the tokenizer. ``run_data`` writes JSONL, plus parquet
-when pyarrow is installed, and prints one summary line per source.
+when pyarrow is installed, and prints one summary line per source; a source without one good
+row (every row bad, or an empty file; a row repeating an earlier source counts as good) is an
+error naming it, raised before anything is written.
 
 Output layout: ``out=`` ending in ``.jsonl`` merges every source into that file (duplicates
 detected across sources); any other ``out=`` is a folder with one ``<source>.jsonl`` each.
@@ -87,7 +89,7 @@ def _load_tokenizer(path: str | None) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except Exception as err:
         raise UserError(f"tokenizer: cannot load {path!r} ({type(err).__name__}: {str(err).splitlines()[0][:160]})") from None
 
@@ -110,6 +112,9 @@ def run_data(config: DataBuildConfig) -> int:
             seen=seen,
         )
         print(report.summary())
+        if not examples and not report.skipped["duplicate"]:
+            # no good row at all (a source whose good rows all repeat earlier ones is not empty)
+            raise UserError(f"{source}: no usable problems ({report.read} read, 0 kept: see the line above)")
         groups.append((resolve(source, config.data_dir).stem, examples))
     targets = [(out, [e for _, ex in groups for e in ex])] if merged else [(out / f"{s}.jsonl", ex) for s, ex in groups]
     for path, examples in targets:

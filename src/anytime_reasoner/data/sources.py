@@ -82,13 +82,17 @@ def resolve(source: str, data_dir: str | None = None) -> Source:
         if path.suffix not in FILE_SUFFIXES:
             raise UserError(f"{source}: unsupported file type {path.suffix!r}; allowed: {', '.join(FILE_SUFFIXES)}")
         return Source(path.stem, "file", str(path))
+    if path.is_dir() and path.suffix in FILE_SUFFIXES:
+        raise UserError(f"{source}: is a folder; allowed: a {'/'.join(FILE_SUFFIXES)} file")
     if path.suffix in FILE_SUFFIXES:
         raise UserError(f"{source}: file not found")
     if _HUB.match(source):
         return Source(source, "hub", source)
+    from anytime_reasoner.checks import did_you_mean
+
     raise UserError(
-        f"{source}: unknown data source; allowed: {', '.join(NAMED)} (in the data directory), "
-        f"a {'/'.join(FILE_SUFFIXES)} file, or a Hugging Face dataset owner/name"
+        f"{source}: unknown data source{did_you_mean(source, [*NAMED, *ALIASES])}; allowed: {', '.join(NAMED)} "
+        f"(in the data directory), a {'/'.join(FILE_SUFFIXES)} file, or a Hugging Face dataset owner/name"
     )
 
 
@@ -126,9 +130,18 @@ def _enumerate_rows(rows: list[Any]) -> Iterator[tuple[str, Any]]:
         yield f"row {i}", row
 
 
+def _unreadable(name: str, path: Path, err: OSError | UnicodeDecodeError) -> UserError:
+    """One line for a file that cannot be read as text (permissions, a folder, not UTF-8)."""
+    if isinstance(err, UnicodeDecodeError):
+        return UserError(f"{name}: {path} is not UTF-8 text ({err.reason} at byte {err.start}); allowed: UTF-8 JSON/JSONL")
+    return UserError(f"{name}: cannot read {path} ({type(err).__name__}: {err.strerror or err})")
+
+
 def _read_json(path: Path, name: str) -> list[Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise _unreadable(name, path, err) from None
     except json.JSONDecodeError as err:
         raise UserError(f"{name}: {path} is not valid JSON ({err.msg} at line {err.lineno})") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -139,14 +152,18 @@ def _read_json(path: Path, name: str) -> list[Any]:
 
 
 def _read_jsonl(path: Path, name: str) -> Iterator[tuple[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield f"line {lineno}", json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{name}: {path} line {lineno} is not valid JSON ({err.msg})") from None
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as err:
+        raise _unreadable(name, path, err) from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{name}: {path} line {lineno} is not valid JSON ({err.msg})") from None
+        yield f"line {lineno}", record
 
 
 def _read_parquet(path: Path, name: str) -> list[Any]:
@@ -157,7 +174,13 @@ def _read_parquet(path: Path, name: str) -> list[Any]:
             f"{name}: reading .parquet needs the optional pyarrow package "
             "(pip install 'anytime-reasoner[parquet]'), or convert the file to .jsonl"
         ) from None
-    return pq.read_table(path).to_pylist()
+    try:
+        return list(pq.read_table(path).to_pylist())
+    except OSError as err:
+        raise UserError(f"{name}: cannot read {path} ({type(err).__name__}: {err.strerror or err})") from None
+    except Exception as err:  # pyarrow's ArrowInvalid & co: a file that is not parquet
+        first = (str(err).strip().splitlines() or [""])[0][:160]
+        raise UserError(f"{name}: {path} is not a valid parquet file ({type(err).__name__}: {first})") from None
 
 
 def _read_hub(name: str, split: str) -> Iterator[tuple[str, Any]]:

@@ -20,11 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from anytime_reasoner.checks import check_writable
 from anytime_reasoner.config import TrainConfig, dump
 from anytime_reasoner.data.schema import Example
 from anytime_reasoner.errors import UserError
-from anytime_reasoner.models import load_model_and_tokenizer
-from anytime_reasoner.train.checkpoint import latest_checkpoint, load_train_state, load_trainer_state
+from anytime_reasoner.models import load_model_and_tokenizer, load_tokenizer
+from anytime_reasoner.train.checkpoint import (
+    config_changes,
+    has_train_state,
+    latest_checkpoint,
+    load_train_state,
+    load_trainer_state,
+)
 from anytime_reasoner.train.logprobs import PolicyScorer
 from anytime_reasoner.train.runtime import Runtime, init_runtime, main_first, shutdown
 from anytime_reasoner.train.sources import FiniteSource, QuestionSource, SyntheticSource, synthetic_held_out
@@ -104,12 +111,18 @@ def build_trainer(cfg: TrainConfig, runtime: Runtime | None = None) -> Trainer:
     from anytime_reasoner.train.update import build_optimizer
 
     check_data(cfg)
+    check_writable(cfg.trainer.out, "trainer.out")
     runtime = runtime or init_runtime(cfg.model.device, cfg.model.dtype)
     torch.manual_seed(cfg.trainer.seed)
     out = Path(cfg.trainer.out)
-    resume_from = latest_checkpoint(out) if cfg.trainer.resume == "auto" else None
+    resume_from = latest_checkpoint(out) if cfg.trainer.resume != "never" else None
+    if resume_from:
+        check_resumable(resume_from, cfg)
     with main_first(runtime):  # rank 0 bootstraps or downloads into the shared cache first
-        model, tokenizer = load_model_and_tokenizer(base_model_path(cfg), cfg, runtime.device)
+        path = base_model_path(cfg)
+        tokenizer = load_tokenizer(cfg.model.tokenizer or path)
+        source, val = build_sources(cfg, tokenizer)  # the data is validated before any weights load
+        model, tokenizer = load_model_and_tokenizer(path, cfg, runtime.device, tokenizer)
     model, policy = build_policy(model, cfg, runtime)
     optimizer = build_optimizer(policy, cfg.ppo)
     start = 0
@@ -130,7 +143,6 @@ def build_trainer(cfg: TrainConfig, runtime: Runtime | None = None) -> Trainer:
     protocol = cfg.protocol()
     codec = protocol.codec(tokenizer)
     grading = GraderSettings.from_protocol(protocol)
-    source, val = build_sources(cfg, tokenizer)
     return Trainer(
         cfg=cfg,
         model=model,
@@ -146,6 +158,25 @@ def build_trainer(cfg: TrainConfig, runtime: Runtime | None = None) -> Trainer:
         policy=policy,
         start_step=start,
     )
+
+
+def check_resumable(checkpoint: Path, cfg: TrainConfig) -> None:
+    """Refuse to continue from a checkpoint written with a config that trains differently (the
+    keys named), unless ``trainer.resume=force``."""
+    if not has_train_state(checkpoint):
+        raise UserError(
+            f"trainer.resume: {checkpoint} has no train_state/ to resume from (copied in part, or written by an "
+            "older version); remove it, or set trainer.resume=never (start over)"
+        )
+    saved = load_trainer_state(checkpoint).config
+    if saved is None or cfg.trainer.resume == "force":
+        return
+    changed = config_changes(saved, dump(cfg))
+    if changed:
+        raise UserError(
+            f"trainer.resume: {checkpoint} was written with another config: {'; '.join(changed)}; "
+            "use the checkpoint's values, a new trainer.out, trainer.resume=never (start over) or trainer.resume=force"
+        )
 
 
 def build_policy(model: Any, cfg: TrainConfig, runtime: Runtime) -> tuple[Any, PolicyScorer]:

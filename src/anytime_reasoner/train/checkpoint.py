@@ -6,11 +6,17 @@
 - ``train_state/``: the float32 master weights (the trained ones: adapter weights only under
   LoRA) and the optimizer state as a ``torch.distributed.checkpoint`` (DCP) folder, each rank
   writing its shards; resume reads it, on any world size (DCP reshards on load);
-- ``trainer_state.json``: steps done, seed, world size.
+- ``trainer_state.json``: steps done, seed, world size, the data pass (epoch) of the next step,
+  and the resolved run config;
+- ``rng_rank{r}.pt``: each rank's torch (CPU and CUDA) and Python ``random`` generator states.
+  Every sampling stream is derived from (seed, step, phase) (``seeding``), so these states decide
+  nothing today; they are restored so that code drawing from the global generators stays exact.
 
-``resume=auto`` continues from the newest complete checkpoint. A checkpoint is written to a
-temporary folder and renamed when complete, so a crash mid-write never leaves a checkpoint that
-resume would pick up.
+``resume=auto`` continues from the newest complete checkpoint, refusing one whose config differs in
+a key that changes training (:func:`config_changes`; ``resume=force`` continues anyway). A
+checkpoint is written to a temporary folder and renamed when complete, so a crash (even SIGKILL)
+mid-write never leaves a checkpoint that resume would pick up; ``trainer.keep_checkpoints`` prunes
+the oldest complete ones after each write.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import random
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +34,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict, set_state_dict
 
+from anytime_reasoner.errors import UserError
 from anytime_reasoner.train.lora import export_merged, is_lora, save_adapter
 from anytime_reasoner.train.runtime import Runtime
 
@@ -37,11 +45,49 @@ TRAIN_STATE_DIR = "train_state"
 PREFIX = "lm."  # the PolicyScorer's attribute holding the model
 
 
+# Keys that may differ between a run and its resume: where and how long it runs, what it logs and
+# saves, and validation (which draws its own stream and never feeds training).
+RESUMABLE_CHANGES = ("trainer.steps", "trainer.out", "trainer.resume", "trainer.progress", "trainer.loggers")
+RESUMABLE_PREFIXES = (
+    "trainer.save_every",
+    "trainer.keep_checkpoints",
+    "trainer.val",
+    "data.val",
+    "data.data_dir",
+    "model.device",
+)
+
+
 @dataclass
 class TrainerState:
     step: int  # RL steps completed
     seed: int
     world_size: int = 1
+    epoch: int | None = None  # the pass over a finite training set that step + 1 reads (None: a stream)
+    config: dict[str, Any] | None = None  # the resolved run config (config.dump)
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two dumped configs, except the resumable ones,
+    as ``key (saved → current)``."""
+    flat_saved, flat_current = _flatten(saved), _flatten(current)
+    changed = []
+    for key in sorted(set(flat_saved) | set(flat_current)):
+        if key in RESUMABLE_CHANGES or key.startswith(RESUMABLE_PREFIXES):
+            continue
+        if flat_saved.get(key) != flat_current.get(key):
+            changed.append(f"{key} ({flat_saved.get(key)!r} → {flat_current.get(key)!r})")
+    return changed
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _options(scorer: torch.nn.Module, **kwargs: Any) -> StateDictOptions:
@@ -66,13 +112,45 @@ def save_checkpoint(
         {"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / TRAIN_STATE_DIR), no_dist=not runtime.distributed
     )
     export_model(scorer, tmp, runtime)
+    torch.save(rng_state(), tmp / f"rng_rank{runtime.rank}.pt")
+    runtime.barrier()
     if runtime.is_main:
         tokenizer.save_pretrained(tmp)
-        (tmp / STATE_FILE).write_text(json.dumps(asdict(state)), encoding="utf-8")
+        (tmp / STATE_FILE).write_text(json.dumps(asdict(state)), encoding="utf-8")  # last: marks it complete
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
     runtime.barrier()
     return final
+
+
+def prune_checkpoints(out: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` complete checkpoints (``keep=0``: none); returns the deleted."""
+    done = sorted(_complete(out), key=_step_of)
+    doomed = done[:-keep] if keep else []
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
+
+
+def rng_state() -> dict[str, Any]:
+    """The global generators: torch CPU (and every CUDA device), Python ``random``."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def load_rng_state(path: Path, rank: int) -> None:
+    """Restore this rank's generators from a checkpoint (if it holds them)."""
+    file = path / f"rng_rank{rank}.pt"
+    if not file.is_file():
+        return
+    state = torch.load(file, weights_only=True)
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def export_model(scorer: torch.nn.Module, path: Path, runtime: Runtime, *, merged: bool = False) -> None:
@@ -110,12 +188,25 @@ def _save_full(lm: Any, path: Path, dtype: torch.dtype, state: dict[str, torch.T
     config.save_pretrained(path)
 
 
-def latest_checkpoint(out: Path) -> Path | None:
+def _complete(out: Path) -> list[Path]:
     root = out / "checkpoints"
     if not root.is_dir():
-        return None
-    done = [p for p in root.glob("step_*") if (p / STATE_FILE).is_file()]
-    return max(done, key=lambda p: int(p.name.split("_")[1]), default=None)
+        return []
+    return [p for p in root.glob("step_*") if (p / STATE_FILE).is_file() and p.name.split("_")[1].isdigit()]
+
+
+def _step_of(path: Path) -> int:
+    return int(path.name.split("_")[1])
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The newest complete checkpoint in ``out/checkpoints`` (its trainer state written last)."""
+    return max(_complete(out), key=_step_of, default=None)
+
+
+def has_train_state(path: Path) -> bool:
+    """Whether the checkpoint holds a complete DCP folder (its metadata is written last)."""
+    return (path / TRAIN_STATE_DIR / ".metadata").is_file()
 
 
 def load_trainer_state(path: Path) -> TrainerState:
@@ -124,9 +215,14 @@ def load_trainer_state(path: Path) -> TrainerState:
 
 def load_train_state(path: Path, scorer: torch.nn.Module, optimizer: torch.optim.Optimizer, runtime: Runtime) -> None:
     """Master weights and optimizer state from ``path/train_state`` into ``scorer`` and ``optimizer``
-    (both built, and sharded when distributed, as for a fresh run)."""
+    (both built, and sharded when distributed, as for a fresh run), and this rank's generators."""
+    if not has_train_state(path):
+        raise UserError(
+            f"trainer.resume: {path} has no {TRAIN_STATE_DIR}/ to resume from; remove it, or set trainer.resume=never"
+        )
     options = _options(scorer)
     model_state, optim_state = get_state_dict(scorer, optimizer, options=options)
     loaded: dict[str, Any] = {"model": model_state, "optim": optim_state}
     dcp.load(loaded, checkpoint_id=str(path / TRAIN_STATE_DIR), no_dist=not runtime.distributed)
     set_state_dict(scorer, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"], options=options)
+    load_rng_state(path, runtime.rank)

@@ -37,11 +37,17 @@ def flatten(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 class MetricLogger:
-    """Writes one JSON object per step to ``out/metrics.jsonl`` (appending on resume)."""
+    """Writes one JSON object per step to ``out/metrics.jsonl``.
 
-    def __init__(self, out: Path, sinks: Sequence[str], run_config: Mapping[str, Any] | None = None):
+    Opening it for a run that starts after step ``start_step`` first keeps only the lines of steps
+    ``<= start_step`` (dropping the lines of steps a killed run logged past its last checkpoint, and
+    a torn last line), so a resumed run's file holds exactly one line per step.
+    """
+
+    def __init__(self, out: Path, sinks: Sequence[str], run_config: Mapping[str, Any] | None = None, start_step: int = 0):
         out.mkdir(parents=True, exist_ok=True)
         self.path = out / "metrics.jsonl"
+        truncate_metrics(self.path, start_step)
         self._file = self.path.open("a", encoding="utf-8")
         self._tb = self._wandb = None
         if "tensorboard" in sinks:
@@ -75,6 +81,23 @@ class MetricLogger:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep the well-formed lines of steps ``<= last_step`` (rewritten atomically)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= last_step:
+            kept.append(line + "\n")
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    tmp.replace(path)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

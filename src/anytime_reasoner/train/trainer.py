@@ -41,10 +41,11 @@ from anytime_reasoner.algo.advantages import brpo_diagnostics, summary_advantage
 from anytime_reasoner.algo.budgets import BudgetPlan
 from anytime_reasoner.config import TrainConfig, dump
 from anytime_reasoner.data.schema import Example
+from anytime_reasoner.errors import UserError
 from anytime_reasoner.rollout.packing import PackedBatch, empty_batch
 from anytime_reasoner.rollout.types import RolloutBatch
 from anytime_reasoner.seeding import derive_seed
-from anytime_reasoner.train.checkpoint import TrainerState, export_model, save_checkpoint
+from anytime_reasoner.train.checkpoint import TrainerState, export_model, prune_checkpoints, save_checkpoint
 from anytime_reasoner.train.fsdp import unsharded
 from anytime_reasoner.train.loggers import MetricLogger
 from anytime_reasoner.train.logprobs import PolicyScorer
@@ -59,6 +60,11 @@ if TYPE_CHECKING:
     from anytime_reasoner.rollout.codec import TokenizerCodec
 
 log = logging.getLogger(__name__)
+
+
+class TrainingStopped(UserError):
+    """Training cannot go on (e.g. gradients keep being non-finite); the message says why and where
+    the last good weights are."""
 
 
 @dataclass
@@ -79,6 +85,7 @@ class Trainer:
     policy: PolicyScorer  # trains: ``model`` inside, FSDP2-sharded when distributed
     start_step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    bad_streak: int = 0  # optimizer steps skipped in a row (non-finite gradient norm)
 
     @cached_property
     def plan(self) -> BudgetPlan:
@@ -104,7 +111,7 @@ class Trainer:
         """Run steps ``start_step+1 … cfg.trainer.steps``; return the metrics of each."""
         tcfg = self.cfg.trainer
         main = self.runtime.is_main
-        logger = MetricLogger(self.out, tcfg.loggers, run_config=dump(self.cfg)) if main else None
+        logger = MetricLogger(self.out, tcfg.loggers, run_config=dump(self.cfg), start_step=self.start_step) if main else None
         steps = range(self.start_step + 1, tcfg.steps + 1)
         if self.cfg.ppo.loss_agg == "constant" and main:
             log.info("loss normalizer: rollouts x max_response_len = %d", self.max_response_len)
@@ -117,6 +124,7 @@ class Trainer:
                 if logger is not None:
                     logger.log(step, metrics)
                 self.history.append({"step": step, **metrics})
+                self._check_bad_steps(step, metrics)
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(anytime=f"{metrics['anytime_score']:.3f}", loss=f"{metrics['loss']:.4f}")
                 if tcfg.save_every and step % tcfg.save_every == 0 and step < tcfg.steps:
@@ -231,8 +239,32 @@ class Trainer:
     # ------------------------------------------------------------------ saving
 
     def save(self, step: int) -> Path:
-        state = TrainerState(step=step, seed=self.cfg.trainer.seed, world_size=self.runtime.world_size)
-        return save_checkpoint(self.out, state, self.policy, self.tokenizer, self.optimizer, self.runtime)
+        state = TrainerState(
+            step=step,
+            seed=self.cfg.trainer.seed,
+            world_size=self.runtime.world_size,
+            epoch=self._epoch(step + 1),
+            config=dump(self.cfg),
+        )
+        path = save_checkpoint(self.out, state, self.policy, self.tokenizer, self.optimizer, self.runtime)
+        if self.runtime.is_main and self.cfg.trainer.keep_checkpoints:
+            prune_checkpoints(self.out, self.cfg.trainer.keep_checkpoints)
+        return path
+
+    def _check_bad_steps(self, step: int, metrics: dict[str, Any]) -> None:
+        """Count optimizer steps skipped in a row for a non-finite gradient; at ``trainer.max_bad_steps``
+        save the weights (never touched by those steps) and stop."""
+        if metrics["optimizer_steps"] > 0:
+            self.bad_streak = int(metrics["trailing_skipped_steps"])
+        else:
+            self.bad_streak += int(metrics["skipped_steps"])
+        limit = self.cfg.trainer.max_bad_steps
+        if self.bad_streak >= limit:
+            path = self.save(step)
+            raise TrainingStopped(
+                f"trainer.max_bad_steps: {self.bad_streak} optimizer steps in a row had a non-finite gradient "
+                f"(limit {limit}) at step {step}; the weights, which those steps did not change, are saved in {path}"
+            )
 
     def save_final(self) -> Path:
         """``out/final``: the trained model as a transformers folder in the compute dtype (under

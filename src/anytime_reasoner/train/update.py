@@ -206,6 +206,7 @@ class _Tally:
             "micro_batches": float(self.micro_batches),
             "optimizer_steps": float(len(self.grad_norms) - self.skipped_steps),
             "skipped_steps": float(self.skipped_steps),
+            "trailing_skipped_steps": float(_trailing_non_finite(self.grad_norms)),
         }
 
 
@@ -317,6 +318,16 @@ def ppo_update(
                 tally.skipped_steps += 1
             optimizer.zero_grad(set_to_none=True)
     return tally.reduce(runtime).summary(ppo_cfg.ppo_epochs)
+
+
+def _trailing_non_finite(norms: list[float]) -> int:
+    """How many of the last norms are non-finite (skipped steps since the last good one)."""
+    count = 0
+    for norm in reversed(norms):
+        if math.isfinite(norm):
+            break
+        count += 1
+    return count
 
 
 def _clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> float:

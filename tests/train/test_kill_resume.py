@@ -1,0 +1,19 @@
+"""scripts/kill_resume_trials.py, 2 trials: runs of the embedded default killed with SIGKILL at
+random moments and restarted end bit-identical to an uninterrupted run."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "kill_resume_trials.py"
+
+
+@pytest.mark.slow
+def test_killed_and_restarted_runs_end_identical(capsys):
+    spec = importlib.util.spec_from_file_location("kill_resume_trials", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["2", "--steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "identical: 2/2" in out and out.count("-> identical") == 2
