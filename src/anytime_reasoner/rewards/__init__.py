@@ -5,11 +5,12 @@ The caller-side API imports no sympy; math-verify runs only in :class:`MathVerif
 
 from anytime_reasoner.rewards.base import Grade, Verifier
 from anytime_reasoner.rewards.extract import extract_answer, is_well_formed, last_boxed
-from anytime_reasoner.rewards.grader import GraderSettings, MathVerifier, Verdict
+from anytime_reasoner.rewards.grader import GraderSettings, GradingStats, MathVerifier, Verdict
 
 __all__ = [
     "Grade",
     "GraderSettings",
+    "GradingStats",
     "MathVerifier",
     "Verdict",
     "Verifier",

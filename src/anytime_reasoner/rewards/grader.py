@@ -14,7 +14,17 @@ How a batch is graded:
    ``pebble`` process pool, one task each, with a per-task timeout that starts when a worker
    picks the task up. A task that runs past it is counted wrong with ``timed_out=True`` and its
    worker is killed and replaced; the other tasks go on. A worker that crashes or raises counts
-   the answer wrong (not timed out). Each worker's address space is capped (``memory_limit_mb``).
+   the answer wrong (not timed out); one that dies (a C-level crash, ``os._exit``, the OOM killer)
+   is replaced by the pool. Each worker's address space is capped (``memory_limit_mb``,
+   ``RLIMIT_AS``). A worker whose task ran out of it ends itself (exit status
+   :data:`OUT_OF_MEMORY_EXIT`) rather than grade on with module caches (antlr's DFA, sympy's
+   cache) that a failed allocation may have left half-updated; the pool replaces it and the answer
+   counts wrong. "Ran out" is a ``MemoryError`` reaching the task, or the task taking the worker's
+   peak resident memory past :data:`MEMORY_PRESSURE` of the cap: math-verify catches every
+   ``Exception`` inside its parser and comparisons, ``MemoryError`` included, so the failed
+   allocation of an answer such as ``2^{2^{31}}`` is invisible (it just parses to nothing), but the
+   memory it took to get there is not. Every such event is logged and counted
+   (:attr:`MathVerifier.stats`).
 3. A backstop deadline for the whole batch guards against a broken pool: past it, the pending
    answers count as timed out and the pool is rebuilt on the next call.
 
@@ -26,6 +36,12 @@ Workers are started with ``forkserver`` by default (a clean process, not a fork 
 holds CUDA or threads), with math-verify preloaded so that replacing a killed worker is quick.
 As with any non-fork start method, a script that grades must guard its entry point with
 ``if __name__ == "__main__":`` (the ``anytime-reasoner`` command and ``python -m`` already do).
+
+``MathVerifier(worker_initializer=f)`` runs ``f()`` in each worker after its own set-up (memory
+cap, imports, warm-up), before any task. Production passes none; the tests use it to trap
+``eval``/``exec``/``os.system``/``subprocess.Popen`` inside the workers
+(:func:`anytime_reasoner.rewards.fuzz.install_traps`) and to inject faults. ``f`` is pickled to
+the workers, so it must be a module-level function (or a ``functools.partial`` of one).
 """
 
 from __future__ import annotations
@@ -34,6 +50,9 @@ import concurrent.futures as cf
 import logging
 import math
 import multiprocessing
+import os
+import resource
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -52,8 +71,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 WORKER_MODULE = "anytime_reasoner.rewards.equivalence"
+OUT_OF_MEMORY_EXIT = 86  # exit status of a worker that ended itself after running out of memory
+# A task that takes a worker's peak RSS past this share of its address-space cap ran out of memory:
+# a big-integer computation doubles its operands, so when the next step cannot fit it holds about half.
+MEMORY_PRESSURE = 0.5
 Progress = Callable[[int], None]  # called with the number of items just finished
 GroundTruths = Sequence[str] | str
+WorkerInitializer = Callable[[], object]
 
 
 @dataclass(frozen=True)
@@ -94,6 +118,24 @@ class Verdict:
 
 
 @dataclass
+class GradingStats:
+    """What the grading workers went through since the verifier was made (see :attr:`MathVerifier.stats`)."""
+
+    tasks: int = 0  # answers sent to a worker
+    timeouts: int = 0  # ran past the timeout: the worker was killed and replaced
+    worker_deaths: int = 0  # the worker ended mid-task (crash, os._exit, OOM killer): replaced
+    out_of_memory: int = 0  # of worker_deaths: the worker hit its memory cap and ended itself
+    errors: int = 0  # an exception raised in a worker (the worker lives on)
+    abandoned: int = 0  # pending at the backstop deadline (counted as timed out)
+    pools_started: int = 0
+
+    @property
+    def worker_restarts(self) -> int:
+        """Workers replaced after a task: killed at the timeout, or dead."""
+        return self.timeouts + self.worker_deaths
+
+
+@dataclass
 class _Batch:
     """Answers waiting for a worker: one task per distinct (answer, ground truths)."""
 
@@ -108,17 +150,42 @@ def as_truth_list(ground_truth: GroundTruths) -> tuple[str, ...]:
     return (ground_truth,) if isinstance(ground_truth, str) else tuple(ground_truth)
 
 
-def _init_worker(memory_limit_mb: int | None) -> None:
-    """Worker start-up; imports math-verify there, never in the caller."""
+def _init_worker(memory_limit_mb: int | None, extra: WorkerInitializer | None = None) -> None:
+    """Worker start-up; imports math-verify there, never in the caller; then ``extra()``, if any."""
     from anytime_reasoner.rewards.equivalence import init_worker
 
     init_worker(memory_limit_mb)
+    if extra is not None:
+        extra()
+
+
+def _peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+def _memory_pressure_line() -> float:
+    """The peak RSS, in bytes, past which a task counts as out of memory (infinite without a cap)."""
+    cap = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return math.inf if cap == resource.RLIM_INFINITY else MEMORY_PRESSURE * cap
 
 
 def _match_in_worker(answer: str, truths: tuple[str, ...]) -> bool:
+    """The task a worker runs. Only ever call it in a worker: when out of memory it ends the process.
+
+    Out of memory: a MemoryError, or this task taking the peak RSS across the pressure line (a worker
+    already past it at start, under an address-space cap too small for its imports, is never ended for it).
+    """
     from anytime_reasoner.rewards.equivalence import answers_match
 
-    return answers_match(answer, truths)
+    line, before = _memory_pressure_line(), _peak_rss_bytes()
+    try:
+        matched = answers_match(answer, truths)
+    except MemoryError:
+        matched = None
+    if matched is None or before < line <= _peak_rss_bytes():
+        os._exit(OUT_OF_MEMORY_EXIT)  # no cleanup: its caches may be half-updated; the pool replaces it
+    return matched
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -126,13 +193,36 @@ def _short(text: str, limit: int = 80) -> str:
 
 
 class MathVerifier:
-    """Grades responses against ground truths; safe on hostile input; reusable; closable."""
+    """Grades responses against ground truths; safe on hostile input; reusable; closable.
 
-    def __init__(self, settings: GraderSettings | None = None, **overrides: Any) -> None:
+    ``worker_initializer``: run in each worker after its set-up (see the module docstring); for tests.
+    """
+
+    def __init__(
+        self,
+        settings: GraderSettings | None = None,
+        *,
+        worker_initializer: WorkerInitializer | None = None,
+        **overrides: Any,
+    ) -> None:
         self.settings = replace(settings or GraderSettings(), **overrides)
+        self._worker_initializer = worker_initializer
         self._pool: ProcessPool | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._stats = GradingStats()
+        self._stats_lock = threading.Lock()
+
+    @property
+    def stats(self) -> GradingStats:
+        """A copy of the counters: tasks, timeouts, worker deaths and restarts, errors, pools."""
+        with self._stats_lock:
+            return replace(self._stats)
+
+    def _count(self, **increments: int) -> None:
+        with self._stats_lock:
+            for name, k in increments.items():
+                setattr(self._stats, name, getattr(self._stats, name) + k)
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -171,10 +261,11 @@ class MathVerifier:
         context = multiprocessing.get_context(s.start_method)
         if s.start_method == "forkserver":
             context.set_forkserver_preload([WORKER_MODULE])
+        self._count(pools_started=1)
         return ProcessPool(
             max_workers=s.workers,
             initializer=_init_worker,
-            initargs=(s.memory_limit_mb,),
+            initargs=(s.memory_limit_mb, self._worker_initializer),
             context=context,
         )
 
@@ -265,6 +356,7 @@ class MathVerifier:
                 settle(futures[future], self._verdict(future, futures[future][0]))
         if pending:
             logger.error("grading missed its backstop deadline; %d answers counted as timed out", len(pending))
+            self._count(abandoned=len(pending))
             for future in pending:
                 future.cancel()
                 settle(futures[future], Verdict(False, timed_out=True))
@@ -275,9 +367,11 @@ class MathVerifier:
         for attempt in (1, 2):
             pool = self._get_pool()
             try:
-                return pool, {
+                futures: dict[cf.Future, Any] = {
                     pool.schedule(_match_in_worker, args=key, timeout=self.settings.timeout): key for key in batch.indices
                 }
+                self._count(tasks=len(futures))
+                return pool, futures
             except Exception as err:  # a pool that broke or failed to start
                 action = "rebuilding it" if attempt == 1 else "counting the batch wrong"
                 logger.error("grading pool refused tasks (%s: %s); %s", type(err).__name__, err, action)
@@ -289,11 +383,23 @@ class MathVerifier:
         try:
             return Verdict(bool(future.result()))
         except TimeoutError:
+            self._count(timeouts=1)
             logger.warning("grading timed out after %.1fs; counted wrong: %s", self.settings.timeout, _short(answer))
             return Verdict(False, timed_out=True)
         except ProcessExpired as err:
-            logger.warning("grading worker died (%s); counted wrong: %s", err, _short(answer))
+            self._count(worker_deaths=1)
+            if err.exitcode == OUT_OF_MEMORY_EXIT:
+                self._count(out_of_memory=1)
+                limit = self.settings.memory_limit_mb
+                logger.warning(
+                    "grading worker ran out of memory (memory_limit_mb=%s); replaced; counted wrong: %s", limit, _short(answer)
+                )
+            else:
+                logger.warning(
+                    "grading worker died (%s, exit code %s); replaced; counted wrong: %s", err, err.exitcode, _short(answer)
+                )
             return Verdict(False)
         except Exception as err:  # an error inside math-verify or a broken pool
+            self._count(errors=1)
             logger.warning("grading failed (%s: %s); counted wrong: %s", type(err).__name__, err, _short(answer))
             return Verdict(False)
