@@ -76,11 +76,14 @@ def train_config(cfg: RunScale, base_model: Path, preset: str, seed: int, out: P
 
 
 def eval_args(cfg: RunScale, model: Path, held_out: Path, out: Path, seed: int) -> list[str]:
+    """The ``eval`` command of one model. ``max_prompt_tokens=256``: the embedded task's prompts are at
+    most 76 tokens, and eval's default cap of 1024 would not fit the tiny model's 1024 positions
+    next to the budgets (the context check counts the cap, not the prompts)."""
     budgets = ",".join(str(b) for b in cfg.eval_budgets)
     return [
         "eval", f"model={model}", f"data={held_out}", f"budgets={budgets}", f"samples={cfg.eval_samples}",
         f"temperature={cfg.eval_temperature}", f"summary_max_tokens={cfg.summary_max_tokens}",
-        f"seed={seed}", "batch_size=50", "device=cpu", f"out={out}", "progress=false",
+        f"seed={seed}", "batch_size=50", "device=cpu", f"out={out}", "progress=false", "max_prompt_tokens=256",
     ]  # fmt: skip
 
 

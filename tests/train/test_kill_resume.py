@@ -2,6 +2,7 @@
 random moments and restarted end bit-identical to an uninterrupted run."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "kill_resume_trials.p
 def test_killed_and_restarted_runs_end_identical(capsys):
     spec = importlib.util.spec_from_file_location("kill_resume_trials", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses resolve their module through sys.modules
     spec.loader.exec_module(module)
     assert module.main(["2", "--steps", "3"]) == 0
     out = capsys.readouterr().out

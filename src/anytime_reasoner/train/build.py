@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from anytime_reasoner.checks import check_writable
+from anytime_reasoner.checks import check_writable, load_model_config
 from anytime_reasoner.config import TrainConfig, dump
 from anytime_reasoner.data.schema import Example
 from anytime_reasoner.errors import UserError
@@ -120,6 +120,7 @@ def build_trainer(cfg: TrainConfig, runtime: Runtime | None = None) -> Trainer:
         check_resumable(resume_from, cfg)
     with main_first(runtime):  # rank 0 bootstraps or downloads into the shared cache first
         path = base_model_path(cfg)
+        load_model_config(path, "model.path")  # a causal LM's config.json? (before its tokenizer)
         tokenizer = load_tokenizer(cfg.model.tokenizer or path)
         source, val = build_sources(cfg, tokenizer)  # the data is validated before any weights load
         model, tokenizer = load_model_and_tokenizer(path, cfg, runtime.device, tokenizer)
