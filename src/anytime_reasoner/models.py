@@ -92,17 +92,20 @@ def load_causal_lm(path: str, dtype: str, *, key: str = "model", attn_implementa
         raise UserError(f"{key}: cannot load {path!r} as a causal LM ({type(err).__name__}: {_first_line(err)})") from None
 
 
-def load_model_and_tokenizer(path: str, cfg: TrainConfig, device: torch.device, tokenizer: Any = None) -> tuple[Any, Any]:
+def load_model_and_tokenizer(
+    path: str, cfg: TrainConfig, device: torch.device, tokenizer: Any = None, model_config: Any = None
+) -> tuple[Any, Any]:
     """Training: the model's config (a causal LM?), the tokenizer (``model.tokenizer`` or the
     model's; the think markers must be single tokens), the context check (the largest budget must
     fit, :func:`anytime_reasoner.checks.check_context`), then, all checks passed, the model in float32
     (the master weights; ``model.dtype`` is the compute dtype, see ``train.runtime``) with the
     attention implementation ``model.attention`` asks for on ``device``, moved there. ``tokenizer``:
-    an already loaded one (e.g. to validate the data sets before the weights load)."""
+    an already loaded one (e.g. to validate the data sets before the weights load); ``model_config``
+    likewise (an already read one)."""
     from anytime_reasoner.checks import check_context, load_model_config
     from anytime_reasoner.train.logprobs import attn_implementation_for
 
-    model_config = load_model_config(path, "model.path")
+    model_config = model_config if model_config is not None else load_model_config(path, "model.path")
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.model.tokenizer or path)
     cfg.protocol().codec(tokenizer)
     check_context(model_config, cfg, tokenizer)

@@ -11,18 +11,10 @@ from anytime_reasoner.errors import UserError
 from anytime_reasoner.train.checkpoint import latest_checkpoint, load_trainer_state, rng_state
 from anytime_reasoner.train.loggers import MetricLogger, read_metrics
 from anytime_reasoner.train.trainer import TrainingStopped
+from tests.train.test_resume_exact import _fit
 from tests.train.test_trainer_smoke import _build, _config
 
 QUIET = {"trainer.val_every": 0}
-
-
-def _fit(cfg):
-    trainer = _build(cfg)
-    try:
-        trainer.fit()
-    finally:
-        trainer.verifier.close()
-    return trainer
 
 
 def test_metrics_keep_one_line_per_step_up_to_the_resumed_step(tmp_path):

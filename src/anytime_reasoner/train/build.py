@@ -120,10 +120,10 @@ def build_trainer(cfg: TrainConfig, runtime: Runtime | None = None) -> Trainer:
         check_resumable(resume_from, cfg)
     with main_first(runtime):  # rank 0 bootstraps or downloads into the shared cache first
         path = base_model_path(cfg)
-        load_model_config(path, "model.path")  # a causal LM's config.json? (before its tokenizer)
+        model_config = load_model_config(path, "model.path")  # a causal LM's config.json? (before its tokenizer)
         tokenizer = load_tokenizer(cfg.model.tokenizer or path)
         source, val = build_sources(cfg, tokenizer)  # the data is validated before any weights load
-        model, tokenizer = load_model_and_tokenizer(path, cfg, runtime.device, tokenizer)
+        model, tokenizer = load_model_and_tokenizer(path, cfg, runtime.device, tokenizer, model_config)
     model, policy = build_policy(model, cfg, runtime)
     optimizer = build_optimizer(policy, cfg.ppo)
     start = 0

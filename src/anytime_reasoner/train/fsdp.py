@@ -59,6 +59,7 @@ def shard_policy(scorer: PolicyScorer, runtime: Runtime) -> PolicyScorer:
     """``fully_shard`` each decoder layer, then the scorer (the root); gradients sum over ranks.
     Runs one stand-in forward so the root is initialized before anything else calls a layer, then
     reshards (the root keeps its parameters whole after a forward): build the optimizer after this."""
+    from anytime_reasoner.train.logprobs import packed_logprobs
     from anytime_reasoner.train.update import stand_in_row
 
     policy = MixedPrecisionPolicy(param_dtype=runtime.compute_dtype, reduce_dtype=torch.float32)
@@ -69,16 +70,10 @@ def shard_policy(scorer: PolicyScorer, runtime: Runtime) -> PolicyScorer:
         unit.set_gradient_divide_factor(1.0)
         unit.set_force_sum_reduction_for_comms(True)  # a plain SUM: gloo has no pre-multiplied sum
     with torch.no_grad():
-        scorer(*_stand_in_args(stand_in_row(0, runtime.device)))
+        packed_logprobs(scorer, stand_in_row(0, runtime.device))
     for unit in fsdp_units(scorer):
         unit.reshard()
     return scorer
-
-
-def _stand_in_args(batch: Any) -> tuple[Any, ...]:
-    rows, cols = batch.trainable_mask.nonzero(as_tuple=True)
-    mask = (batch.segment_ids >= 0).long()  # [1, 2]
-    return batch.input_ids, batch.position_ids, mask, rows, batch.prev_index[rows, cols], batch.input_ids[rows, cols]
 
 
 def fsdp_units(module: torch.nn.Module) -> list[FSDPModule]:

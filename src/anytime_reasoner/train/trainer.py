@@ -162,11 +162,10 @@ class Trainer:
         metrics.update(max_response_len=self.max_response_len, epoch=self._epoch(step))
         return metrics
 
-    def _stream(self, step: int, phase: str) -> int:
-        """The seed of ``phase`` at ``step`` on this rank (one process: no rank in the name)."""
-        if not self.runtime.distributed:
-            return derive_seed(self.cfg.trainer.seed, step, phase)
-        return derive_seed(self.cfg.trainer.seed, step, phase, "rank", self.runtime.rank)
+    def _stream(self, *parts: int | str) -> int:
+        """The seed named by ``parts`` on this rank (one process: no rank in the name)."""
+        rank = ("rank", self.runtime.rank) if self.runtime.distributed else ()
+        return derive_seed(self.cfg.trainer.seed, *parts, *rank)
 
     def _epoch(self, step: int) -> int | None:
         """The pass over a finite training set that step ``step`` reads (None for a stream)."""
@@ -222,10 +221,7 @@ class Trainer:
         ``val_n × val_n_summary`` samples of each question."""
         if not self.val_examples:
             return {}
-        seed = derive_seed(
-            self.cfg.trainer.seed, "validation", *(("rank", self.runtime.rank) if self.runtime.distributed else ())
-        )
-        rollouts = self.rollout(self.runtime.shard(self.val_examples), seed=seed, train=False)
+        rollouts = self.rollout(self.runtime.shard(self.val_examples), seed=self._stream("validation"), train=False)
         local = rollouts.scores() if rollouts is not None else None
         scores = torch.cat([s for s in self.runtime.gather(local) if s is not None])  # [B, G, S, A] over all ranks
         acc = scores.mean(dim=(0, 1, 3))  # [S]

@@ -88,7 +88,7 @@ def minibatch_normalizer(batch: PackedBatch, agg: LossAgg, max_response_len: int
     """``loss_normalizer`` of a mini-batch: rollouts × ``max_response_len`` (constant) or
     trainable tokens (token-mean), counted over every rank's part of the mini-batch."""
     if agg == "constant":
-        count = batch.n_rollouts if batch.n_rows else 0
+        count = batch.n_rollouts
     else:
         count = int(batch.trainable_mask.sum())
     if runtime is not None:
