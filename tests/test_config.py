@@ -97,7 +97,7 @@ def test_explicit_budgets_and_weights():
     [
         ("rollout.n=0", "rollout.n: Input should be greater than or equal to 1"),
         ("rollout.bogus=1", "rollout.bogus: unknown key in 'rollout'; allowed: n, n_summary"),
-        ("bogus=1", "bogus: unknown key; allowed: model, data, rollout, ppo, trainer"),
+        ("bogus=1", "bogus: unknown key; allowed: model, engine, data, rollout, ppo, trainer"),
         ("rollout.n_summary=x", "rollout.n_summary: Input should be a valid integer"),
         ("rollout.summary_method=ppo", "rollout.summary_method: Input should be 'grpo' or 'brpo'"),
         ("rollout.budget_probs=cubic", "rollout.budget_probs: allowed: base, uniform, linear"),

@@ -126,6 +126,23 @@ class ModelConfig(_Strict):
         return _split_list(value)
 
 
+class EngineConfig(_Strict):
+    """The generation backend (``engine.*``): transformers ``generate`` or vLLM (``engine.vllm``)."""
+
+    backend: Literal["hf", "vllm"] = Field("hf", description="hf: transformers generate; vllm: needs the [vllm] extra")
+    block_size: int | None = Field(
+        None, ge=16, multiple_of=16, description="vllm: KV block (tokens); prefix caching reuses whole blocks (default 32 on CPU)"
+    )
+    kv_cache_gib: float | None = Field(
+        None, gt=0.0, description="vllm: KV cache size (default: 1 on CPU; on GPU the memory share)"
+    )
+    gpu_memory_utilization: float = Field(0.4, gt=0.0, le=1.0, description="vllm: GPU memory share (weights + KV cache)")
+    enforce_eager: bool = Field(False, description="vllm: no CUDA graphs / compilation (faster start, slower decode)")
+    max_model_len: int | None = Field(None, ge=16, description="vllm: longest sequence (default: the model's context)")
+    max_num_seqs: int | None = Field(None, ge=1, description="vllm: sequences decoded at once (default: vLLM's)")
+    sleep: bool = Field(True, description="vllm on GPU: free the KV cache and offload weights while training")
+
+
 class RolloutConfig(_Strict):
     n: int = Field(8, ge=1, description="thinkings sampled per question (G)")
     n_summary: int = Field(4, ge=1, description="summaries sampled per budget (A)")
@@ -193,6 +210,12 @@ class PPOConfig(_Strict):
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay (the original's 0.01)")
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = Field(1.0, gt=0.0)
+    tis_cap: float = Field(
+        0.0,
+        ge=0.0,
+        description="truncated importance sampling: weight each token's loss by min(pi_old / pi_rollout, tis_cap) with "
+        "the engine's log-probs (0 = off; verl and TRL use 2)",
+    )
 
     @field_validator("betas", mode="before")
     @classmethod
@@ -246,6 +269,7 @@ class TrainConfig(_Strict):
     """Everything ``anytime-reasoner train`` needs."""
 
     model: ModelConfig = ModelConfig()
+    engine: EngineConfig = EngineConfig()
     data: DataConfig = DataConfig()
     rollout: RolloutConfig = RolloutConfig()
     ppo: PPOConfig = PPOConfig()
@@ -316,6 +340,7 @@ class _Generation(_Strict):
     tokenizer: str | None = Field(None, description="tokenizer path if different from the model's")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    engine: EngineConfig = EngineConfig()
     temperature: float = Field(0.6, gt=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     summary_max_tokens: int = _protocol_field("summary_max_tokens", ge=1)
@@ -442,6 +467,7 @@ class RunScale(_Strict):
     base_model: str | None = Field(None, description="start from this model folder instead of bootstrapping")
     bootstrap_seed: int = Field(0, description="seed of the base model's bootstrap (one base model for all RL seeds)")
     jobs: int = Field(2, ge=1, description="train/eval processes run at once (one thread each)")
+    engine: EngineConfig = EngineConfig()
     progress: bool = True
 
     @field_validator("eval_budgets", mode="before")

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from anytime_reasoner.config import PRESETS, DemoConfig, RunScale, TrainConfig, build_config, dump
+from anytime_reasoner.config import PRESETS, DemoConfig, EngineConfig, RunScale, TrainConfig, build_config, dump
 from anytime_reasoner.errors import UserError
 
 TASK = "synthetic"
@@ -50,6 +50,7 @@ def train_config(cfg: RunScale, base_model: Path, preset: str, seed: int, out: P
         rollout["n_budget_support"] = cfg.n_budget_support
     overrides = {
         "model": {"path": str(base_model), "device": "cpu"},
+        "engine": cfg.engine.model_dump(exclude_defaults=True),
         "data": {"val_size": cfg.val_size},
         "rollout": rollout,
         "ppo": {
@@ -84,7 +85,15 @@ def eval_args(cfg: RunScale, model: Path, held_out: Path, out: Path, seed: int) 
         "eval", f"model={model}", f"data={held_out}", f"budgets={budgets}", f"samples={cfg.eval_samples}",
         f"temperature={cfg.eval_temperature}", f"summary_max_tokens={cfg.summary_max_tokens}",
         f"seed={seed}", "batch_size=50", "device=cpu", f"out={out}", "progress=false", "max_prompt_tokens=256",
+        *engine_args(cfg.engine),
     ]  # fmt: skip
+
+
+def engine_args(engine: EngineConfig) -> list[str]:
+    """``engine.KEY=VALUE`` for every engine key that differs from its default."""
+    return [
+        f"engine.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in engine.model_dump(exclude_defaults=True).items()
+    ]
 
 
 @dataclass

@@ -29,18 +29,18 @@ from anytime_reasoner.errors import UserError
 if TYPE_CHECKING:
     import torch
 
-    from anytime_reasoner.config import TrainConfig
-    from anytime_reasoner.engine.hf import TransformersEngine
+    from anytime_reasoner.config import EngineConfig, TrainConfig
+    from anytime_reasoner.engine.base import GenerationEngine
     from anytime_reasoner.rollout.codec import TokenizerCodec
     from anytime_reasoner.rollout.protocol import AnytimeProtocol
 
 
 @dataclass
 class Loaded:
-    model: Any
+    model: Any  # the transformers model (None when the engine loads the weights itself: vLLM)
     tokenizer: Any
     codec: TokenizerCodec
-    engine: TransformersEngine
+    engine: GenerationEngine
 
 
 def _first_line(err: BaseException) -> str:
@@ -115,15 +115,22 @@ def load_model_and_tokenizer(
     return model.to(device), tokenizer
 
 
-def load_for_inference(model: str, tokenizer: Any, dtype: str, device: str, protocol: AnytimeProtocol) -> Loaded:
+def load_for_inference(
+    model: str, tokenizer: Any, dtype: str, device: str, protocol: AnytimeProtocol, engine: EngineConfig | None = None
+) -> Loaded:
     """Evaluation and ``ask``: the tokenizer (a path, None for the model's, or an already loaded
-    one; checked against ``protocol`` first: cheap), then the model on its device in eval mode,
-    then the engine."""
+    one; checked against ``protocol`` first: cheap), then the engine of ``engine.backend``
+    (default transformers): the model on its device in eval mode, wrapped; or vLLM on the folder."""
     from anytime_reasoner.checks import load_model_config
-    from anytime_reasoner.engine.hf import TransformersEngine
+    from anytime_reasoner.config import EngineConfig
+    from anytime_reasoner.engine.build import build_engine, check_engine, model_for_engine
 
+    engine = engine or EngineConfig()
     tok = load_tokenizer(tokenizer or model) if tokenizer is None or isinstance(tokenizer, str) else tokenizer
     codec = codec_for(tok, protocol)
-    load_model_config(model, "model")
-    lm = load_causal_lm(model, dtype).to(resolve_device(device)).eval()
-    return Loaded(lm, tok, codec, TransformersEngine(lm, pad_token_id=codec.pad_id))
+    where = resolve_device(device)
+    path = model_for_engine(model, engine, where)
+    check_engine(engine, load_model_config(path, "model"), where)
+    lm = load_causal_lm(path, dtype).to(where).eval() if engine.backend == "hf" else None
+    sampler = build_engine(engine, model=lm, model_path=path, dtype=dtype, device=where, pad_token_id=codec.pad_id)
+    return Loaded(lm, tok, codec, sampler)

@@ -45,6 +45,7 @@ def ppo_policy_loss(
     *,
     normalizer: float,
     clip_eps: float = 0.2,
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate ``max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε))`` summed over trainable tokens / normalizer.
 
@@ -54,6 +55,8 @@ def ppo_policy_loss(
         advantages: ``[N, T]`` per-token advantages.
         trainable_mask: ``[N, T]`` bool, True for sampled tokens to train.
         normalizer: from :func:`loss_normalizer` for the whole mini-batch.
+        token_weights: ``[N, T]`` (no grad) multiplying each token's loss, e.g. truncated
+            importance weights (``algo.off_policy.tis_weights``); None = 1.
     Returns:
         ``(loss, metrics)``: a scalar loss and detached scalars ``clip_frac``, ``approx_kl``
         (mean old−new log-prob), ``ratio_min``, ``ratio_max``, ``n_tokens``.
@@ -64,6 +67,8 @@ def ppo_policy_loss(
     unclipped = -advantages * ratio  # [N, T]
     clipped = -advantages * ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps)  # [N, T]
     token_loss = torch.maximum(unclipped, clipped)  # [N, T]
+    if token_weights is not None:
+        token_loss = token_loss * token_weights.detach()  # [N, T]
     loss = torch.where(mask, token_loss, torch.zeros_like(token_loss)).sum() / normalizer
     with torch.no_grad():
         n_tokens = mask.sum()

@@ -8,6 +8,11 @@ Token ids for stopping come from the caller (read from the tokenizer), never fro
 Extension (compatible): ``n`` may also be a sequence with one sample count per prefix, so that one
 call can serve prefixes that need different numbers of samples (the anytime rollout samples
 ``A × k`` summaries from a cut shared by ``k`` budgets). A count of 0 yields an empty list.
+
+Log-probs: with ``SamplingParams(logprobs=True)`` a model-backed engine also returns, per sampled
+token, ``log softmax(logits / temperature)`` at that token (raw logits at temperature 0): the
+quantity the trainer recomputes as its old log-probs, so the two can be compared
+(``algo.off_policy``). Top-p does not enter it. Engines without a model return None.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class SamplingParams:
     top_p: float = 1.0
     stop_token_ids: tuple[int, ...] = ()
     seed: int | None = None
+    logprobs: bool = False  # also return each sampled token's log-prob (Completion.logprobs)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -42,11 +48,13 @@ class Completion:
     """One sampled continuation.
 
     ``token_ids`` holds the sampled tokens, including the stop token when one ended it;
-    ``finish_reason`` is ``"stop"`` (a stop token was sampled) or ``"length"`` (the cap was hit).
+    ``finish_reason`` is ``"stop"`` (a stop token was sampled) or ``"length"`` (the cap was hit);
+    ``logprobs`` (one per token, when asked for and the engine has a model) the sampling log-prob.
     """
 
     token_ids: tuple[int, ...]
     finish_reason: FinishReason
+    logprobs: tuple[float, ...] | None = None
 
 
 class GenerationEngine(Protocol):

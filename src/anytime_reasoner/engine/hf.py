@@ -20,6 +20,11 @@ neutralized. ``temperature == 0`` means greedy. A seed is applied inside ``torch
 so the global RNG is left as it was. Big requests are split into chunks of at most
 ``max_batch_rows`` sampled rows and (optionally) ``max_batch_tokens`` padded tokens; prefixes are
 sorted by length first so chunks carry little padding.
+
+Log-probs (``params.logprobs``): a logits processor placed before generate's temperature/top-p
+warpers sees the raw float32 logits of each step, keeps ``log_softmax(logits / T)`` of that step
+only (``[rows, vocab]``, never the whole ``[steps, rows, vocab]``) and gathers it at the token
+sampled from it when the next step (or the end) shows which one that was.
 """
 
 from __future__ import annotations
@@ -29,10 +34,11 @@ import inspect
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from anytime_reasoner.engine.base import Completion, SampleCounts, SamplingParams, sample_counts
 
@@ -110,8 +116,12 @@ class TransformersEngine:
                 sub_cache = cache if j == len(slices) - 1 else copy.deepcopy(cache)
                 sub_cache.batch_select_indices(sub)
             self._count(mask[sub], encoded_last_only=sub_cache is not None)
-            tokens = self._generate(ids[sub], mask[sub], sub_cache, params)  # [r, new]
-            sampled.extend(finish(row, params.stop_token_ids) for row in tokens.tolist())
+            tokens, logprobs = self._generate(ids[sub], mask[sub], sub_cache, params)  # [r, new], [r, new] | None
+            for r, row in enumerate(tokens.tolist()):
+                done = finish(row, params.stop_token_ids)
+                if logprobs is not None:
+                    done = replace(done, logprobs=tuple(logprobs[r, : len(done.token_ids)].tolist()))
+                sampled.append(done)
         starts = [0] + torch.cumsum(torch.tensor(counts), 0).tolist()
         return [sampled[a:b] for a, b in zip(starts[:-1], starts[1:], strict=False)]
 
@@ -135,15 +145,23 @@ class TransformersEngine:
                 )
         return cache if self._reuse_ok else None
 
-    def _generate(self, ids: torch.Tensor, mask: torch.Tensor, cache: Any | None, params: SamplingParams) -> torch.Tensor:
-        """Sampled tokens after the prefix, ``[rows, new]`` (finished rows padded after their stop)."""
+    def _generate(
+        self, ids: torch.Tensor, mask: torch.Tensor, cache: Any | None, params: SamplingParams
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Sampled tokens after the prefix, ``[rows, new]`` (finished rows padded after their stop),
+        and their log-probs ``[rows, new]`` when ``params.logprobs``."""
         kwargs = generation_kwargs(self.model, params, self.pad_token_id)
         if cache is not None:
             kwargs[_cache_kwarg(self.model)] = cache
+        recorder = LogprobRecorder(params.temperature) if params.logprobs else None
+        if recorder is not None:
+            kwargs["logits_processor"] = LogitsProcessorList([recorder])
         out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)  # [rows, T + new]
         self.stats.generate_calls += 1
         self.stats.sampled_rows += ids.shape[0]
-        return out[:, ids.shape[1] :].cpu()
+        new = out[:, ids.shape[1] :]  # [rows, new]
+        logprobs = recorder.finish(out).cpu() if recorder is not None else None
+        return new.cpu(), logprobs
 
     def _count(self, mask: torch.Tensor, *, encoded_last_only: bool) -> None:
         """Count the prefix tokens generate() itself runs: only the last one per row when cached."""
@@ -153,6 +171,33 @@ class TransformersEngine:
         else:
             self.stats.prefill_tokens += int(mask.sum())
             self.stats.padded_prefill_tokens += mask.numel()
+
+
+class LogprobRecorder(LogitsProcessor):
+    """Collect the log-prob of every sampled token (see the module docstring). Runs before the
+    warpers, so it sees raw float32 logits; it returns them unchanged."""
+
+    def __init__(self, temperature: float) -> None:
+        self.scale = 1.0 / temperature if temperature > 0 else 1.0
+        self.pending: torch.Tensor | None = None  # [rows, vocab] log-softmax of the last step
+        self.taken: list[torch.Tensor] = []  # per step: [rows]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self._take(input_ids)
+        self.pending = torch.log_softmax(scores.float() * self.scale, dim=-1)  # [rows, vocab]
+        return scores
+
+    def _take(self, input_ids: torch.Tensor) -> None:
+        if self.pending is not None:  # the token sampled from the pending step is the last one now
+            self.taken.append(self.pending.gather(1, input_ids[:, -1:]).squeeze(1))  # [rows]
+            self.pending = None
+
+    def finish(self, output_ids: torch.Tensor) -> torch.Tensor:
+        """``[rows, new]`` log-probs, given generate's full output ``[rows, T + new]``."""
+        self._take(output_ids)
+        if not self.taken:
+            return torch.zeros(output_ids.shape[0], 0)
+        return torch.stack(self.taken, dim=1)  # [rows, new]
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def run_ask(config: Any) -> int:
     from anytime_reasoner.models import load_for_inference
 
     protocol = config.protocol()
-    loaded = load_for_inference(config.model, config.tokenizer, config.dtype, config.device, protocol)
+    loaded = load_for_inference(config.model, config.tokenizer, config.dtype, config.device, protocol, config.engine)
     options = AskOptions(temperature=config.temperature, top_p=config.top_p, seed=config.seed, protocol=protocol)
     width = len(str(max(config.budgets)))
     for item in iter_answers_at_budgets(loaded.engine, loaded.tokenizer, config.question, config.budgets, options):

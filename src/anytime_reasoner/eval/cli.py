@@ -67,7 +67,7 @@ def run_eval(config: EvalConfig) -> int:
     tokenizer = load_tokenizer(config.tokenizer or config.model)
     codec_for(tokenizer, protocol)
     benchmarks = load_benchmarks(config, tokenizer)
-    loaded = load_for_inference(config.model, tokenizer, config.dtype, config.device, protocol)
+    loaded = load_for_inference(config.model, tokenizer, config.dtype, config.device, protocol, config.engine)
     settings = settings_of(config)
     cache = ResultCache(Path(config.out) / CACHE_FILE, settings.key())
     grading = GraderSettings.from_protocol(protocol, timeout=config.grade_timeout)

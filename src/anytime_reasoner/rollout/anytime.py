@@ -60,6 +60,7 @@ class RolloutParams:
     top_p: float = 1.0
     seed: int | None = None
     protocol: AnytimeProtocol = field(default_factory=AnytimeProtocol)
+    logprobs: bool = False  # keep the engine's log-prob of every sampled token (training: off-policy metrics)
 
     def __post_init__(self) -> None:
         if self.n_thinking < 1 or self.n_summary < 1:
@@ -138,6 +139,7 @@ def sample_thinkings(
         top_p=params.top_p,
         stop_token_ids=(codec.think_end_id, codec.eos_id),
         seed=phase_seed(params.seed, "thinking"),
+        logprobs=params.logprobs,
     )
     completions = engine.sample(prompt_ids, params.n_thinking, sampling)  # [B][G]
     return [[_thinking(prompt, c, codec, budgets) for c in row] for prompt, row in zip(prompt_ids, completions, strict=False)]
@@ -157,6 +159,7 @@ def _thinking(prompt: Sequence[int], c: Completion, codec: TokenizerCodec, budge
         cuts=cuts,
         summaries=[[] for _ in budgets],
         finish_reason=c.finish_reason,
+        thinking_logprobs=list(c.logprobs) if c.logprobs is not None else None,
     )
 
 
@@ -192,6 +195,7 @@ def anytime_rollout(
         top_p=params.top_p,
         stop_token_ids=(codec.eos_id,),
         seed=phase_seed(params.seed, "summary"),
+        logprobs=params.logprobs,
     )
     counts = [params.n_summary * len(r.group.budget_indices) for r in requests]
     completions = engine.sample([r.prefix for r in requests], counts, sampling)
@@ -237,6 +241,7 @@ def _attach_summaries(
                 reward=reward,
                 extracted=grade.extracted,
                 finish_reason=c.finish_reason,
+                sampled_logprobs=list(c.logprobs) if c.logprobs is not None else None,
             )
         )
 

@@ -19,6 +19,11 @@ the trunk is causal, a block sees its trunk prefix and itself causally, padding 
 float ``[N, 1, T, T]`` mask (CPU, eager/sdpa); :func:`flex_block_mask` turns the same rule into a
 FlexAttention ``BlockMask`` (CUDA).
 
+Engine log-probs: ``rollout_logprobs`` holds, for every sampled token, the log-prob the engine
+reported when it sampled it (``Thinking.thinking_logprobs``, ``Summary.sampled_logprobs``), and
+NaN elsewhere or when the engine reported none; the update compares them with its own old
+log-probs (``algo.off_policy``).
+
 Training targets: thinking token p (0-based) belongs to segment s with ``b_{s-1} < p + 1 ≤ b_s``
 and gets ``thinking_advantages[b, g, s]``; the sampled tokens of summary (s, a) get
 ``summary_advantages[b, g, s, a]``; prompt, inserted tokens and padding get 0 and are not trainable.
@@ -41,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from anytime_reasoner.rollout.types import RolloutBatch, Thinking
+from anytime_reasoner.rollout.types import RolloutBatch, Summary, Thinking
 
 if TYPE_CHECKING:
     from anytime_reasoner.config import RolloutConfig
@@ -49,6 +54,7 @@ if TYPE_CHECKING:
 
 TRUNK = 0
 PADDING = -1
+NAN = float("nan")
 
 
 @dataclass
@@ -66,6 +72,7 @@ class PackedBatch:
     prev_index: torch.Tensor  # [N, T] int64: row index of the predicting token, -1 if none
     trainable_mask: torch.Tensor  # [N, T] bool: sampled thinking and summary tokens
     advantages: torch.Tensor  # [N, T] float32, 0 where not trainable
+    rollout_logprobs: torch.Tensor  # [N, T] float32: the engine's log-prob of each sampled token, NaN if none
     lengths: torch.Tensor  # [N] int64 real (unpadded) length of each row
     prompt_lengths: torch.Tensor  # [N] int64
     question_index: torch.Tensor  # [N] int64: b, the question of the row
@@ -118,6 +125,7 @@ def empty_batch() -> PackedBatch:
         prev_index=grid,
         trainable_mask=grid.bool(),
         advantages=grid.float(),
+        rollout_logprobs=grid.float(),
         lengths=torch.zeros(0, dtype=torch.long),
         prompt_lengths=torch.zeros(0, dtype=torch.long),
         question_index=torch.zeros(0, dtype=torch.long),
@@ -141,6 +149,7 @@ class _Row:
     prev_index: list[int]
     trainable: list[bool]
     advantages: list[float]
+    rollout_logprobs: list[float]
     prompt_length: int
     question: int
     rollout: int
@@ -159,13 +168,31 @@ def _trunk_row(t: Thinking, budgets: Sequence[int], think_adv: Sequence[float], 
         prev_index=list(range(-1, n - 1)),
         trainable=[False] * n_prompt + [True] * n_think,
         advantages=[0.0] * n_prompt + [float(think_adv[s]) for s in segments],
+        rollout_logprobs=[NAN] * n_prompt + _or_nan(t.thinking_logprobs, n_think),
         prompt_length=n_prompt,
         question=question,
         rollout=rollout,
     )
 
 
-def _append_block(row: _Row, segment: int, visible: int, inserted: Sequence[int], sampled: Sequence[int], adv: float) -> None:
+def _or_nan(logprobs: Sequence[float] | None, n: int) -> list[float]:
+    """The engine's ``n`` log-probs, or NaN for each token when it gave none."""
+    if logprobs is None:
+        return [NAN] * n
+    if len(logprobs) != n:
+        raise ValueError(f"engine log-probs: {len(logprobs)} values for {n} sampled tokens")
+    return [float(x) for x in logprobs]
+
+
+def _append_block(
+    row: _Row,
+    segment: int,
+    visible: int,
+    inserted: Sequence[int],
+    sampled: Sequence[int],
+    adv: float,
+    logprobs: Sequence[float] | None = None,
+) -> None:
     """Append ``inserted + sampled`` as block ``segment`` seeing the first ``visible`` trunk tokens."""
     start = len(row.input_ids)
     ids = list(inserted) + list(sampled)
@@ -177,6 +204,7 @@ def _append_block(row: _Row, segment: int, visible: int, inserted: Sequence[int]
         row.prev_index += [visible - 1] + [start + j for j in range(len(ids) - 1)]
     row.trainable += [False] * len(inserted) + [True] * len(sampled)
     row.advantages += [0.0] * len(inserted) + [float(adv)] * len(sampled)
+    row.rollout_logprobs += [NAN] * len(inserted) + _or_nan(logprobs, len(sampled))
 
 
 def _check_thinking(t: Thinking, budgets: Sequence[int], n_summary: int, where: str) -> None:
@@ -216,7 +244,15 @@ def packed_rows(batch: RolloutBatch, thinking_advantages: torch.Tensor, summary_
             for s in range(S):
                 visible = len(t.prompt_ids) + t.cuts[s]
                 for a, summary in enumerate(t.summaries[s]):
-                    _append_block(row, s * A + a + 1, visible, summary.inserted_ids, summary.sampled_ids, summ_adv[b][g][s][a])
+                    _append_block(
+                        row,
+                        s * A + a + 1,
+                        visible,
+                        summary.inserted_ids,
+                        summary.sampled_ids,
+                        summ_adv[b][g][s][a],
+                        summary.sampled_logprobs,
+                    )
             rows.append(row)
     return rows
 
@@ -236,14 +272,13 @@ def unpacked_rows(batch: RolloutBatch, thinking_advantages: torch.Tensor, summar
             for s in range(S):
                 visible = len(t.prompt_ids) + t.cuts[s]
                 for a, summary in enumerate(t.summaries[s]):
-                    rows.append(
-                        _causal_summary_row(trunk, visible, summary.inserted_ids, summary.sampled_ids, summ_adv[b][g][s][a])
-                    )
+                    rows.append(_causal_summary_row(trunk, visible, summary, summ_adv[b][g][s][a]))
     return rows
 
 
-def _causal_summary_row(trunk: _Row, visible: int, inserted: Sequence[int], sampled: Sequence[int], adv: float) -> _Row:
+def _causal_summary_row(trunk: _Row, visible: int, summary: Summary, adv: float) -> _Row:
     """``trunk[:visible] + inserted + sampled`` as a plain causal row; only ``sampled`` trains."""
+    inserted, sampled = summary.inserted_ids, summary.sampled_ids
     ids = trunk.input_ids[:visible] + list(inserted) + list(sampled)
     n = len(ids)
     n_untrained = visible + len(inserted)
@@ -255,6 +290,7 @@ def _causal_summary_row(trunk: _Row, visible: int, inserted: Sequence[int], samp
         prev_index=list(range(-1, n - 1)),
         trainable=[False] * n_untrained + [True] * len(sampled),
         advantages=[0.0] * n_untrained + [float(adv)] * len(sampled),
+        rollout_logprobs=[NAN] * n_untrained + _or_nan(summary.sampled_logprobs, len(sampled)),
         prompt_length=trunk.prompt_length,
         question=trunk.question,
         rollout=trunk.rollout,
@@ -278,6 +314,7 @@ def collate_rows(rows: Sequence[_Row], pad_token_id: int = 0) -> PackedBatch:
         prev_index=pad("prev_index", -1, torch.long),
         trainable_mask=pad("trainable", False, torch.bool),
         advantages=pad("advantages", 0.0, torch.float32),
+        rollout_logprobs=pad("rollout_logprobs", NAN, torch.float32),
         lengths=torch.tensor([len(r.input_ids) for r in rows], dtype=torch.long),  # [N]
         prompt_lengths=torch.tensor([r.prompt_length for r in rows], dtype=torch.long),  # [N]
         question_index=torch.tensor([r.question for r in rows], dtype=torch.long),  # [N]

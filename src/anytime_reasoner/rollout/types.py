@@ -20,6 +20,7 @@ class Summary:
     reward: float  # 1.0 if correct and well-formed, else 0.0
     extracted: str | None = None  # the answer the grader extracted, if any
     finish_reason: str = "stop"
+    sampled_logprobs: list[float] | None = None  # the engine's log-prob of each sampled token, if reported
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Thinking:
     cuts: list[int]  # per budget: how many thinking tokens precede that budget's inserted text
     summaries: list[list[Summary]] = field(default_factory=list)  # [S][A]
     finish_reason: str = "stop"  # "stop" (think-end or EOS) or "length" (hit the largest budget)
+    thinking_logprobs: list[float] | None = None  # the engine's log-prob of each thinking token, if reported
 
     @property
     def length(self) -> int:

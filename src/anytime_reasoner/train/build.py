@@ -105,7 +105,7 @@ def _load_examples(spec: str, cfg: TrainConfig, tokenizer: Any) -> list[Example]
 
 def build_trainer(cfg: TrainConfig, runtime: Runtime | None = None) -> Trainer:
     """Every component of a run; ``runtime`` defaults to :func:`init_runtime` (torchrun's environment)."""
-    from anytime_reasoner.engine.hf import TransformersEngine
+    from anytime_reasoner.engine.build import build_engine, check_engine, model_for_engine
     from anytime_reasoner.rewards.grader import GraderSettings, MathVerifier
     from anytime_reasoner.train.trainer import Trainer
     from anytime_reasoner.train.update import build_optimizer
@@ -119,8 +119,9 @@ def build_trainer(cfg: TrainConfig, runtime: Runtime | None = None) -> Trainer:
     if resume_from:
         check_resumable(resume_from, cfg)
     with main_first(runtime):  # rank 0 bootstraps or downloads into the shared cache first
-        path = base_model_path(cfg)
+        path = model_for_engine(base_model_path(cfg), cfg.engine, runtime.device.type)
         model_config = load_model_config(path, "model.path")  # a causal LM's config.json? (before its tokenizer)
+        check_engine(cfg.engine, model_config, runtime.device.type)
         tokenizer = load_tokenizer(cfg.model.tokenizer or path)
         source, val = build_sources(cfg, tokenizer)  # the data is validated before any weights load
         model, tokenizer = load_model_and_tokenizer(path, cfg, runtime.device, tokenizer, model_config)
@@ -148,7 +149,16 @@ def build_trainer(cfg: TrainConfig, runtime: Runtime | None = None) -> Trainer:
         cfg=cfg,
         model=model,
         tokenizer=tokenizer,
-        engine=TransformersEngine(model=model, pad_token_id=codec.pad_id),
+        engine=build_engine(
+            cfg.engine,
+            model=model,
+            model_path=path,
+            dtype=cfg.model.dtype,
+            device=runtime.device.type,
+            pad_token_id=codec.pad_id,
+            seed=cfg.trainer.seed,
+            distributed=runtime.distributed,
+        ),
         codec=codec,
         verifier=MathVerifier(grading),
         optimizer=optimizer,

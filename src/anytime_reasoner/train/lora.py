@@ -133,16 +133,43 @@ def load_adapter(model_base: PreTrainedModel, path: str | Path, trainable: bool 
     return peft_model
 
 
-def merged_state_dict(
+def merged_tensors(
     model: PeftModel, dtype: torch.dtype | None = None, state: dict[str, torch.Tensor] | None = None
-) -> dict[str, torch.Tensor]:
-    """The base model's state with the active adapters folded in (``W + scale · B A``), under
-    the plain model's key names, on the CPU (cast to ``dtype`` if given); ``model`` is not touched.
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, tensor)`` of the base model with the active adapters folded in (``W + scale · B A``),
+    under the plain model's key names, one at a time, on the tensors' own device (cast to ``dtype``
+    if given; a tensor already in that dtype is the live one, not a copy); ``model`` is not touched.
 
     ``state``: the full state of ``model`` (keys of ``model.state_dict()``) when its live tensors
     are sharded (FSDP2); default the live tensors. Only the scales are read from the live layers.
-    Tensors that are one tensor in ``state`` (e.g. tied embeddings) stay one, so saving drops the alias.
+    A tensor under two names (tied embeddings) is yielded under each.
     """
+    with torch.no_grad():
+        for key, value, _ in _merged_items(model, state):
+            yield key, value.to(dtype=dtype or value.dtype)
+
+
+def merged_state_dict(
+    model: PeftModel, dtype: torch.dtype | None = None, state: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """:func:`merged_tensors` as a dict on the CPU. Tensors that are one tensor in ``state`` (e.g.
+    tied embeddings) stay one, so saving drops the alias."""
+    copies: dict[tuple[int, tuple[int, ...], tuple[int, ...]], torch.Tensor] = {}  # a tensor's view → host copy
+    out: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for key, value, merged in _merged_items(model, state):
+            if merged:
+                out[key] = value.to(device="cpu", dtype=dtype or value.dtype)
+                continue
+            view = (value.data_ptr(), tuple(value.shape), value.stride())  # ``state`` keeps the source alive
+            if view not in copies:
+                copies[view] = value.to(device="cpu", dtype=dtype or value.dtype)
+            out[key] = copies[view]
+    return out
+
+
+def _merged_items(model: PeftModel, state: dict[str, torch.Tensor] | None) -> Iterator[tuple[str, torch.Tensor, bool]]:
+    """``(plain name, tensor, merged?)``: merged weights are new tensors, the rest ``state``'s own."""
     from peft.tuners.lora import LoraLayer
 
     base = model.get_base_model()
@@ -150,24 +177,15 @@ def merged_state_dict(
     prefix = "base_model.model."
     if state is None:
         state = {prefix + k: v for k, v in base.state_dict().items()}
-    copies: dict[tuple[int, tuple[int, ...], tuple[int, ...]], torch.Tensor] = {}  # a tensor's view → host copy
-    out: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        for full_key, value in state.items():
-            key = full_key.removeprefix(prefix)
-            if "lora_" in key:
-                continue
-            owner, sep, leaf = key.partition(".base_layer.")
-            if sep and leaf == "weight":
-                out[f"{owner}.{leaf}"] = _merge(layers[owner], owner, value, state, prefix).to(
-                    device="cpu", dtype=dtype or value.dtype
-                )
-            else:
-                view = (value.data_ptr(), tuple(value.shape), value.stride())
-                if view not in copies:
-                    copies[view] = value.to(device="cpu", dtype=dtype or value.dtype)
-                out[f"{owner}.{leaf}" if sep else key] = copies[view]
-    return out
+    for full_key, value in state.items():
+        key = full_key.removeprefix(prefix)
+        if "lora_" in key:
+            continue
+        owner, sep, leaf = key.partition(".base_layer.")
+        if sep and leaf == "weight":
+            yield f"{owner}.{leaf}", _merge(layers[owner], owner, value, state, prefix), True
+        else:
+            yield (f"{owner}.{leaf}" if sep else key), value, False
 
 
 def _merge(layer: Any, owner: str, weight: torch.Tensor, state: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:

@@ -21,12 +21,19 @@ FSDP2-sharded policy (``train.fsdp``), and the ranks' rollout statistics are gat
 anything is logged; only rank 0 logs, prints and writes files other than its checkpoint shards.
 A run's samples therefore depend on the world size; one process keeps the streams above.
 
+Engines with their own weights (vLLM, ``engine.backend=vllm``): the trainer streams its weights
+into the engine before the first rollout and after every update (``train.weight_sync``), and
+puts the engine to sleep (GPU: KV cache freed, weights offloaded) while it trains. Training
+rollouts ask the engine for its log-probs; the update reports how far they are from its own
+(``rollout_*`` metrics, ``algo.off_policy``).
+
 Validation samples ``trainer.val_n`` thinkings × ``trainer.val_n_summary`` summaries per question
 (the original: 8 × 4) at ``trainer.val_budgets``; ``val/anytime`` is the uniform mean over them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -117,6 +124,7 @@ class Trainer:
             log.info("loss normalizer: rollouts x max_response_len = %d", self.max_response_len)
         bar = _progress(steps, enabled=tcfg.progress and main, desc=f"train {self.out.name}")
         try:
+            self.sync_engine()  # the engine loaded the base model; the trainer may have resumed or adapted it
             for step in bar:
                 metrics = self.train_step(step)
                 if tcfg.val_every and (step % tcfg.val_every == 0 or step == tcfg.steps):
@@ -154,6 +162,9 @@ class Trainer:
             summ_adv = summary_advantages(scores, self.cfg.rollout.summary_method, rollouts.cut_lengths())  # [B, G, S, A]
             update_metrics = self.update(rollouts, think_adv, summ_adv)
             local = RolloutStats.of(rollouts, scores)
+        t_sync = time.perf_counter()
+        if self.sync_engine():
+            update_metrics["time_weight_sync"] = time.perf_counter() - t_sync
         stats = RolloutStats.cat([s for s in self.runtime.gather(local) if s is not None])  # every rank's questions
         metrics = rollout_metrics(stats, self.plan)
         metrics.update(update_metrics)
@@ -161,6 +172,12 @@ class Trainer:
         metrics.update(time_rollout=t_rollout, time_step=time.perf_counter() - t0)
         metrics.update(max_response_len=self.max_response_len, epoch=self._epoch(step))
         return metrics
+
+    def sync_engine(self) -> bool:
+        """Stream the weights into an engine that holds its own copy (True if it does)."""
+        from anytime_reasoner.train.weight_sync import sync_engine
+
+        return sync_engine(self.engine, self.policy, self.runtime.compute_dtype)
 
     def _stream(self, *parts: int | str) -> int:
         """The seed named by ``parts`` on this rank (one process: no rank in the name)."""
@@ -177,21 +194,27 @@ class Trainer:
         at the validation budgets); None for no questions (the rank still joins the gathers)."""
         from anytime_reasoner.data.prompts import encode_prompt
         from anytime_reasoner.rollout.anytime import RolloutParams, anytime_rollout
+        from anytime_reasoner.train.weight_sync import WeightLoadingEngine
 
         params = RolloutParams.from_config(self.cfg.rollout, seed=seed, protocol=self.cfg.protocol())
+        params = replace(params, logprobs=train)
         plan = self.plan
         if not train:  # validation: val_n thinkings × val_n_summary summaries, evaluation temperature
             tcfg = self.cfg.trainer
             plan = self.val_plan
             params = replace(params, n_thinking=tcfg.val_n, n_summary=tcfg.val_n_summary, temperature=tcfg.val_temperature)
         prompts = [encode_prompt(self.tokenizer, e.messages, self.codec.think_start) for e in examples]
+        own_weights = isinstance(self.engine, WeightLoadingEngine)
         self.model.eval()
-        with torch.no_grad(), unsharded(self.policy), self.runtime.autocast():
+        with torch.no_grad(), contextlib.nullcontext() if own_weights else unsharded(self.policy), self.runtime.autocast():
             if not examples:
                 return None
-            return anytime_rollout(
+            batch = anytime_rollout(
                 self.engine, self.codec, prompts, [list(e.ground_truths) for e in examples], plan, params, self.verifier
             )
+        if train and isinstance(self.engine, WeightLoadingEngine):
+            self.engine.sleep()  # GPU: memory back to training until the next weight sync
+        return batch
 
     def update(self, rollouts: RolloutBatch, think_adv: torch.Tensor, summ_adv: torch.Tensor) -> dict[str, float]:
         """Pack this rank's rollouts with their advantages and train on them."""

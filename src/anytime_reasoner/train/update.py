@@ -25,6 +25,11 @@ one-process gradient of the same global batch. Forward passes are collective und
 ranks agree on the number of micro-batches (the largest any rank needs); a rank with fewer runs
 a one-token stand-in whose loss is multiplied by zero.
 
+Rollout/trainer agreement (``algo.off_policy``): the old log-probs are compared with the
+engine's sampling log-probs (``batch.rollout_logprobs``) over every rank's tokens and reported as
+``rollout_*`` metrics; with ``ppo.tis_cap > 0`` each token's loss is weighted by the truncated
+importance ratio ``min(π_old / π_rollout, tis_cap)``.
+
 The model's train/eval mode is left to the caller. ``model`` is a causal LM or a
 ``train.logprobs.PolicyScorer`` around one (what FSDP shards).
 """
@@ -37,6 +42,7 @@ from dataclasses import dataclass, field
 import torch
 
 from anytime_reasoner.algo.losses import LossAgg, normalizer_of_count, ppo_policy_loss
+from anytime_reasoner.algo.off_policy import MAXS, MINS, SUMS, mismatch_metrics, mismatch_sums, tis_weights
 from anytime_reasoner.config import PPOConfig
 from anytime_reasoner.rollout.packing import PackedBatch
 from anytime_reasoner.train.logprobs import Attention, packed_logprobs
@@ -117,6 +123,7 @@ def stand_in_row(pad_token_id: int, device: torch.device) -> PackedBatch:
         prev_index=torch.tensor([[-1, 0]], device=device),
         trainable_mask=torch.tensor([[False, True]], device=device),
         advantages=zeros.float(),
+        rollout_logprobs=torch.full((1, 2), float("nan"), device=device),
         lengths=torch.tensor([2], device=device),
         prompt_lengths=torch.tensor([1], device=device),
         question_index=torch.tensor([0], device=device),
@@ -223,12 +230,13 @@ def accumulate_gradients(
     temperature: float = 1.0,
     tally: _Tally | None = None,
     runtime: Runtime | None = None,
+    token_weights: torch.Tensor | None = None,
 ) -> float:
     """Backward the PPO loss of one mini-batch (this rank's rows of it), micro-batch by
     micro-batch; returns the loss of these rows.
 
-    ``old_logprobs`` is ``[N, T']`` aligned with ``batch`` rows (T' ≥ the batch width).
-    Gradients add into ``.grad``; nothing is stepped or zeroed.
+    ``old_logprobs`` (and ``token_weights``, if given) is ``[N, T']`` aligned with ``batch`` rows
+    (T' ≥ the batch width). Gradients add into ``.grad``; nothing is stepped or zeroed.
     """
     runtime = runtime or Runtime(device=_device_of(model))
     device = runtime.device
@@ -242,10 +250,17 @@ def accumulate_gradients(
         rows = torch.tensor(micro, dtype=torch.long)
         part = batch.select(rows).to(device)
         part_old_logprobs = old_logprobs[rows, : part.width].to(device)  # [n, t]
+        part_weights = token_weights[rows, : part.width].to(device) if token_weights is not None else None  # [n, t]
         with runtime.autocast():
             logprobs = packed_logprobs(model, part, attention=attention, chunk_size=chunk_size, temperature=temperature)  # [n, t]
         loss, metrics = ppo_policy_loss(
-            logprobs, part_old_logprobs, part.advantages, part.trainable_mask, normalizer=normalizer, clip_eps=clip_eps
+            logprobs,
+            part_old_logprobs,
+            part.advantages,
+            part.trainable_mask,
+            normalizer=normalizer,
+            clip_eps=clip_eps,
+            token_weights=part_weights,
         )
         loss.backward()
         total += float(loss.detach())
@@ -289,6 +304,12 @@ def ppo_update(
             temperature=temperature,
             runtime=runtime,
         )  # [N, T]
+    agreement = rollout_agreement(old_logprobs, batch, runtime)
+    token_weights = None
+    if ppo_cfg.tis_cap > 0:
+        token_weights = tis_weights(
+            old_logprobs, batch.rollout_logprobs[:, : old_logprobs.shape[1]].cpu(), ppo_cfg.tis_cap
+        )  # [N, T]
     params = [p for group in optimizer.param_groups for p in group["params"]]
     n_questions = int(runtime.all_reduce([int(batch.question_index.max()) + 1 if batch.n_rows else 0], "max")[0])
     n_mini = -(-n_questions // ppo_cfg.ppo_mini_batch_size)  # ceil
@@ -309,6 +330,7 @@ def ppo_update(
                 temperature=temperature,
                 tally=tally,
                 runtime=runtime,
+                token_weights=token_weights[rows.cpu()] if token_weights is not None else None,
             )
             grad_norm = _clip_grad_norm(params, ppo_cfg.grad_clip)
             tally.grad_norms.append(grad_norm)
@@ -317,7 +339,18 @@ def ppo_update(
             else:
                 tally.skipped_steps += 1
             optimizer.zero_grad(set_to_none=True)
-    return tally.reduce(runtime).summary(ppo_cfg.ppo_epochs)
+    return {**tally.reduce(runtime).summary(ppo_cfg.ppo_epochs), **agreement}
+
+
+def rollout_agreement(old_logprobs: torch.Tensor, batch: PackedBatch, runtime: Runtime) -> dict[str, float]:
+    """The engine-vs-trainer log-prob metrics of ``algo.off_policy`` over every rank's tokens."""
+    sums = mismatch_sums(old_logprobs, batch.rollout_logprobs[:, : old_logprobs.shape[1]].cpu(), batch.trainable_mask.cpu())
+    if runtime.distributed:
+        added = runtime.all_reduce([sums[k] for k in SUMS])
+        low = runtime.all_reduce([sums[k] for k in MINS], "min")
+        high = runtime.all_reduce([sums[k] for k in MAXS], "max")
+        sums = {**dict(zip(SUMS, added, strict=True)), **dict(zip(MINS, low, strict=True)), **dict(zip(MAXS, high, strict=True))}
+    return mismatch_metrics(sums)
 
 
 def _trailing_non_finite(norms: list[float]) -> int:
