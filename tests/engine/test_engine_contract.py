@@ -21,7 +21,8 @@ import torch
 from anytime_reasoner.engine.base import SamplingParams
 from anytime_reasoner.engine.hf import TransformersEngine
 from anytime_reasoner.engine.scripted import ScriptedEngine
-from tests.conftest import EOS, PAD, VOCAB_SIZE, make_tiny_qwen2, make_tokenizer
+from tests.conftest import EOS, PAD, VOCAB_SIZE
+from tests.engine.engines import load_hf, small_vllm_engine
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 LOGPROB_TOL = 1e-4  # float32, kernels differ (vLLM's CPU attention vs sdpa): measured <= 4e-6
@@ -35,25 +36,13 @@ def scripted_stream(prefix: tuple[int, ...], index: int) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("contract") / "model"
-    make_tiny_qwen2(seed=1, hidden=128, layers=2).save_pretrained(path)  # 4 heads of 32
-    make_tokenizer().save_pretrained(path)
-    return path
+def hf_model(wide_model_dir):
+    return load_hf(wide_model_dir)
 
 
 @pytest.fixture(scope="module")
-def hf_model(model_dir):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-
-
-@pytest.fixture(scope="module")
-def vllm_engine(model_dir):
-    from anytime_reasoner.engine.vllm import VLLMSettings, create_engine
-
-    return create_engine(str(model_dir), VLLMSettings(enforce_eager=True, kv_cache_gib=0.25), device="cpu")
+def vllm_engine(wide_model_dir):
+    return small_vllm_engine(wide_model_dir)
 
 
 @pytest.fixture(params=ENGINES)

@@ -188,3 +188,27 @@ def test_response_len_bound():
     )
     # inserted = 2 (marker) + 1 (think-end) + 3 (delimiter) = 6 → 100 + 2·3·(6 + 5) = 166
     assert max_response_len(cfg, Codec()) == 166
+
+
+def test_engine_logprobs_land_on_their_sampled_tokens():
+    """Thinking 0 has engine log-probs (−0.1, −0.2, −0.3) and its summaries (−1.1, −1.2), (−1.3);
+    thinking 1 has none: its tokens, prompts, inserted text and padding are NaN."""
+    batch, think_adv, summ_adv = hand_batch()
+    t0 = batch.thinkings[0][0]
+    t0.thinking_logprobs = [-0.1, -0.2, -0.3]
+    t0.summaries[0][0].sampled_logprobs = [-1.1, -1.2]
+    t0.summaries[1][0].sampled_logprobs = [-1.3]
+    p = pack_rollouts(batch, think_adv, summ_adv)
+    n = float("nan")
+    expected = torch.tensor(
+        [
+            [n, n, n, -0.1, -0.2, -0.3, n, n, -1.1, -1.2, n, -1.3],  # row 0: same layout as test_layout_by_hand
+            [n] * 12,
+        ]
+    )
+    torch.testing.assert_close(p.rollout_logprobs, expected, equal_nan=True)
+    u = unpack_rollouts(batch, think_adv, summ_adv)  # the same values on the same trainable tokens
+    torch.testing.assert_close(u.rollout_logprobs[u.trainable_mask], p.rollout_logprobs[p.trainable_mask], equal_nan=True)
+    t0.thinking_logprobs = [-0.1]
+    with pytest.raises(ValueError, match="engine log-probs: 1 values for 3 sampled tokens"):
+        pack_rollouts(batch, think_adv, summ_adv)

@@ -123,3 +123,29 @@ def test_mini_batches_and_epochs_count_steps():
     assert metrics["optimizer_steps"] == 4 and metrics["skipped_steps"] == 0
     assert metrics["tokens"] == int(packed.trainable_mask.sum())
     assert all(isinstance(v, float) for v in metrics.values())
+
+
+def test_engine_logprobs_are_compared_and_tis_weighs_the_loss():
+    """Engine log-probs one nat below the trainer's (r = e ≈ 2.718 on every token): the update
+    reports |Δ| = 1 and r = e; with ``tis_cap = 2`` every token's loss is weighted by min(e, 2) = 2,
+    so the one-mini-batch loss (ratio 1 before the step) is exactly twice the unweighted one."""
+    from dataclasses import replace
+
+    from anytime_reasoner.train.update import compute_old_logprobs
+
+    batch = make_rollouts([[6, 8]], BUDGETS, n_summary=2, seed=5)
+    packed = pack_rollouts(batch, *random_advantages(batch, seed=2))
+    model = tiny_model("qwen2", "sdpa", seed=3)
+    old = compute_old_logprobs(model, packed, max_token_len=4096)  # [N, T]
+    shifted = torch.where(packed.trainable_mask, old - 1.0, torch.full_like(old, float("nan")))
+    packed = replace(packed, rollout_logprobs=shifted)
+    losses = {}
+    for cap in (0.0, 2.0):
+        model = tiny_model("qwen2", "sdpa", seed=3)
+        cfg = PPOConfig(lr=1e-3, ppo_mini_batch_size=1, tis_cap=cap)
+        metrics = ppo_update(model, build_optimizer(model, cfg), packed, cfg, max_response_len=64)
+        losses[cap] = metrics["loss"]
+    assert metrics["rollout_logprob_tokens"] == int(packed.trainable_mask.sum())
+    assert abs(metrics["rollout_logprob_diff_mean"] - 1.0) < 1e-5 and abs(metrics["rollout_logprob_diff_max"] - 1.0) < 1e-5
+    assert abs(metrics["rollout_ratio_mean"] - torch.e) < 1e-4 and metrics["rollout_ratio_std"] < 1e-3
+    assert abs(losses[2.0] - 2 * losses[0.0]) < 1e-6 * max(1.0, abs(losses[0.0])) and losses[0.0] != 0

@@ -33,7 +33,7 @@ def mismatch_sums(old_logprobs: torch.Tensor, rollout_logprobs: torch.Tensor, tr
     """Sums, minima and maxima over the tokens that have an engine log-prob (all ``[N, T]``),
     ready to be combined over ranks (``SUMS`` add, ``MINS``/``MAXS`` reduce)."""
     known = _known(rollout_logprobs, trainable_mask)  # [N, T]
-    delta = (old_logprobs.float() - rollout_logprobs.float())[known]  # [K]
+    delta = (old_logprobs.double() - rollout_logprobs.double())[known]  # [K], float64: the std is a difference of sums
     if not delta.numel():
         return {
             "count": 0.0,

@@ -210,6 +210,8 @@ def llm_kwargs(model_path: str, settings: VLLMSettings, *, device: str, distribu
         logprobs_mode="processed_logprobs",
         trust_remote_code=False,
     )
+    if cpu:  # vLLM rewinds a seeded request's generator after a partial (chunked) prefill; CPU generators cannot
+        kwargs["enable_chunked_prefill"] = False
     block = settings.block_size or (32 if cpu else None)
     if block:
         kwargs["block_size"] = block
