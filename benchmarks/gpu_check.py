@@ -13,7 +13,11 @@ It prints, as ``key: value`` lines:
    reduce, activation checkpointing, the trainer's ``ppo_update`` on packed rows of the recipe's
    length), update tokens/s (tokens run through the model per second of forward+backward+step)
    and MFU against the card's bf16 dense peak (``--peak-tflops``, default from the device name);
-3. peak GPU memory of the step.
+3. peak GPU memory of the step;
+4. (run before the FSDP2 step) where vLLM is installed (``--vllm auto``), the vLLM engine on the same model: thinking tokens/s
+   of a rollout (``--vllm-prompts`` × ``--vllm-samples`` to ``--vllm-tokens``), the seconds of a
+   weight sync from the trained model (``train.weight_sync``, the trainer's path), sleep/wake on
+   GPU, and the engine's log-probs against the trainer's on the sampled tokens (bf16 both).
 
 A timed step is what the trainer does per mini-batch: the no-grad old-log-prob pass, then forward,
 backward (recomputing each layer: activation checkpointing) and the optimizer step. That is three
@@ -26,6 +30,7 @@ not only the work "useful" to the model.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import time
 
@@ -47,13 +52,13 @@ SHAPES = {
         max_position_embeddings=131072,
         tie_word_embeddings=False,
     ),
-    "tiny": dict(
+    "tiny": dict(  # heads of 32: vLLM's CPU kernels take 32 and up
         vocab_size=512,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
         max_position_embeddings=4096,
         tie_word_embeddings=False,
     ),
@@ -75,6 +80,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--check-thinking", type=int, default=1000, help="thinking tokens in the packed/unpacked check")
     p.add_argument("--steps", type=int, default=3, help="timed update steps (after one warm-up)")
     p.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak of the card (default: by name)")
+    p.add_argument("--vllm", choices=["auto", "off"], default="auto", help="auto: check the vLLM engine if vllm imports")
+    p.add_argument("--vllm-prompts", type=int, default=16)
+    p.add_argument("--vllm-samples", type=int, default=8)
+    p.add_argument("--vllm-tokens", type=int, default=1024)
     return p.parse_args(argv)
 
 
@@ -172,6 +181,59 @@ def fsdp_step(model, args: argparse.Namespace, device: torch.device) -> dict[str
     return out
 
 
+def vllm_check(model, args: argparse.Namespace, device: torch.device) -> tuple[object, dict[str, float]]:
+    """The vLLM engine on ``model`` (saved in bf16): rollout speed, weight sync, log-prob agreement;
+    the engine is returned to be closed at the end (closing it tears down the process group)."""
+    import tempfile
+
+    from anytime_reasoner.engine.base import SamplingParams
+    from anytime_reasoner.engine.vllm import VLLMSettings, create_engine
+    from anytime_reasoner.train.logprobs import PolicyScorer
+    from anytime_reasoner.train.weight_sync import sync_engine
+
+    cuda = device.type == "cuda"
+    dtype = "bfloat16" if cuda else "float32"
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        settings = VLLMSettings(
+            dtype=dtype, gpu_memory_utilization=0.3, kv_cache_gib=None if cuda else 0.5, enforce_eager=not cuda
+        )
+        engine = create_engine(folder, settings, device=device.type)
+    gen = torch.Generator().manual_seed(4)
+    prompts = [
+        torch.randint(16, model.config.vocab_size, (args.prompt,), generator=gen).tolist() for _ in range(args.vllm_prompts)
+    ]
+    params = SamplingParams(max_new_tokens=args.vllm_tokens, temperature=1.0, seed=0, logprobs=True)
+    _sync(device)
+    t0 = time.perf_counter()
+    out = engine.sample(prompts, args.vllm_samples, params)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    tokens = sum(len(c.token_ids) for per in out for c in per)
+    t0 = time.perf_counter()
+    engine.sleep()  # GPU: KV cache freed, weights to host memory (a no-op on CPU)
+    engine.wake_up()
+    sleep_wake = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sync_engine(engine, PolicyScorer(model), getattr(torch, dtype))
+    _sync(device)
+    sync = time.perf_counter() - t0
+    first = out[0][0]  # the engine's log-probs of one sample against the trainer's (teacher-forced)
+    ids = torch.tensor([prompts[0] + list(first.token_ids)], device=device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=getattr(torch, dtype), enabled=cuda):
+        logits = model(ids).logits[0, len(prompts[0]) - 1 : -1].float()
+    trainer = torch.log_softmax(logits, -1).gather(1, torch.tensor(first.token_ids, device=device)[:, None]).squeeze(1)
+    diff = (trainer.cpu() - torch.tensor(first.logprobs)).abs()
+    return engine, {
+        "vllm_thinking_tokens": float(tokens),
+        "vllm_thinking_tokens_per_second": tokens / seconds,
+        "vllm_sleep_wake_seconds": sleep_wake,
+        "vllm_weight_sync_seconds": sync,
+        "vllm_logprob_max_abs_diff": float(diff.max()),
+        "vllm_logprob_mean_abs_diff": float(diff.mean()),
+    }
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -193,6 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"parameters: {sum(p.numel() for p in model.parameters())}")
     for key, value in check_packed(model, args, device).items():
         print(f"{key}: {value:.6g}")
+    engine = None
+    if args.vllm == "auto" and importlib.util.find_spec("vllm") is not None:  # before FSDP2 shards the model
+        engine, figures = vllm_check(model, args, device)
+        for key, value in figures.items():
+            print(f"{key}: {value:.6g}")
+    else:
+        print("vllm: not checked (not installed, or --vllm off)")
     for key, value in fsdp_step(model, args, device).items():
         print(f"{key}: {value:.6g}")
         if key == "achieved_tflops":
@@ -203,7 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         print(f"peak_memory_gib: {torch.cuda.max_memory_allocated(device) / 2**30:.2f}")
     print(f"wall_seconds: {time.perf_counter() - t0:.1f}")
-    dist.destroy_process_group()
+    if engine is not None:
+        engine.close()  # vLLM's own cleanup destroys the process group it shares
+    if dist.is_initialized():
+        dist.destroy_process_group()
     return 0
 
 

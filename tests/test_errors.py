@@ -18,6 +18,7 @@ case is fast: it fails (or is handled) before anything generates or trains.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -144,6 +145,17 @@ def _no_pyarrow(c: Ctx) -> list[str]:
     c.monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if not installed (import fails, find_spec is None)
     c.monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     return ["data", str(c.file("rows.parquet", b"PAR1")), f"out={c.tmp / 'sets'}"]
+
+
+def _no_vllm(c: Ctx) -> list[str]:
+    c.monkeypatch.setitem(sys.modules, "vllm", None)  # as if not installed (find_spec is None)
+    return c.train("engine.backend=vllm", "rollout.max_budget=16")
+
+
+def _vllm_head_size(c: Ctx) -> list[str]:
+    real = importlib.util.find_spec
+    c.monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real(name, *a))
+    return c.train("engine.backend=vllm", "rollout.max_budget=16")
 
 
 def _folder_named_json(c: Ctx) -> list[str]:
@@ -323,6 +335,8 @@ CASES: dict[str, Case] = {
         lambda c: c.train(f"data.train={c.file('bad.json', [{'answer': '2'}])}", "rollout.max_budget=16"), "late"
     ),
     # -- model and tokenizer (exit 1), before any weights load
+    "train-vllm-not-installed": Case(_no_vllm),
+    "train-vllm-head-size-on-cpu": Case(_vllm_head_size),
     "train-model-not-causal-lm": Case(lambda c: [*c.train(), f"model.path={c.models / 'bert'}"]),
     "train-model-empty-folder": Case(lambda c: [*c.train(), f"model.path={c.models / 'empty'}"]),
     "train-model-missing": Case(lambda c: [*c.train(), "model.path=/nonexistent/model"]),

@@ -110,7 +110,8 @@ def test_engine_arguments():
     cpu = llm_kwargs("m", VLLMSettings(), device="cpu", distributed=False)
     assert cpu["block_size"] == 32 and cpu["kv_cache_memory_bytes"] == 2**30  # CPU defaults: 32-token blocks, 1 GiB
     assert cpu["enable_prefix_caching"] and cpu["logprobs_mode"] == "processed_logprobs"
-    assert cpu["generation_config"] == "vllm" and "gpu_memory_utilization" not in cpu
+    assert cpu["generation_config"] == "vllm" and cpu["skip_tokenizer_init"] and "gpu_memory_utilization" not in cpu
+    assert cpu["enable_chunked_prefill"] is False  # vLLM 0.32 cannot rewind a seeded CPU generator after a partial prefill
     gpu = llm_kwargs("m", VLLMSettings(gpu_memory_utilization=0.3, kv_cache_gib=2.0), device="cuda", distributed=True)
     assert gpu["gpu_memory_utilization"] == 0.3 and gpu["enable_sleep_mode"] and "block_size" not in gpu
     assert gpu["kv_cache_memory_bytes"] == 2 * 2**30

@@ -6,7 +6,9 @@
 Builds the trainer from the tiny-model test config (``test_trainer_smoke._config``) with the
 parity verifier, and with DUMP_DIR saves what each rank's update receives at each step (its
 rollouts and advantages) to ``DUMP_DIR/step{t}_rank{r}.pt``, so a test can rebuild the global
-batch and train one process on it.
+batch and train one process on it; after training, every rank streams the trained weights the way
+a vLLM engine receives them (``train.weight_sync.policy_weights``: one gathered tensor at a time)
+into ``DUMP_DIR/streamed_rank{r}.pt``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ def main(argv: list[str]) -> int:
         trainer.update = recording_update  # type: ignore[method-assign]
     try:
         trainer.fit()
+        if dump != "-":
+            from anytime_reasoner.train.weight_sync import policy_weights
+
+            streamed = {k: v.detach().cpu().clone() for k, v in policy_weights(trainer.policy, torch.float32)}
+            torch.save(streamed, Path(dump) / f"streamed_rank{runtime.rank}.pt")
     finally:
         shutdown(runtime)
     return 0

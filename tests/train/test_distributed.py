@@ -115,6 +115,11 @@ def test_two_processes_train_as_one_on_the_global_batch(
     assert any(not torch.equal(one[k], before[k]) for k in one), "lr 1e-2 must move the weights"
     for k, v in one.items():
         torch.testing.assert_close(two[k], v, rtol=0, atol=1e-5, msg=k)
+    for r in range(WORLD):  # what an engine on each rank receives: the full trained weights (LoRA merged)
+        streamed = torch.load(dump / f"streamed_rank{r}.pt", weights_only=True)
+        assert set(two) <= set(streamed)
+        for k, v in two.items():
+            torch.testing.assert_close(streamed[k], v, rtol=0, atol=0, msg=k)
     logged = read_metrics(tmp_path / "two" / "metrics.jsonl")[0]
     assert len(logged["val/accuracy"]) == len(reference.val_plan.budgets)  # validation gathered from both ranks
     for key in ("loss", "tokens", "clip_frac", "grad_norm"):  # reduced over ranks = one process's

@@ -5,7 +5,7 @@
 
 - **Requests.** Each prefix is one request of ``n = count`` samples (vLLM fans a request out into
   ``n`` children that share its prompt blocks); prompts go in as token ids, outputs come back as
-  token ids (no detokenization). Stopping is the caller's: ``ignore_eos=True`` and
+  token ids (no detokenization; vLLM loads no tokenizer). Stopping is the caller's: ``ignore_eos=True`` and
   ``stop_token_ids`` from :class:`SamplingParams`, so the model's EOS stops a sequence only when
   the caller lists it. The model's ``generation_config.json`` is not applied
   (``generation_config="vllm"``): sampling is exactly temperature / top-p.
@@ -137,6 +137,13 @@ class VLLMEngine:
             self.llm.wake_up()
             self.asleep = False
 
+    def close(self) -> None:
+        """Shut the engine core down now (its process groups too), not at interpreter exit: after the
+        caller's ``destroy_process_group`` that exit-time cleanup would fail."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
+
 
 def vllm_sampling_params(params: SamplingParams, n: int, seed: int | None) -> Any:
     """vLLM's ``SamplingParams`` for ``n`` samples of one prefix under ``params``."""
@@ -185,6 +192,7 @@ def check_head_size(model_config: Any, device: str) -> None:
 def create_engine(model_path: str, settings: VLLMSettings, *, device: str, distributed: bool = False) -> VLLMEngine:
     """A :class:`VLLMEngine` on the model folder ``model_path``; global generators are left as they were."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: weights sync by reference
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # vLLM's per-call INFO lines would drown the trainer's
     try:
         import vllm
     except ImportError:
@@ -207,6 +215,7 @@ def llm_kwargs(model_path: str, settings: VLLMSettings, *, device: str, distribu
         enable_prefix_caching=settings.prefix_caching,
         enforce_eager=settings.enforce_eager,
         generation_config="vllm",
+        skip_tokenizer_init=True,  # token ids in, token ids out: the caller's tokenizer is the only one
         logprobs_mode="processed_logprobs",
         trust_remote_code=False,
     )

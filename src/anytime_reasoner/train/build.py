@@ -217,9 +217,10 @@ def run_train(cfg: TrainConfig) -> int:
         try:
             history = trainer.fit()
         finally:
-            close = getattr(trainer.verifier, "close", None)
-            if close:
-                close()
+            for part in (trainer.verifier, trainer.engine):  # grading workers; a vLLM engine core
+                close = getattr(part, "close", None)
+                if close:
+                    close()
     finally:
         shutdown(runtime)
     if not runtime.is_main:

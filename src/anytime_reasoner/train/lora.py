@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -134,7 +134,7 @@ def load_adapter(model_base: PreTrainedModel, path: str | Path, trainable: bool 
 
 
 def merged_tensors(
-    model: PeftModel, dtype: torch.dtype | None = None, state: dict[str, torch.Tensor] | None = None
+    model: PeftModel, dtype: torch.dtype | None = None, state: Mapping[str, torch.Tensor] | None = None
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """``(name, tensor)`` of the base model with the active adapters folded in (``W + scale · B A``),
     under the plain model's key names, one at a time, on the tensors' own device (cast to ``dtype``
@@ -168,7 +168,7 @@ def merged_state_dict(
     return out
 
 
-def _merged_items(model: PeftModel, state: dict[str, torch.Tensor] | None) -> Iterator[tuple[str, torch.Tensor, bool]]:
+def _merged_items(model: PeftModel, state: Mapping[str, torch.Tensor] | None) -> Iterator[tuple[str, torch.Tensor, bool]]:
     """``(plain name, tensor, merged?)``: merged weights are new tensors, the rest ``state``'s own."""
     from peft.tuners.lora import LoraLayer
 
@@ -177,10 +177,11 @@ def _merged_items(model: PeftModel, state: dict[str, torch.Tensor] | None) -> It
     prefix = "base_model.model."
     if state is None:
         state = {prefix + k: v for k, v in base.state_dict().items()}
-    for full_key, value in state.items():
+    for full_key in state:  # values are read only when needed: ``state`` may gather them on access
         key = full_key.removeprefix(prefix)
         if "lora_" in key:
             continue
+        value = state[full_key]
         owner, sep, leaf = key.partition(".base_layer.")
         if sep and leaf == "weight":
             yield f"{owner}.{leaf}", _merge(layers[owner], owner, value, state, prefix), True
@@ -188,7 +189,7 @@ def _merged_items(model: PeftModel, state: dict[str, torch.Tensor] | None) -> It
             yield (f"{owner}.{leaf}" if sep else key), value, False
 
 
-def _merge(layer: Any, owner: str, weight: torch.Tensor, state: dict[str, torch.Tensor], prefix: str) -> torch.Tensor:
+def _merge(layer: Any, owner: str, weight: torch.Tensor, state: Mapping[str, torch.Tensor], prefix: str) -> torch.Tensor:
     """``W + Σ_adapters scale · B A`` for the base weight ``W [out, in]`` of ``layer``."""
     if layer.merged or getattr(layer, "fan_in_fan_out", False) or any(a in layer.lora_variant for a in layer.active_adapters):
         raise ValueError(f"{owner}: cannot export a layer that is merged, transposed or not plain LoRA")

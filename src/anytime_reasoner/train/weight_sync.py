@@ -7,8 +7,8 @@ trained model, in the compute dtype, one tensor at a time:
   on its own (``DTensor.full_tensor()``, a collective every rank runs in the same order), so a rank
   holds one full tensor beyond its shards at any moment, never a second full model;
 - LoRA: the merged weights ``W + scale · B A`` (``train.lora.merged_tensors``) for the adapted
-  layers, the base tensors for the rest; under FSDP2 the full state is gathered first (to host
-  memory), because a merge needs the adapter and the base weight together.
+  layers, the base tensors for the rest; under FSDP2 each tensor a merge needs (``W``, ``A``, ``B``)
+  is gathered when it is read, so a rank holds one layer's full tensors at a time.
 
 :func:`sync_engine` hands the stream to ``engine.load_weights`` (vLLM: ``reload_weights`` then a
 prefix-cache reset). Engines that share the model object (transformers ``generate``) need none.
@@ -16,7 +16,7 @@ prefix-cache reset). Engines that share the model object (transformers ``generat
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -42,22 +42,34 @@ def policy_weights(policy: PolicyScorer, dtype: torch.dtype) -> Iterator[tuple[s
 
     lm: Any = policy.lm
     if is_lora(lm):
-        state = _full_state(policy) if is_sharded(policy) else None
-        yield from merged_tensors(lm, dtype, state)
+        yield from merged_tensors(lm, dtype, Gathered(lm.state_dict()) if is_sharded(policy) else None)
         return
     with torch.no_grad():
         for name, tensor in lm.state_dict().items():
-            full = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
-            yield name, full.detach().to(dtype)
+            yield name, _full(tensor).detach().to(dtype)
 
 
-def _full_state(policy: PolicyScorer) -> dict[str, torch.Tensor]:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a (possibly sharded) DTensor: a collective every rank runs."""
+    full = getattr(tensor, "full_tensor", None)
+    return full() if full is not None else tensor
 
-    from anytime_reasoner.train.checkpoint import PREFIX
 
-    full: dict[str, Any] = get_model_state_dict(policy, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    return {k.removeprefix(PREFIX): v for k, v in full.items()}
+class Gathered(Mapping[str, torch.Tensor]):
+    """A sharded state dict whose values are gathered (``full_tensor``) when read, one at a time."""
+
+    def __init__(self, live: Mapping[str, torch.Tensor]) -> None:
+        self.live = live
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        with torch.no_grad():
+            return _full(self.live[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.live)
+
+    def __len__(self) -> int:
+        return len(self.live)
 
 
 def sync_engine(engine: Any, policy: PolicyScorer, dtype: torch.dtype) -> bool:
