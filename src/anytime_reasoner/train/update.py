@@ -304,12 +304,9 @@ def ppo_update(
             temperature=temperature,
             runtime=runtime,
         )  # [N, T]
-    agreement = rollout_agreement(old_logprobs, batch, runtime)
-    token_weights = None
-    if ppo_cfg.tis_cap > 0:
-        token_weights = tis_weights(
-            old_logprobs, batch.rollout_logprobs[:, : old_logprobs.shape[1]].cpu(), ppo_cfg.tis_cap
-        )  # [N, T]
+    rollout_logprobs = batch.rollout_logprobs[:, : old_logprobs.shape[1]].cpu()  # [N, T], aligned with old_logprobs
+    agreement = rollout_agreement(old_logprobs, rollout_logprobs, batch.trainable_mask.cpu(), runtime)
+    token_weights = tis_weights(old_logprobs, rollout_logprobs, ppo_cfg.tis_cap) if ppo_cfg.tis_cap > 0 else None  # [N, T]
     params = [p for group in optimizer.param_groups for p in group["params"]]
     n_questions = int(runtime.all_reduce([int(batch.question_index.max()) + 1 if batch.n_rows else 0], "max")[0])
     n_mini = -(-n_questions // ppo_cfg.ppo_mini_batch_size)  # ceil
@@ -342,9 +339,11 @@ def ppo_update(
     return {**tally.reduce(runtime).summary(ppo_cfg.ppo_epochs), **agreement}
 
 
-def rollout_agreement(old_logprobs: torch.Tensor, batch: PackedBatch, runtime: Runtime) -> dict[str, float]:
-    """The engine-vs-trainer log-prob metrics of ``algo.off_policy`` over every rank's tokens."""
-    sums = mismatch_sums(old_logprobs, batch.rollout_logprobs[:, : old_logprobs.shape[1]].cpu(), batch.trainable_mask.cpu())
+def rollout_agreement(
+    old_logprobs: torch.Tensor, rollout_logprobs: torch.Tensor, trainable_mask: torch.Tensor, runtime: Runtime
+) -> dict[str, float]:
+    """The engine-vs-trainer log-prob metrics of ``algo.off_policy`` over every rank's tokens (all ``[N, T]``)."""
+    sums = mismatch_sums(old_logprobs, rollout_logprobs, trainable_mask)
     if runtime.distributed:
         added = runtime.all_reduce([sums[k] for k in SUMS])
         low = runtime.all_reduce([sums[k] for k in MINS], "min")
