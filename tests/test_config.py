@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import anytime_reasoner
-from anytime_reasoner.config import PRESETS, ConfigError, TrainConfig, build_config, parse_overrides
+from anytime_reasoner.config import BASELINE_PIECES, PRESETS, ConfigError, TrainConfig, build_config, parse_overrides
 
 CONFIG_DIR = Path(anytime_reasoner.__file__).parent / "configs"
 
@@ -35,7 +35,7 @@ def test_preset_budget_plans():
     assert plan.probs == pytest.approx((0.1, 0.2, 0.3, 0.4))
     grpo = build_config(TrainConfig, preset="grpo").rollout.plan()
     assert grpo.budgets == (8000,) and grpo.probs == (1.0,)
-    assert set(PRESETS) == set(SEED_TABLE)
+    assert set(PRESETS) == set(SEED_TABLE) | set(BASELINE_PIECES)
 
 
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
@@ -97,7 +97,7 @@ def test_explicit_budgets_and_weights():
     [
         ("rollout.n=0", "rollout.n: Input should be greater than or equal to 1"),
         ("rollout.bogus=1", "rollout.bogus: unknown key in 'rollout'; allowed: n, n_summary"),
-        ("bogus=1", "bogus: unknown key; allowed: model, engine, data, rollout, ppo, trainer"),
+        ("bogus=1", "bogus: unknown key; allowed: model, engine, data, rollout, length, ppo, trainer"),
         ("rollout.n_summary=x", "rollout.n_summary: Input should be a valid integer"),
         ("rollout.summary_method=ppo", "rollout.summary_method: Input should be 'grpo' or 'brpo'"),
         ("rollout.budget_probs=cubic", "rollout.budget_probs: allowed: base, uniform, linear"),

@@ -15,7 +15,11 @@ Writes to ``out/``:
   answer (the first validation step at which each preset's mean curve reaches the reference
   preset's final value); and the BRPO variance ratios per budget, averaged over steps and seeds;
 - ``results.md``: the table (mean ± std per budget and the anytime score);
-- ``anytime_curves.png`` (accuracy vs budget) and ``validation_curves.png`` (anytime vs step).
+- ``anytime_curves.png`` (accuracy vs budget), ``tokens_curves.png`` (accuracy vs the thinking
+  tokens actually spent at each budget) and ``validation_curves.png`` (anytime vs step).
+
+A preset that states its budget in the prompt (L1) is evaluated twice: in the anytime mode like
+every model, and in the prompt-budget mode, reported as ``<preset>@prompt``.
 
 Runs live in ``out/seed<N>/<preset>/`` and evaluations in ``out/seed<N>/eval/<model>/``; like the
 demo, an interrupted comparison resumes (training from checkpoints, evaluation from its cache).
@@ -33,12 +37,15 @@ from typing import Any
 from anytime_reasoner.config import PRESETS, CompareConfig, dump
 from anytime_reasoner.demo import (
     HELD_OUT_FILE,
+    PROMPT_SUFFIX,
     TASK,
     Layout,
     base_model,
     plan_jobs,
     progress_bar,
+    prompt_budget_of,
     read_accuracy,
+    read_tokens,
     run_jobs,
     twins,
     write_held_out,
@@ -56,11 +63,15 @@ def _std(values: Sequence[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def model_summary(per_seed: Mapping[int, list[float]]) -> dict[str, Any]:
-    """Mean and std over seeds, per budget and of the anytime score, from ``{seed: accuracy}``."""
+def model_summary(per_seed: Mapping[int, list[float]], tokens: Mapping[int, list[float] | None] | None = None) -> dict[str, Any]:
+    """Mean and std over seeds, per budget and of the anytime score, from ``{seed: accuracy}``;
+    with ``tokens`` (``{seed: thinking tokens spent per budget}``) also their mean over seeds."""
     accs = list(per_seed.values())  # [n_seeds][n_budgets]
     anytime = [_mean(a) for a in accs]
+    used = [t for t in (tokens or {}).values() if t is not None]
+    extra = {"tokens_used": [_mean(col) for col in zip(*used, strict=True)]} if tokens and len(used) == len(tokens) else {}
     return {
+        **extra,
         "accuracy": [_mean(col) for col in zip(*accs, strict=False)],
         "std": [_std(col) for col in zip(*accs, strict=False)],
         "mean": _mean(anytime),
@@ -116,8 +127,14 @@ def summarize(
     seconds: Mapping[str, float],
 ) -> dict[str, Any]:
     """The ``results.json`` object (see the module docstring)."""
-    names = ["base", *cfg.presets]
-    models = {name: model_summary({seed: read_accuracy(results[seed][name]) for seed in cfg.seeds}) for name in names}
+    names = ["base", *cfg.presets, *(p + PROMPT_SUFFIX for p in cfg.presets if prompt_budget_of(p) is not None)]
+    models = {
+        name: model_summary(
+            {seed: read_accuracy(results[seed][name]) for seed in cfg.seeds},
+            {seed: read_tokens(results[seed][name]) for seed in cfg.seeds},
+        )
+        for name in names
+    }
     validation = {p: c for p in cfg.presets if (c := validation_curve(runs[p])) is not None}
     efficiency: dict[str, Any] = {}
     if cfg.reference in validation:
@@ -139,6 +156,19 @@ def summarize(
         "settings": dump(cfg),
         "seconds": dict(seconds),
     }
+
+
+def tokens_table(summary: Mapping[str, Any]) -> str:
+    """Mean thinking tokens spent per budget (over seeds, problems and samples), and their mean."""
+    budgets = summary["budgets"]
+    head = "| model | " + " | ".join(str(b) for b in budgets) + " | mean |"
+    rule = "|---|" + "---:|" * (len(budgets) + 1)
+    rows = [
+        f"| {name} | " + " | ".join(f"{t:.1f}" for t in m["tokens_used"]) + f" | **{_mean(m['tokens_used']):.1f}** |"
+        for name, m in summary["models"].items()
+        if "tokens_used" in m
+    ]
+    return "\n".join([head, rule, *rows])
 
 
 def markdown_table(summary: Mapping[str, Any]) -> str:
@@ -177,9 +207,14 @@ def run_compare(cfg: CompareConfig) -> int:
     summary = summarize(cfg, results, metrics, seconds)
     (out / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     table = markdown_table(summary)
-    (out / "results.md").write_text(table + "\n", encoding="utf-8")
+    spent = tokens_table(summary)
+    (out / "results.md").write_text(table + "\n\nThinking tokens spent per budget:\n\n" + spent + "\n", encoding="utf-8")
     title = f"Anytime accuracy (held-out, mean over seeds {', '.join(map(str, cfg.seeds))})"
     draw(curves_of(str(out / "results.json"), None, False), out / "anytime_curves.png", title=title)
+    used = {n: (m["tokens_used"], [100 * a for a in m["accuracy"]]) for n, m in summary["models"].items() if "tokens_used" in m}
+    if used:
+        draw_steps(used, out / "tokens_curves.png", xlabel="Thinking tokens spent", ylabel="Accuracy (%)",
+                   title="Accuracy vs thinking tokens actually spent (one point per budget)")  # fmt: skip
     if summary["validation"]:
         lines = {p: (c["steps"], [100 * v for v in c["anytime"]]) for p, c in summary["validation"].items()}
         seeds = ", ".join(map(str, cfg.seeds))
@@ -187,6 +222,8 @@ def run_compare(cfg: CompareConfig) -> int:
                    title=f"Learning curves (mean over seeds {seeds})")  # fmt: skip
     print(f"\naccuracy (%) by thinking budget, mean ± std over seeds {cfg.seeds}:")
     print(table)
+    print("\nthinking tokens spent per budget:")
+    print(spent)
     if summary["efficiency"]:
         eff = summary["efficiency"]
         print(f"\nsteps to reach {eff['reference']}'s final validation score ({100 * eff['reference_final']:.1f}): "

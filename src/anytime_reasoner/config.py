@@ -192,6 +192,104 @@ class RolloutConfig(_Strict):
         return AnytimeProtocol.from_config(*([model] if model is not None else []), self)
 
 
+PAPER_BUDGET = 4000  # L1's and this page's reference length: per-token defaults are the papers' at 4,000 tokens
+
+
+def _cap_schedule_field(value: Any) -> Any:
+    """``1:1.0,13:0.75`` (or a list of pairs) → ``[[1, 1.0], [13, 0.75]]``."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+        return None
+    items = _split_list(value) if isinstance(value, str) else value
+    pairs = []
+    for item in items:
+        if isinstance(item, str):
+            step, sep, frac = item.partition(":")
+            if not sep:
+                raise ValueError(f"{item!r}: each entry is STEP:FRACTION, e.g. 1:1.0,13:0.75,25:0.5")
+            item = [step, frac]
+        try:
+            pairs.append([int(item[0]), float(item[1])])
+        except (TypeError, ValueError, IndexError):
+            raise ValueError(f"{item!r}: each entry is STEP:FRACTION, e.g. 1:1.0,13:0.75,25:0.5") from None
+    steps = [p[0] for p in pairs]
+    if not pairs or steps[0] != 1 or any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        raise ValueError("steps must start at 1 and increase, e.g. 1:1.0,13:0.75,25:0.5")
+    if any(not 0.0 < p[1] <= 1.0 for p in pairs):
+        raise ValueError("each fraction must be in (0, 1]")
+    return pairs
+
+
+class LengthConfig(_Strict):
+    """The pieces of the budget-aware RL methods (``length.*``; docs/BASELINES.md): a length-aware
+    reward term, a budget stated in the prompt, a cap schedule, DAPO's overlong shaping. Lengths
+    count thinking tokens; fractions are of the step's largest budget (``rollout.max_budget`` scaled
+    by the cap schedule), so a preset means the same at any scale."""
+
+    reward: Literal["none", "l1-exact", "l1-max", "shorter-better"] = Field(
+        "none", description="length-aware reward: L1 (LCPO) Exact or Max, or ShorterBetter; none = correctness only"
+    )
+    l1_alpha: float | None = Field(
+        None, ge=0.0, description="L1's alpha per token (default: the paper's 0.0003 at 4,000 tokens, scaled to the budget)"
+    )
+    l1_delta: float = Field(0.5, description="L1-Max's delta")
+    target_min: float = Field(0.025, gt=0.0, le=1.0, description="L1 targets N ~ U[min, max] x the budget (paper: 100-4000)")
+    target_max: float = Field(1.0, gt=0.0, le=1.0, description="upper end of the L1 target range (fraction of the budget)")
+    prompt_budget: bool = Field(False, description="state the target N in the prompt (budget_prompt appended to the question)")
+    budget_prompt: str = Field("Think for {n} tokens.", description="the budget sentence; {n} is the target")
+    sb_alpha: float = Field(2.0, gt=0.0, description="ShorterBetter's alpha (correctness weight)")
+    sb_beta: float | None = Field(
+        None, ge=0.0, description="ShorterBetter's beta per token (default: the paper's 0.001 at 4,000 tokens, scaled)"
+    )
+    hard_limit: bool = Field(
+        False, description="ThinkPrune: reward 0 for a thinking not closed within the cap (no answer trained)"
+    )
+    cap_schedule: list[tuple[int, float]] | None = Field(
+        None,
+        description="thinking cap per step as STEP:FRACTION of every budget, e.g. 1:1.0,13:0.75,25:0.5 (ThinkPrune; E1: 1:0.5)",
+    )
+    overlong_cache: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="DAPO soft overlong punishment over the last fraction of the cap (paper 4096/20480 = 0.2; 0 = off)",
+    )
+    overlong_filter: bool = Field(False, description="DAPO overlong filtering: thinkings cut at the cap get no loss")
+
+    @field_validator("cap_schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: Any) -> Any:
+        return _cap_schedule_field(value)
+
+    @field_validator("budget_prompt")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            value.format(n=1)
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("must hold {n} and no other {field}, e.g. 'Think for {n} tokens.'") from None
+        if "{n}" not in value:
+            raise ValueError("must hold {n}, e.g. 'Think for {n} tokens.'")
+        return value
+
+    @model_validator(mode="after")
+    def _range(self) -> LengthConfig:
+        if self.target_min > self.target_max:
+            raise ValueError(f"target_min: {self.target_min} is above target_max {self.target_max}")
+        if self.reward in ("l1-exact", "l1-max") and not self.prompt_budget:
+            raise ValueError(
+                f"reward: {self.reward} rewards the distance to a target the prompt states; set length.prompt_budget=true"
+            )
+        return self
+
+    def cap_fraction(self, step: int) -> float:
+        """The fraction of every budget that caps the thinking at ``step`` (1 without a schedule)."""
+        fraction = 1.0
+        for start, frac in self.cap_schedule or []:
+            if step >= start:
+                fraction = frac
+        return fraction
+
+
 class PPOConfig(_Strict):
     clip_eps: float = Field(0.2, gt=0.0, lt=1.0)
     loss_agg: Literal["constant", "token-mean"] = Field(
@@ -272,6 +370,7 @@ class TrainConfig(_Strict):
     engine: EngineConfig = EngineConfig()
     data: DataConfig = DataConfig()
     rollout: RolloutConfig = RolloutConfig()
+    length: LengthConfig = LengthConfig()
     ppo: PPOConfig = PPOConfig()
     trainer: TrainerConfig = TrainerConfig()
 
@@ -283,9 +382,23 @@ class TrainConfig(_Strict):
             data = {**data, "model": {"path": data["model"]}}
         return data
 
+    @model_validator(mode="after")
+    def _caps_fit(self) -> TrainConfig:
+        plan = self.rollout.plan()
+        for _, fraction in self.length.cap_schedule or []:
+            try:
+                plan.scaled(fraction)
+            except BudgetError as err:
+                raise ValueError(f"{err}; budgets {list(plan.budgets)} x {fraction} collide") from None
+        return self
+
     def protocol(self) -> AnytimeProtocol:
         """The cut protocol: think markers from ``model``, the rest from ``rollout``."""
         return self.rollout.protocol(self.model)
+
+    def plan_at(self, step: int) -> BudgetPlan:
+        """The training budgets of ``step``: the rollout's, scaled by the cap schedule."""
+        return self.rollout.plan().scaled(self.length.cap_fraction(step))
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,6 +477,12 @@ class EvalConfig(_Generation):
     samples: int = Field(1, ge=1, description="thinkings per problem (each cut at every budget)")
     prior: str | list[float] = Field("uniform", description="prior of the anytime score: base, uniform, linear, or weights")
     batch_size: int = Field(8, ge=1, description="problems per generation call")
+    mode: Literal["anytime", "prompt-budget"] = Field(
+        "anytime",
+        description="anytime: one thinking cut at every budget; prompt-budget: one generation per budget b with "
+        "budget_prompt stating b, capped at b (methods told their budget, e.g. L1)",
+    )
+    budget_prompt: str = Field("Think for {n} tokens.", description="prompt-budget mode: sentence appended to the question")
     limit: int | None = Field(None, ge=1, description="first N problems of each benchmark")
     out: str = Field("runs/eval", description="output folder: results.json/.csv/.md and the resume cache")
     max_prompt_tokens: int = Field(1024, ge=1)
@@ -385,6 +504,11 @@ class EvalConfig(_Generation):
     @classmethod
     def _prior(cls, value: Any) -> Any:
         return _prior_field(value)
+
+    @field_validator("budget_prompt")
+    @classmethod
+    def _budget_prompt(cls, value: str) -> str:
+        return LengthConfig._template(value)
 
     @model_validator(mode="after")
     def _prior_fits(self) -> EvalConfig:
@@ -494,14 +618,23 @@ class CompareConfig(RunScale):
 
     presets: list[str] = Field(
         ["grpo", "ar-linear", "ar-uniform", "ar-base", "grpo+linear", "grpo+decouple", "grpo+vr", "grpo+vr+decouple"],
-        description="training presets to compare (default: all eight)",
+        description="training presets to compare, or a named list: ablation (the eight, default), baselines "
+        "(GRPO, AR and the budget-aware methods)",
     )
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="seeds of the RL runs and the evaluation")
     out: str = Field("runs/compare", description="output folder: results.json, results.md, plots, runs")
     val_every: int = Field(6, ge=0, description="validate each run every N steps (0 = never): learning curves")
     reference: str = Field("grpo", description="preset whose final validation score the learning-efficiency line uses")
 
-    @field_validator("presets", "seeds", mode="before")
+    @field_validator("presets", mode="before")
+    @classmethod
+    def _presets(cls, value: Any) -> Any:
+        names = _split_list(value)
+        if isinstance(names, list):
+            return [p for name in names for p in (PRESET_SETS.get(name, [name]) if isinstance(name, str) else [name])]
+        return names
+
+    @field_validator("seeds", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_list(value)
@@ -510,14 +643,16 @@ class CompareConfig(RunScale):
     def _known_presets(self) -> CompareConfig:
         unknown = [p for p in self.presets if p not in PRESETS]
         if unknown:
-            raise ValueError(f"presets: unknown {unknown[0]!r}; allowed: {', '.join(PRESETS)}")
+            raise ValueError(
+                f"presets: unknown {unknown[0]!r}; allowed: {', '.join(PRESETS)}, or a list: {', '.join(PRESET_SETS)}"
+            )
         if len(set(self.presets)) != len(self.presets) or len(set(self.seeds)) != len(self.seeds):
             raise ValueError("presets: each preset and each seed may appear once")
         return self
 
 
 # --------------------------------------------------------------------------------------------
-# Presets (docs/ALGORITHM.md §8): the seed's eight experiments, by name.
+# Presets: the seed's eight experiments (docs/ALGORITHM.md §8) and the budget-aware methods (docs/BASELINES.md).
 # --------------------------------------------------------------------------------------------
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -540,6 +675,26 @@ PRESETS: dict[str, dict[str, Any]] = {
         "grpo+vr": (1, "grpo", 4, "base", "brpo"),
         "grpo+vr+decouple": (4, "brpo", 4, "base", "brpo"),
     }.items()
+}
+
+# The budget-aware RL methods (docs/BASELINES.md): each is GRPO's rollout (one budget, one summary)
+# plus the pieces of ``length.*`` its paper specifies.
+BASELINE_PIECES: dict[str, dict[str, Any]] = {
+    "l1-exact": {"reward": "l1-exact", "prompt_budget": True},
+    "l1-max": {"reward": "l1-max", "prompt_budget": True, "budget_prompt": "Think for maximum {n} tokens."},
+    "e1": {"cap_schedule": "1:0.5"},
+    "thinkprune": {"hard_limit": True, "cap_schedule": "1:1.0,13:0.75,25:0.5"},
+    "shorterbetter": {"reward": "shorter-better"},
+    "grpo+overlong": {"overlong_cache": 0.2},
+}
+PRESETS.update(
+    {name: {"rollout": dict(PRESETS["grpo"]["rollout"]), "length": pieces} for name, pieces in BASELINE_PIECES.items()}
+)
+
+# Named lists of presets for ``compare presets=NAME``.
+PRESET_SETS: dict[str, list[str]] = {
+    "ablation": ["grpo", "ar-linear", "ar-uniform", "ar-base", "grpo+linear", "grpo+decouple", "grpo+vr", "grpo+vr+decouple"],
+    "baselines": ["grpo", "ar-uniform", "ar-linear", *BASELINE_PIECES],
 }
 
 SEED_ALIASES = {"actor_rollout_ref.rollout.": "rollout."}

@@ -76,16 +76,29 @@ def train_config(cfg: RunScale, base_model: Path, preset: str, seed: int, out: P
     return build_config(TrainConfig, preset=preset, overrides=overrides)
 
 
-def eval_args(cfg: RunScale, model: Path, held_out: Path, out: Path, seed: int) -> list[str]:
-    """The ``eval`` command of one model. ``max_prompt_tokens=256``: the embedded task's prompts are at
-    most 76 tokens, and eval's default cap of 1024 would not fit the tiny model's 1024 positions
-    next to the budgets (the context check counts the cap, not the prompts)."""
+PROMPT_SUFFIX = "@prompt"  # model name of a preset's prompt-budget evaluation
+
+
+def prompt_budget_of(preset: str) -> str | None:
+    """The budget sentence of a preset that states its budget in the prompt (L1), else None."""
+    length = PRESETS.get(preset, {}).get("length", {})
+    if not length.get("prompt_budget"):
+        return None
+    return str(length.get("budget_prompt", TrainConfig().length.budget_prompt))
+
+
+def eval_args(cfg: RunScale, model: Path, held_out: Path, out: Path, seed: int, budget_prompt: str | None = None) -> list[str]:
+    """The ``eval`` command of one model (with ``budget_prompt``: in the prompt-budget mode).
+    ``max_prompt_tokens=256``: the embedded task's prompts are at most 76 tokens, and eval's default
+    cap of 1024 would not fit the tiny model's 1024 positions next to the budgets (the context check
+    counts the cap, not the prompts)."""
     budgets = ",".join(str(b) for b in cfg.eval_budgets)
+    mode = ["mode=prompt-budget", f"budget_prompt={budget_prompt}"] if budget_prompt is not None else []
     return [
         "eval", f"model={model}", f"data={held_out}", f"budgets={budgets}", f"samples={cfg.eval_samples}",
         f"temperature={cfg.eval_temperature}", f"summary_max_tokens={cfg.summary_max_tokens}",
         f"seed={seed}", "batch_size=50", "device=cpu", f"out={out}", "progress=false", "max_prompt_tokens=256",
-        *engine_args(cfg.engine),
+        *engine_args(cfg.engine), *mode,
     ]  # fmt: skip
 
 
@@ -224,8 +237,9 @@ def plan_jobs(
     cfg: RunScale, base: Path, presets: Sequence[str], layouts: Mapping[int, Layout], held_out: Path
 ) -> tuple[list[Job], dict[int, dict[str, Path]]]:
     """For each seed: a training job per preset, then one evaluation per model (the base model's
-    needs no training). Returns the jobs (trainings first, heavy presets first) and, per seed,
-    each model's ``results.json`` path."""
+    needs no training); a preset that states its budget in the prompt is also evaluated in the
+    prompt-budget mode, as the model ``<preset>@prompt``. Returns the jobs (trainings first, heavy
+    presets first) and, per seed, each model's ``results.json`` path."""
     trains: list[Job] = []
     evals: list[Job] = []
     results: dict[int, dict[str, Path]] = {}
@@ -249,6 +263,12 @@ def plan_jobs(
             after = () if name == "base" else (f"train {name}{suffix}",)
             evals.append(Job(f"eval {name}{suffix}", eval_args(cfg, model, held_out, out, seed), out / "eval.log", after))
             results[seed][name] = out / "results.json"
+            budget_prompt = prompt_budget_of(name)
+            if budget_prompt is not None:
+                out = layout.eval(name + PROMPT_SUFFIX)
+                args = eval_args(cfg, model, held_out, out, seed, budget_prompt)
+                evals.append(Job(f"eval {name}{PROMPT_SUFFIX}{suffix}", args, out / "eval.log", after))
+                results[seed][name + PROMPT_SUFFIX] = out / "results.json"
     trains.sort(key=lambda j: heavy_first(j.name.split()[1]))  # stable: seed order kept within a weight
     return trains + evals, results
 
@@ -256,6 +276,12 @@ def plan_jobs(
 def read_accuracy(path: Path) -> list[float]:
     """The average accuracy per budget of an ``eval`` results file."""
     return list(json.loads(path.read_text(encoding="utf-8"))["average"]["accuracy"])
+
+
+def read_tokens(path: Path) -> list[float] | None:
+    """The average thinking tokens spent per budget of an ``eval`` results file (None if absent)."""
+    used = json.loads(path.read_text(encoding="utf-8"))["average"].get("tokens_used")
+    return list(used) if used is not None else None
 
 
 def results_json(cfg: DemoConfig, results: dict[str, Path], seconds: dict[str, float]) -> dict[str, Any]:

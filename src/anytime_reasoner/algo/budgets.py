@@ -33,6 +33,14 @@ class BudgetPlan:
     def __len__(self) -> int:
         return len(self.budgets)
 
+    def scaled(self, fraction: float) -> BudgetPlan:
+        """Every budget times ``fraction`` (rounded), the prior kept: a cap schedule's plan
+        (ThinkPrune's tightening limits, E1's training budget)."""
+        if fraction == 1.0:
+            return self
+        budgets = [max(1, round(b * fraction)) for b in self.budgets]
+        return BudgetPlan(check_budgets(budgets, field="length.cap_schedule"), self.probs)
+
     @classmethod
     def build(
         cls,

@@ -31,3 +31,14 @@ def render_prompt(tokenizer: Any, messages: Sequence[dict[str, str]], think_star
 def encode_prompt(tokenizer: Any, messages: Sequence[dict[str, str]], think_start: str = THINK_START) -> list[int]:
     """Token ids of :func:`render_prompt` (the template already holds any BOS text)."""
     return list(tokenizer.encode(render_prompt(tokenizer, messages, think_start), add_special_tokens=False))
+
+
+def with_budget(messages: Sequence[dict[str, str]], template: str, n: int) -> list[dict[str, str]]:
+    """The messages with the budget sentence (``template`` with ``{n}`` = ``n``) appended to the
+    last user turn after a blank line, as L1 states its target ("… Think for 1024 tokens.")."""
+    out = [dict(m) for m in messages]
+    last = max((i for i, m in enumerate(out) if m.get("role") == "user"), default=None)
+    if last is None:
+        raise ValueError("with_budget: the prompt has no user message to state the budget in")
+    out[last]["content"] = f"{out[last]['content']}\n\n{template.format(n=n)}"
+    return out

@@ -52,6 +52,8 @@ def settings_of(config: EvalConfig) -> Any:
         batch_size=config.batch_size,
         protocol=config.protocol(),
         model_fingerprint=model_fingerprint(config.model),
+        mode=config.mode,
+        budget_prompt=config.budget_prompt,
     )
 
 

@@ -31,6 +31,7 @@ class ProblemResult:
     correct: tuple[tuple[float, ...], ...]  # [K][S]
     lengths: tuple[int, ...]  # [K] thinking tokens (think-end included when sampled)
     closed: tuple[bool, ...]  # [K] the thinking closed itself with think-end
+    used: tuple[tuple[int, ...], ...] = ()  # [K][S] thinking tokens spent at each budget (() in older caches)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,6 +41,7 @@ class ProblemResult:
             "correct": [list(row) for row in self.correct],
             "lengths": list(self.lengths),
             "closed": list(self.closed),
+            "used": [list(row) for row in self.used],
         }
 
     @classmethod
@@ -51,6 +53,7 @@ class ProblemResult:
             correct=tuple(tuple(float(x) for x in per_k) for per_k in row["correct"]),
             lengths=tuple(int(x) for x in row["lengths"]),
             closed=tuple(bool(x) for x in row["closed"]),
+            used=tuple(tuple(int(x) for x in per_k) for per_k in row.get("used", ())),
         )
 
 
@@ -89,6 +92,7 @@ class BenchmarkScores:
     n_samples: int
     thinking: ThinkingStats
     per_sample: tuple[tuple[float, ...], ...]  # acc_k[s], [K][S] (for the average row)
+    tokens_used: tuple[float, ...] | None = None  # [S] mean thinking tokens spent at each budget
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -96,6 +100,7 @@ class BenchmarkScores:
             "n_problems": self.n_problems,
             "n_samples": self.n_samples,
             "thinking_tokens": asdict(self.thinking),
+            "tokens_used": list(self.tokens_used) if self.tokens_used is not None else None,
         }
 
 
@@ -143,7 +148,23 @@ def score_benchmark(results: Sequence[ProblemResult], probs: Sequence[float]) ->
         max=max(lengths),
         closed_fraction=sum(closed) / len(closed),
     )
-    return BenchmarkScores(scores_of(per_sample, probs), len(results), k, thinking, per_sample)
+    return BenchmarkScores(scores_of(per_sample, probs), len(results), k, thinking, per_sample, tokens_used(results))
+
+
+def tokens_used(results: Sequence[ProblemResult]) -> tuple[float, ...] | None:
+    """Mean thinking tokens spent per budget over problems and samples (None if a row lacks them)."""
+    if any(not r.used for r in results):
+        return None
+    rows = [row for r in results for row in r.used]  # [N·K][S]
+    return tuple(statistics.fmean(col) for col in zip(*rows, strict=True))
+
+
+def average_tokens(benchmarks: Mapping[str, BenchmarkScores]) -> tuple[float, ...] | None:
+    """Equal-weight mean over benchmarks of the tokens spent per budget."""
+    per = [b.tokens_used for b in benchmarks.values()]
+    if any(t is None for t in per):
+        return None
+    return tuple(statistics.fmean(col) for col in zip(*per, strict=True))  # type: ignore[arg-type]
 
 
 def average_scores(benchmarks: Mapping[str, BenchmarkScores], probs: Sequence[float]) -> Scores:

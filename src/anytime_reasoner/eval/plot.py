@@ -147,9 +147,15 @@ def _save(fig: Any, out: str | Path) -> Path:
 
 
 def draw_steps(
-    lines: Mapping[str, tuple[Sequence[int], Sequence[float]]], out: str | Path, *, ylabel: str, title: str | None = None
+    lines: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    out: str | Path,
+    *,
+    ylabel: str,
+    title: str | None = None,
+    xlabel: str = "RL step",
 ) -> Path:
-    """One line per name of ``{name: (steps, values)}`` against the RL step (learning curves)."""
+    """One line per name of ``{name: (xs, values)}``: learning curves against the RL step, or any
+    other x (e.g. the thinking tokens spent)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,7 +164,7 @@ def draw_steps(
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for index, (name, (steps, values)) in enumerate(lines.items()):
         ax.plot(steps, values, marker=MARKERS[index % len(MARKERS)], markersize=3, label=name, color=f"C{index % 10}")
-    ax.set_xlabel("RL step", fontweight="bold")
+    ax.set_xlabel(xlabel, fontweight="bold")
     ax.set_ylabel(ylabel, fontweight="bold")
     if title:
         ax.set_title(title, fontweight="bold")

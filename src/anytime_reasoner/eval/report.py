@@ -2,13 +2,16 @@
 
 ``results.json``::
 
-    {"model": …, "budgets": [b1, …],
+    {"model": …, "budgets": [b1, …], "mode": "anytime" | "prompt-budget",
      "benchmarks": {"aime": {"accuracy": [a1, …], "std": […], "anytime": x, "final": y,
                              "n_problems": n, "n_samples": k, "anytime_std": …, "final_std": …,
-                             "thinking_tokens": {"mean", "median", "max", "closed_fraction"}}, …},
-     "average": {"accuracy": […], "std": […], "anytime": x, "final": y, …},
+                             "thinking_tokens": {"mean", "median", "max", "closed_fraction"},
+                             "tokens_used": [t1, …]}, …},
+     "average": {"accuracy": […], "std": […], "anytime": x, "final": y, "tokens_used": […], …},
      "settings": {…}}
 
+``tokens_used[s]`` is the mean number of thinking tokens a sample spent at budget s (the cut's
+length: min(its length, b) in the anytime mode; the generation's own in the prompt-budget mode).
 Accuracies are fractions in [0, 1]; the Markdown table shows percentages. The CSV is long-format,
 one row per (benchmark, budget) plus the average, so any plotting tool reads it directly.
 """
@@ -20,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from anytime_reasoner.eval.metrics import Scores
+from anytime_reasoner.eval.metrics import Scores, average_tokens
 from anytime_reasoner.eval.runner import EvalResults, settings_json
 
 AVERAGE = "average"
@@ -30,10 +33,15 @@ def results_json(results: EvalResults) -> dict[str, Any]:
     return {
         "model": results.settings.model,
         "budgets": list(results.settings.budgets),
+        "mode": results.settings.mode,
         "benchmarks": {name: b.to_json() for name, b in results.benchmarks.items()},
-        "average": results.average.to_json(),
+        "average": {**results.average.to_json(), "tokens_used": _listed(average_tokens(results.benchmarks))},
         "settings": settings_json(results),
     }
+
+
+def _listed(values: tuple[float, ...] | None) -> list[float] | None:
+    return list(values) if values is not None else None
 
 
 def _pct(x: float) -> str:
@@ -49,7 +57,7 @@ def markdown(results: EvalResults) -> str:
     k = results.settings.samples
     names = list(results.benchmarks)
     lines = [
-        f"Model: {results.settings.model} — {k} sample(s) per problem, prior {results.prior}",
+        f"Model: {results.settings.model} — {k} sample(s) per problem, prior {results.prior}, mode {results.settings.mode}",
         "",
         "| benchmark | problems | anytime (%) | final (%) | mean thinking tokens | closed |",
         "|---|---:|---:|---:|---:|---:|",
@@ -62,9 +70,12 @@ def markdown(results: EvalResults) -> str:
         )
     avg = results.average
     lines.append(f"| **{AVERAGE}** | | {_pm(avg.anytime, avg.anytime_std, k)} | {_pm(avg.final, avg.final_std, k)} | | |")
-    lines += ["", "| budget | " + " | ".join(names) + f" | {AVERAGE} |", "|---:|" + "---:|" * (len(names) + 1)]
+    tokens = average_tokens(results.benchmarks)
+    used = " | tokens used" if tokens is not None else ""
+    lines += ["", "| budget | " + " | ".join(names) + f" | {AVERAGE}{used} |", "|---:|" + "---:|" * (len(names) + 1 + bool(used))]
     for j, budget in enumerate(results.settings.budgets):
         cells = [_pct(results.benchmarks[n].scores.accuracy[j]) for n in names] + [_pct(avg.accuracy[j])]
+        cells += [f"{tokens[j]:.1f}"] if tokens is not None else []
         lines.append(f"| {budget} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

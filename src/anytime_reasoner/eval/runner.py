@@ -12,6 +12,17 @@ from (seed, benchmark, chunk index), not from what ran before, so an interrupted
 gives exactly the results of an uninterrupted one. Chunks are fixed by ``batch_size``, which is
 therefore part of the settings key; the prior is not (it only weighs the cached rewards).
 
+Two modes (``EvalSettings.mode``):
+
+- ``anytime`` (default, every method): the one pass above.
+- ``prompt-budget`` (methods told their budget, e.g. L1): one generation per budget b, with the
+  budget sentence (``budget_prompt``, ``{n}`` = b) appended to the question, the thinking capped at
+  b and a forced summary if it did not close itself — the anytime protocol at a single budget.
+  It costs S generations instead of one.
+
+Both record the thinking tokens each sample spent at each budget (``ProblemResult.used``: the
+cut's length), so a method is also judged by what it spends.
+
 Departures: the protocol is docs/ALGORITHM.md §9's; what it leaves open is fixed here — thinking lengths count
 the sampled ``</think>``; a thinking ended by EOS scores 0 at every budget at or past its end (the
 rollout's format rule: those cuts hold the EOS), while its earlier cuts are graded as usual; samples of one problem depend on (seed, batch_size) because a chunk is sampled as a batch.
@@ -56,12 +67,15 @@ class EvalSettings:
     batch_size: int = 8
     protocol: AnytimeProtocol = field(default_factory=AnytimeProtocol)  # inserted texts, summary cap
     model_fingerprint: str = ""  # sizes/mtimes of a local model's weight files
+    mode: str = "anytime"  # anytime | prompt-budget
+    budget_prompt: str = "Think for {n} tokens."  # prompt-budget mode: the sentence stating b
 
     def as_json(self) -> dict[str, Any]:
         """The settings as a flat dict, laid out as before the protocol was one object (the cache
         key and ``results.json`` keep their form): the protocol's summary cap, cut marker and
         answer delimiter appear as top-level keys; its think markers are not part of it."""
         p = self.protocol
+        mode = {"mode": self.mode, "budget_prompt": self.budget_prompt} if self.mode != "anytime" else {}
         return {
             "model": self.model,
             "budgets": self.budgets,
@@ -74,6 +88,7 @@ class EvalSettings:
             "cut_marker": p.cut_marker,
             "answer_delimiter": p.answer_delimiter,
             "model_fingerprint": self.model_fingerprint,
+            **mode,
         }
 
     def key(self) -> str:
@@ -150,9 +165,12 @@ def run_chunk(
     examples: Sequence[Example],
     settings: EvalSettings,
 ) -> list[ProblemResult]:
-    """ONE anytime rollout for a chunk: G = samples, A = 1, budgets = the grid."""
+    """ONE anytime rollout for a chunk: G = samples, A = 1, budgets = the grid (prompt-budget
+    mode: one rollout per budget, :func:`run_prompt_budget_chunk`)."""
     from anytime_reasoner.rollout.anytime import RolloutParams, anytime_rollout
 
+    if settings.mode == "prompt-budget":
+        return run_prompt_budget_chunk(engine, codec, verifier, benchmark, index, examples, settings)
     plan = BudgetPlan(settings.budgets, prior_weights("uniform", settings.budgets))
     params = RolloutParams(
         n_thinking=settings.samples,
@@ -172,9 +190,59 @@ def run_chunk(
             correct=tuple(tuple(t.summaries[s][0].reward for s in range(len(plan))) for t in row),
             lengths=tuple(t.length for t in row),
             closed=tuple(t.closed for t in row),
+            used=tuple(tuple(t.cuts) for t in row),
         )
         for e, row in zip(examples, batch.thinkings, strict=False)
     ]
+
+
+def run_prompt_budget_chunk(
+    engine: GenerationEngine,
+    codec: TokenizerCodec,
+    verifier: Verifier,
+    benchmark: str,
+    index: int,
+    examples: Sequence[Example],
+    settings: EvalSettings,
+) -> list[ProblemResult]:
+    """One single-budget anytime rollout per budget b, each prompt stating b; the thinking
+    lengths and closed flags reported are those of the largest budget's generation."""
+    from anytime_reasoner.data.prompts import with_budget
+    from anytime_reasoner.rollout.anytime import RolloutParams, anytime_rollout
+
+    truths = [list(e.ground_truths) for e in examples]
+    per_budget = []  # [S] of [B][K] thinkings
+    for budget in settings.budgets:
+        params = RolloutParams(
+            n_thinking=settings.samples,
+            n_summary=1,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            seed=derive_seed(chunk_seed(settings.seed, benchmark, index), "budget", budget),
+            protocol=settings.protocol,
+        )
+        prompts = [
+            encode_prompt(codec.tokenizer, with_budget(e.messages, settings.budget_prompt, budget), codec.think_start)
+            for e in examples
+        ]
+        plan = BudgetPlan((budget,), (1.0,))
+        per_budget.append(anytime_rollout(engine, codec, prompts, truths, plan, params, verifier).thinkings)
+    results = []
+    for b, e in enumerate(examples):
+        samples = range(settings.samples)
+        last = per_budget[-1][b]
+        results.append(
+            ProblemResult(
+                benchmark=benchmark,
+                id=e.id,
+                fingerprint=e.fingerprint(),
+                correct=tuple(tuple(rows[b][k].summaries[0][0].reward for rows in per_budget) for k in samples),
+                lengths=tuple(t.length for t in last),
+                closed=tuple(t.closed for t in last),
+                used=tuple(tuple(rows[b][k].cuts[0] for rows in per_budget) for k in samples),
+            )
+        )
+    return results
 
 
 def evaluate(

@@ -68,6 +68,16 @@ class RolloutBatch:
         equal cuts share one summary prefix."""
         return torch.tensor([[t.cuts for t in row] for row in self.thinkings], dtype=torch.long)
 
+    def closed_within(self) -> torch.Tensor:
+        """bool ``[B, G, S]``: the thinking closed itself (think-end) within budget s."""
+        closed = torch.tensor([[t.closed for t in row] for row in self.thinkings], dtype=torch.bool)  # [B, G]
+        budgets = torch.tensor(self.budgets, dtype=torch.long)  # [S]
+        return closed[..., None] & (self.thinking_lengths()[..., None] <= budgets)  # [B, G, S]
+
+    def truncated(self) -> torch.Tensor:
+        """bool ``[B, G]``: the thinking reached the largest budget without closing."""
+        return torch.tensor([[t.finish_reason == "length" and not t.closed for t in row] for row in self.thinkings])
+
     def segment_mask(self) -> torch.Tensor:
         """bool ``[B, G, S]``: segment s = thinking tokens in (b_{s-1}, b_s]; False when empty
         (the thinking ended at or before b_{s-1})."""

@@ -46,6 +46,7 @@ import torch
 
 from anytime_reasoner.algo.advantages import brpo_diagnostics, summary_advantages, thinking_advantages
 from anytime_reasoner.algo.budgets import BudgetPlan
+from anytime_reasoner.algo.length_rewards import LengthShaping, shape_rewards
 from anytime_reasoner.config import TrainConfig, dump
 from anytime_reasoner.data.schema import Example
 from anytime_reasoner.errors import UserError
@@ -99,6 +100,10 @@ class Trainer:
         return self.cfg.rollout.plan()
 
     @cached_property
+    def shaping(self) -> LengthShaping:
+        return LengthShaping.from_config(self.cfg.length, self.cfg.rollout.max_budget)
+
+    @cached_property
     def val_plan(self) -> BudgetPlan:
         """Validation budgets (``trainer.val_budgets``, default the rollout's), uniform prior."""
         budgets = self.cfg.trainer.val_budgets or list(self.plan.budgets)
@@ -149,29 +154,52 @@ class Trainer:
 
     def train_step(self, step: int) -> dict[str, Any]:
         t0 = time.perf_counter()
+        plan = self.cfg.plan_at(step)  # the rollout's budgets under the cap schedule
         examples = self.runtime.shard(self.source.batch(step, self.cfg.trainer.batch_size))
-        rollouts = self.rollout(examples, seed=self._stream(step, "rollout"), train=True)
+        targets = self.targets(step, len(examples), plan)
+        rollouts = self.rollout(examples, seed=self._stream(step, "rollout"), train=True, plan=plan, targets=targets)
         t_rollout = time.perf_counter() - t0
-        probs = torch.tensor(self.plan.probs)  # [S]
+        probs = torch.tensor(plan.probs)  # [S]
         local: RolloutStats | None = None
+        length_metrics: dict[str, float] = {}
         if rollouts is None:  # more ranks than questions: this rank only takes part in the collectives
             update_metrics = self.train_on(empty_batch())
         else:
-            scores = rollouts.scores()  # [B, G, S, A] (this rank's questions)
-            think_adv = thinking_advantages(scores, probs, self.cfg.rollout.variance_reduction)  # [B, G, S]
-            summ_adv = summary_advantages(scores, self.cfg.rollout.summary_method, rollouts.cut_lengths())  # [B, G, S, A]
+            scores = rollouts.scores()  # [B, G, S, A] (this rank's questions): correctness
+            rewards, think_keep, summ_keep = shape_rewards(
+                scores, rollouts.cut_lengths(), rollouts.closed_within(), rollouts.truncated(), plan.budgets,
+                self.shaping, targets,
+            )  # fmt: skip
+            think_adv = thinking_advantages(rewards, probs, self.cfg.rollout.variance_reduction) * think_keep  # [B, G, S]
+            summ_adv = summary_advantages(rewards, self.cfg.rollout.summary_method, rollouts.cut_lengths()) * summ_keep
             update_metrics = self.update(rollouts, think_adv, summ_adv)
             local = RolloutStats.of(rollouts, scores)
+            if self.shaping.active or targets is not None:
+                length_metrics = {"shaped_reward": float(rewards.mean()), "kept_thinking_share": float(think_keep.mean())}
+                if targets is not None:
+                    length_metrics["target_length"] = float(targets.float().mean())
         t_sync = time.perf_counter()
         if self.sync_engine():
             update_metrics["time_weight_sync"] = time.perf_counter() - t_sync
         stats = RolloutStats.cat([s for s in self.runtime.gather(local) if s is not None])  # every rank's questions
-        metrics = rollout_metrics(stats, self.plan)
+        metrics = rollout_metrics(stats, plan)
         metrics.update(update_metrics)
         metrics.update(brpo_diagnostics(stats.scores, probs, stats.segment_mask))  # each [S]
         metrics.update(time_rollout=t_rollout, time_step=time.perf_counter() - t0)
-        metrics.update(max_response_len=self.max_response_len, epoch=self._epoch(step))
+        metrics.update(max_response_len=self.max_response_len, epoch=self._epoch(step), cap=plan.max_budget)
+        metrics.update(length_metrics)
         return metrics
+
+    def targets(self, step: int, n_questions: int, plan: BudgetPlan) -> torch.Tensor | None:
+        """L1's target lengths ``[B]``: one per question, uniform over the ``length.target_*``
+        range of the step's cap, from the step's own stream (None when no method uses targets)."""
+        lcfg = self.cfg.length
+        if not (lcfg.prompt_budget or lcfg.reward in ("l1-exact", "l1-max")):
+            return None
+        low = max(1, round(lcfg.target_min * plan.max_budget))
+        high = max(low, round(lcfg.target_max * plan.max_budget))
+        generator = torch.Generator().manual_seed(self._stream(step, "targets"))
+        return torch.randint(low, high + 1, (n_questions,), generator=generator)
 
     def sync_engine(self) -> bool:
         """Stream the weights into an engine that holds its own copy (True if it does)."""
@@ -189,21 +217,34 @@ class Trainer:
         epoch_of = getattr(self.source, "epoch_of", None)
         return epoch_of(step, self.cfg.trainer.batch_size) if epoch_of else None
 
-    def rollout(self, examples: Sequence[Example], *, seed: int, train: bool) -> RolloutBatch | None:
-        """G thinkings per question, cut and summarized (validation: ``val_n`` × ``val_n_summary``
-        at the validation budgets); None for no questions (the rank still joins the gathers)."""
-        from anytime_reasoner.data.prompts import encode_prompt
+    def rollout(
+        self,
+        examples: Sequence[Example],
+        *,
+        seed: int,
+        train: bool,
+        plan: BudgetPlan | None = None,
+        targets: torch.Tensor | None = None,
+    ) -> RolloutBatch | None:
+        """G thinkings per question, cut and summarized at ``plan`` (default: the rollout's), each
+        prompt stating its target when ``length.prompt_budget`` (validation: ``val_n`` ×
+        ``val_n_summary`` at the validation budgets, no targets); None for no questions (the rank
+        still joins the gathers)."""
+        from anytime_reasoner.data.prompts import encode_prompt, with_budget
         from anytime_reasoner.rollout.anytime import RolloutParams, anytime_rollout
         from anytime_reasoner.train.weight_sync import WeightLoadingEngine
 
         params = RolloutParams.from_config(self.cfg.rollout, seed=seed, protocol=self.cfg.protocol())
         params = replace(params, logprobs=train)
-        plan = self.plan
+        plan = plan or self.plan
         if not train:  # validation: val_n thinkings × val_n_summary summaries, evaluation temperature
             tcfg = self.cfg.trainer
             plan = self.val_plan
             params = replace(params, n_thinking=tcfg.val_n, n_summary=tcfg.val_n_summary, temperature=tcfg.val_temperature)
-        prompts = [encode_prompt(self.tokenizer, e.messages, self.codec.think_start) for e in examples]
+        messages = [e.messages for e in examples]
+        if targets is not None and self.cfg.length.prompt_budget:
+            messages = [with_budget(m, self.cfg.length.budget_prompt, int(n)) for m, n in zip(messages, targets, strict=True)]
+        prompts = [encode_prompt(self.tokenizer, m, self.codec.think_start) for m in messages]
         own_weights = isinstance(self.engine, WeightLoadingEngine)
         self.model.eval()
         with torch.no_grad(), contextlib.nullcontext() if own_weights else unsharded(self.policy), self.runtime.autocast():
