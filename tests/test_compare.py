@@ -126,3 +126,54 @@ def test_compare_help_is_listed(capsys):
     assert main(["compare", "--help"]) == 0
     text = capsys.readouterr().out
     assert "presets" in text and "seeds" in text and "max_response_len" in text
+
+
+def test_prompt_budget_presets_get_a_second_evaluation(tmp_path):
+    from anytime_reasoner.demo import PROMPT_SUFFIX, Layout, plan_jobs
+
+    cfg = build_config(CompareConfig, overrides=["presets=grpo,l1-max", "seeds=0", "max_response_len=50"])
+    jobs, results = plan_jobs(cfg, tmp_path / "base", cfg.presets, {0: Layout(tmp_path)}, tmp_path / "held.jsonl")
+    by_name = {j.name: j for j in jobs}
+    assert sorted(by_name) == [
+        "eval base",
+        "eval grpo",
+        "eval l1-max",
+        f"eval l1-max{PROMPT_SUFFIX}",
+        "train grpo",
+        "train l1-max",
+    ]
+    prompted = by_name[f"eval l1-max{PROMPT_SUFFIX}"]
+    assert "mode=prompt-budget" in prompted.args and "budget_prompt=Think for maximum {n} tokens." in prompted.args
+    assert prompted.after == ("train l1-max",) and "mode=prompt-budget" not in by_name["eval l1-max"].args
+    assert results[0][f"l1-max{PROMPT_SUFFIX}"] == tmp_path / "eval" / f"l1-max{PROMPT_SUFFIX}" / "results.json"
+
+
+def test_model_summary_averages_the_tokens_spent():
+    m = model_summary({0: [0.2, 0.4], 1: [0.4, 0.8]}, {0: [10.0, 20.0], 1: [14.0, 30.0]})
+    assert m["tokens_used"] == pytest.approx([12.0, 25.0])
+    assert "tokens_used" not in model_summary({0: [0.2]}, {0: None})  # an older results file: no tokens
+
+
+@pytest.mark.slow
+def test_every_budget_aware_preset_runs_end_to_end(tiny_model_dir, tmp_path, capsys):
+    """Each of the nine methods trains two steps from the tiny model and is evaluated (L1 twice)."""
+    out = tmp_path / "baselines"
+    args = ["compare", f"base_model={tiny_model_dir}", f"out={out}", "presets=baselines", "seeds=0", "val_every=0"]
+    assert main([*args, *TOY]) == 0
+    results = json.loads((out / "results.json").read_text())
+    names = ["base", "grpo", "ar-uniform", "ar-linear", "l1-exact", "l1-max", "e1", "thinkprune", "shorterbetter",
+             "grpo+overlong", "l1-exact@prompt", "l1-max@prompt"]  # fmt: skip
+    assert list(results["models"]) == names
+    for name, m in results["models"].items():
+        assert len(m["accuracy"]) == 8 and len(m["tokens_used"]) == 8
+        assert all(t <= b for t, b in zip(m["tokens_used"], results["budgets"], strict=True)), name  # never past the budget
+    metrics = {
+        p: [json.loads(line) for line in (out / "seed0" / p / "metrics.jsonl").read_text().splitlines()] for p in names[1:10]
+    }
+    assert [m["cap"] for m in metrics["e1"]] == [8, 8]  # E1 thinks to half the budget
+    assert all("target_length" in m for m in metrics["l1-exact"]) and "target_length" not in metrics["grpo"][0]
+    prompted = json.loads((out / "seed0" / "eval" / "l1-exact@prompt" / "results.json").read_text())
+    assert prompted["mode"] == "prompt-budget" and prompted["settings"]["budget_prompt"] == "Think for {n} tokens."
+    assert (out / "tokens_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Thinking tokens spent per budget" in (out / "results.md").read_text()
+    capsys.readouterr()

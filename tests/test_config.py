@@ -145,3 +145,45 @@ def test_yaml_budget_grids_are_not_base_60_numbers(tmp_path):
     cfg = build_config(TrainConfig, files=[f])
     assert cfg.rollout.budgets == list(range(1, 31))
     assert cfg.ppo.lr == 1e-6
+
+
+@pytest.mark.parametrize("name", sorted(BASELINE_PIECES))
+def test_every_budget_aware_preset_is_grpo_plus_its_pieces(name):
+    cfg = build_config(TrainConfig, preset=name, overrides=["rollout.max_budget=108"])
+    grpo = build_config(TrainConfig, preset="grpo", overrides=["rollout.max_budget=108"])
+    assert cfg.rollout == grpo.rollout  # one budget, one summary, GRPO's advantages
+    assert cfg.length != grpo.length and cfg.length.model_dump(exclude_defaults=True)
+
+
+def test_budget_aware_presets_spell_their_papers():
+    def length(name):
+        return build_config(TrainConfig, preset=name, overrides=["rollout.max_budget=108"])
+
+    l1 = length("l1-exact").length
+    assert (l1.reward, l1.prompt_budget, l1.budget_prompt) == ("l1-exact", True, "Think for {n} tokens.")
+    assert length("l1-max").length.budget_prompt == "Think for maximum {n} tokens."
+    # ThinkPrune's 4k → 3k → 2k as thirds of a 36-step run: 108 → 81 → 54 tokens
+    prune = length("thinkprune")
+    assert prune.length.hard_limit and [prune.plan_at(s).budgets for s in (1, 12, 13, 24, 25, 36)] == [
+        (108,), (108,), (81,), (81,), (54,), (54,)
+    ]  # fmt: skip
+    e1 = length("e1")  # E1: GRPO on rollouts whose thinking is cut at t* = half the budget
+    assert not e1.length.hard_limit and e1.plan_at(1).budgets == (54,) and e1.plan_at(36).budgets == (54,)
+    assert length("shorterbetter").length.reward == "shorter-better"
+    assert length("grpo+overlong").length.overlong_cache == 0.2
+
+
+def test_cap_schedule_scales_every_budget_of_an_anytime_plan():
+    cfg = build_config(TrainConfig, preset="ar-uniform", overrides=["rollout.max_budget=100", "length.cap_schedule=1:1,3:0.5"])
+    assert cfg.plan_at(2).budgets == (25, 50, 75, 100)
+    assert cfg.plan_at(3).budgets == (12, 25, 38, 50)  # round(12.5) = 12, round(37.5) = 38 (to even)
+    assert cfg.plan_at(3).probs == cfg.plan_at(1).probs
+
+
+def test_compare_takes_named_preset_lists():
+    from anytime_reasoner.config import PRESET_SETS, CompareConfig
+
+    cfg = build_config(CompareConfig, overrides=["presets=baselines"])
+    assert cfg.presets == ["grpo", "ar-uniform", "ar-linear", "l1-exact", "l1-max", "e1", "thinkprune", "shorterbetter",
+                           "grpo+overlong"]  # fmt: skip
+    assert build_config(CompareConfig).presets == PRESET_SETS["ablation"]

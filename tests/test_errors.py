@@ -283,6 +283,10 @@ CASES: dict[str, Case] = {
     "prior-unknown": Case(lambda c: ["train", "rollout.budget_probs=cubic"]),
     "eval-prior-weights-count": Case(lambda c: ["eval", "model=m", "budgets=100,200", "prior=1,2,3"]),
     "compare-unknown-preset": Case(lambda c: ["compare", "presets=grpo,ar-unifrom"]),
+    "length-l1-without-prompt-budget": Case(lambda c: ["train", "length.reward=l1-exact"]),
+    "length-cap-schedule-start": Case(lambda c: ["train", "length.cap_schedule=2:0.5"]),
+    "length-cap-schedule-collides": Case(lambda c: ["train", "rollout.max_budget=4", "length.cap_schedule=1:0.3"]),
+    "eval-budget-prompt-without-n": Case(lambda c: ["eval", "model=m", "mode=prompt-budget", "budget_prompt=Think briefly."]),
     "ask-empty-question": Case(lambda c: ["ask", "", "model=m"]),
     "ask-blank-question": Case(lambda c: ["ask", "   ", "model=m"]),
     # -- data sources (exit 1)

@@ -47,6 +47,7 @@ from anytime_reasoner.demo import (
     read_accuracy,
     read_tokens,
     run_jobs,
+    table_head,
     twins,
     write_held_out,
 )
@@ -160,27 +161,21 @@ def summarize(
 
 def tokens_table(summary: Mapping[str, Any]) -> str:
     """Mean thinking tokens spent per budget (over seeds, problems and samples), and their mean."""
-    budgets = summary["budgets"]
-    head = "| model | " + " | ".join(str(b) for b in budgets) + " | mean |"
-    rule = "|---|" + "---:|" * (len(budgets) + 1)
     rows = [
         f"| {name} | " + " | ".join(f"{t:.1f}" for t in m["tokens_used"]) + f" | **{_mean(m['tokens_used']):.1f}** |"
         for name, m in summary["models"].items()
         if "tokens_used" in m
     ]
-    return "\n".join([head, rule, *rows])
+    return "\n".join([*table_head(summary["budgets"], "mean"), *rows])
 
 
 def markdown_table(summary: Mapping[str, Any]) -> str:
     """Accuracy (%) per budget and the anytime score, mean ± sample std over seeds."""
-    budgets = summary["budgets"]
-    head = "| model | " + " | ".join(str(b) for b in budgets) + " | anytime |"
-    rule = "|---|" + "---:|" * (len(budgets) + 1)
     rows = []
     for name, m in summary["models"].items():
         cells = [f"{100 * a:.1f} ± {100 * s:.1f}" for a, s in zip(m["accuracy"], m["std"], strict=False)]
         rows.append(f"| {name} | " + " | ".join(cells) + f" | **{100 * m['mean']:.1f} ± {100 * m['mean_std']:.1f}** |")
-    return "\n".join([head, rule, *rows])
+    return "\n".join([*table_head(summary["budgets"], "anytime"), *rows])
 
 
 def run_compare(cfg: CompareConfig) -> int:

@@ -299,15 +299,17 @@ def results_json(cfg: DemoConfig, results: dict[str, Path], seconds: dict[str, f
     }
 
 
+def table_head(budgets: Sequence[int], last: str) -> list[str]:
+    """The header and rule lines of a table with a column per budget and a ``last`` column."""
+    return ["| model | " + " | ".join(str(b) for b in budgets) + f" | {last} |", "|---|" + "---:|" * (len(budgets) + 1)]
+
+
 def markdown_table(results: dict[str, Any]) -> str:
-    budgets = results["budgets"]
-    head = "| model | " + " | ".join(str(b) for b in budgets) + " | mean |"
-    rule = "|---|" + "---:|" * (len(budgets) + 1)
     rows = [
         f"| {name} | " + " | ".join(f"{100 * a:.1f}" for a in m["accuracy"]) + f" | **{100 * m['mean']:.1f}** |"
         for name, m in results["models"].items()
     ]
-    return "\n".join([head, rule, *rows])
+    return "\n".join([*table_head(results["budgets"], "mean"), *rows])
 
 
 def progress_bar(total_steps: int, runs: Sequence[Path], n_evals: int, enabled: bool, desc: str) -> tuple[Any, Any]:

@@ -49,6 +49,7 @@ from anytime_reasoner.seeding import derive_seed
 if TYPE_CHECKING:
     from anytime_reasoner.engine.base import GenerationEngine
     from anytime_reasoner.rewards.base import Verifier
+    from anytime_reasoner.rollout.anytime import RolloutParams
     from anytime_reasoner.rollout.codec import TokenizerCodec
 
 CACHE_FILE = "cache.jsonl"
@@ -156,6 +157,20 @@ def chunks(examples: Sequence[Example], size: int) -> Iterator[tuple[int, Sequen
         yield index, examples[start : start + size]
 
 
+def _params(settings: EvalSettings, seed: int) -> RolloutParams:
+    """Evaluation sampling: G = samples, A = 1, the settings' temperature, top-p and protocol."""
+    from anytime_reasoner.rollout.anytime import RolloutParams
+
+    return RolloutParams(
+        n_thinking=settings.samples,
+        n_summary=1,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        seed=seed,
+        protocol=settings.protocol,
+    )
+
+
 def run_chunk(
     engine: GenerationEngine,
     codec: TokenizerCodec,
@@ -167,19 +182,12 @@ def run_chunk(
 ) -> list[ProblemResult]:
     """ONE anytime rollout for a chunk: G = samples, A = 1, budgets = the grid (prompt-budget
     mode: one rollout per budget, :func:`run_prompt_budget_chunk`)."""
-    from anytime_reasoner.rollout.anytime import RolloutParams, anytime_rollout
+    from anytime_reasoner.rollout.anytime import anytime_rollout
 
     if settings.mode == "prompt-budget":
         return run_prompt_budget_chunk(engine, codec, verifier, benchmark, index, examples, settings)
     plan = BudgetPlan(settings.budgets, prior_weights("uniform", settings.budgets))
-    params = RolloutParams(
-        n_thinking=settings.samples,
-        n_summary=1,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        seed=chunk_seed(settings.seed, benchmark, index),
-        protocol=settings.protocol,
-    )
+    params = _params(settings, chunk_seed(settings.seed, benchmark, index))
     prompts = [encode_prompt(codec.tokenizer, e.messages, codec.think_start) for e in examples]
     batch = anytime_rollout(engine, codec, prompts, [list(e.ground_truths) for e in examples], plan, params, verifier)
     return [
@@ -208,19 +216,12 @@ def run_prompt_budget_chunk(
     """One single-budget anytime rollout per budget b, each prompt stating b; the thinking
     lengths and closed flags reported are those of the largest budget's generation."""
     from anytime_reasoner.data.prompts import with_budget
-    from anytime_reasoner.rollout.anytime import RolloutParams, anytime_rollout
+    from anytime_reasoner.rollout.anytime import anytime_rollout
 
     truths = [list(e.ground_truths) for e in examples]
     per_budget = []  # [S] of [B][K] thinkings
     for budget in settings.budgets:
-        params = RolloutParams(
-            n_thinking=settings.samples,
-            n_summary=1,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            seed=derive_seed(chunk_seed(settings.seed, benchmark, index), "budget", budget),
-            protocol=settings.protocol,
-        )
+        params = _params(settings, derive_seed(chunk_seed(settings.seed, benchmark, index), "budget", budget))
         prompts = [
             encode_prompt(codec.tokenizer, with_budget(e.messages, settings.budget_prompt, budget), codec.think_start)
             for e in examples

@@ -1,0 +1,51 @@
+"""The budget-aware presets inside the trainer: L1 states a per-question target in the prompt,
+the cap schedule sets each step's budget, and the shaped rewards reach the update."""
+
+import re
+
+import pytest
+
+from tests.train.test_trainer_smoke import _build, _config
+
+pytestmark = pytest.mark.slow  # trains a tiny model
+
+
+class Recording:
+    """Delegates to an engine and keeps every prefix it was asked to continue."""
+
+    def __init__(self, engine):
+        self.engine, self.prefixes = engine, []
+
+    def sample(self, prefixes, n, params):
+        self.prefixes.extend(list(p) for p in prefixes)
+        return self.engine.sample(prefixes, n, params)
+
+
+def test_l1_prompts_state_each_questions_target(tiny_model_dir, tmp_path):
+    trainer = _build(_config(tiny_model_dir, tmp_path / "l1", preset="l1-exact", steps=1, **{"trainer.val_every": 0}))
+    trainer.engine = Recording(trainer.engine)
+    try:
+        history = trainer.fit()
+    finally:
+        trainer.verifier.close()
+    texts = [trainer.tokenizer.decode(p) for p in trainer.engine.prefixes]
+    stated = [int(n) for t in texts if t.endswith("<think>\n") for n in re.findall(r"Think for (\d+) tokens\.", t)]
+    assert len(stated) == 2  # batch_size 2: one thinking prompt each (G samples of it)
+    assert all(1 <= n <= 16 for n in stated)  # U[0.025·16, 16] = U[1, 16] (rounded)
+    assert history[0]["target_length"] == pytest.approx(sum(stated) / 2)
+    summaries = [t for t in texts if not t.endswith("<think>\n")]
+    assert summaries and all("Think for" in t for t in summaries)  # the summary sees the same prompt
+
+
+def test_cap_schedule_sets_each_steps_budget(tiny_model_dir, tmp_path):
+    cfg = _config(tiny_model_dir, tmp_path / "prune", preset="thinkprune", steps=3,
+                  **{"length.cap_schedule": "1:1.0,2:0.75,3:0.5", "trainer.val_every": 0})  # fmt: skip
+    trainer = _build(cfg)
+    trainer.engine = Recording(trainer.engine)
+    try:
+        history = trainer.fit()
+    finally:
+        trainer.verifier.close()
+    assert [h["cap"] for h in history] == [16, 12, 8]
+    assert all(h["thinking_length"] <= h["cap"] for h in history)
+    assert all(h["shaped_reward"] <= h["final_reward"] for h in history)  # the hard limit only removes reward
