@@ -60,7 +60,7 @@ COMMANDS: dict[str, Command] = {
         check="anytime_reasoner.checks:preflight_run_scale",
     ),
     "train": Command(
-        summary="RL training: anytime rollout, BRPO advantages, tree-packed PPO update (presets: docs/ALGORITHM.md section 8)",
+        summary="RL training: anytime rollout, BRPO advantages, tree-packed PPO update (presets: docs/ALGORITHM.md section 8 and docs/BASELINES.md)",
         run="anytime_reasoner.train.build:run_train",
         config="anytime_reasoner.config:TrainConfig",
         check="anytime_reasoner.checks:preflight_train",

@@ -14,7 +14,8 @@ Writes to ``out/``:
   validation curves (``val/anytime`` per step, when ``val_every`` > 0); the learning-efficiency
   answer (the first validation step at which each preset's mean curve reaches the reference
   preset's final value); and the BRPO variance ratios per budget, averaged over steps and seeds;
-- ``results.md``: the table (mean ± std per budget and the anytime score);
+- ``results.md``: the accuracy table (mean ± std per budget and the anytime score) and the
+  thinking tokens spent per budget;
 - ``anytime_curves.png`` (accuracy vs budget), ``tokens_curves.png`` (accuracy vs the thinking
   tokens actually spent at each budget) and ``validation_curves.png`` (anytime vs step).
 
@@ -178,9 +179,27 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
     return "\n".join([*table_head(summary["budgets"], "anytime"), *rows])
 
 
-def run_compare(cfg: CompareConfig) -> int:
+def write_report(summary: Mapping[str, Any], out: Path) -> tuple[str, str]:
+    """``results.md`` and the plots of a ``results.json`` summary in ``out``; returns the two tables."""
     from anytime_reasoner.eval.plot import curves_of, draw, draw_steps
 
+    table, spent = markdown_table(summary), tokens_table(summary)
+    (out / "results.md").write_text(table + "\n\nThinking tokens spent per budget:\n\n" + spent + "\n", encoding="utf-8")
+    seeds = ", ".join(map(str, summary["seeds"]))
+    draw(curves_of(str(out / "results.json"), None, False), out / "anytime_curves.png",
+         title=f"Anytime accuracy (held-out, mean over seeds {seeds})")  # fmt: skip
+    used = {n: (m["tokens_used"], [100 * a for a in m["accuracy"]]) for n, m in summary["models"].items() if "tokens_used" in m}
+    if used:
+        draw_steps(used, out / "tokens_curves.png", xlabel="Thinking tokens spent", ylabel="Accuracy (%)",
+                   title="Accuracy vs thinking tokens spent (a point per budget)")  # fmt: skip
+    if summary["validation"]:
+        lines = {p: (c["steps"], [100 * v for v in c["anytime"]]) for p, c in summary["validation"].items()}
+        draw_steps(lines, out / "validation_curves.png", ylabel="Validation anytime accuracy (%)",
+                   title=f"Learning curves (mean over seeds {seeds})")  # fmt: skip
+    return table, spent
+
+
+def run_compare(cfg: CompareConfig) -> int:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -201,20 +220,7 @@ def run_compare(cfg: CompareConfig) -> int:
     metrics = {p: {seed: read_run_metrics(layouts[seed].run(p)) for seed in cfg.seeds} for p in cfg.presets}
     summary = summarize(cfg, results, metrics, seconds)
     (out / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    table = markdown_table(summary)
-    spent = tokens_table(summary)
-    (out / "results.md").write_text(table + "\n\nThinking tokens spent per budget:\n\n" + spent + "\n", encoding="utf-8")
-    title = f"Anytime accuracy (held-out, mean over seeds {', '.join(map(str, cfg.seeds))})"
-    draw(curves_of(str(out / "results.json"), None, False), out / "anytime_curves.png", title=title)
-    used = {n: (m["tokens_used"], [100 * a for a in m["accuracy"]]) for n, m in summary["models"].items() if "tokens_used" in m}
-    if used:
-        draw_steps(used, out / "tokens_curves.png", xlabel="Thinking tokens spent", ylabel="Accuracy (%)",
-                   title="Accuracy vs thinking tokens actually spent (one point per budget)")  # fmt: skip
-    if summary["validation"]:
-        lines = {p: (c["steps"], [100 * v for v in c["anytime"]]) for p, c in summary["validation"].items()}
-        seeds = ", ".join(map(str, cfg.seeds))
-        draw_steps(lines, out / "validation_curves.png", ylabel="Validation anytime accuracy (%)",
-                   title=f"Learning curves (mean over seeds {seeds})")  # fmt: skip
+    table, spent = write_report(summary, out)
     print(f"\naccuracy (%) by thinking budget, mean ± std over seeds {cfg.seeds}:")
     print(table)
     print("\nthinking tokens spent per budget:")

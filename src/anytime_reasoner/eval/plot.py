@@ -38,6 +38,16 @@ TITLES = {
 MARKERS = ("v", "o", "x", "s", "^", "D", "*", "P", "<", ">")
 
 
+def line_style(index: int) -> dict[str, Any]:
+    """Colour, marker and line style of the ``index``-th curve: the 10 colours, then dashed, so
+    up to 20 curves stay apart."""
+    return {
+        "color": f"C{index % 10}",
+        "marker": MARKERS[index % len(MARKERS)],
+        "linestyle": "-" if index % 20 < 10 else "--",
+    }
+
+
 @dataclass(frozen=True)
 class Curve:
     panel: str
@@ -96,6 +106,16 @@ def panel_order(curves: Sequence[Curve]) -> list[str]:
     return sorted(seen, key=lambda p: p != AVERAGE)
 
 
+CROWDED = 6  # more curves than this: the legend goes outside the axes
+
+
+def _legend(ax: Any, outside: bool, inside: bool) -> None:
+    if outside:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
+    elif inside:
+        ax.legend(loc="lower right", fontsize=8)
+
+
 def draw(curves: Sequence[Curve], out: str | Path, title: str | None = None) -> Path:
     """Write the figure; one panel per benchmark, three per row."""
     import matplotlib
@@ -106,23 +126,23 @@ def draw(curves: Sequence[Curve], out: str | Path, title: str | None = None) -> 
     panels = panel_order(curves)
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.4 * ncols, 4.0 * nrows), squeeze=False)
     labels = list(dict.fromkeys(c.label for c in curves))
+    outside = len(labels) > CROWDED  # many curves: one legend right of the panels, not over them
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.4 * ncols + 2.4 * outside, 4.0 * nrows), squeeze=False)
     for index, panel in enumerate(panels):
         ax = axes[index // ncols][index % ncols]
         for c in (c for c in curves if c.panel == panel):
             ax.plot(
                 c.budgets,
                 c.percent,
-                marker=MARKERS[labels.index(c.label) % len(MARKERS)],
                 markersize=4,
                 linewidth=1.6,
                 label=c.label,
-                color=f"C{labels.index(c.label) % 10}",
+                **line_style(labels.index(c.label)),
             )
         ax.set_title(TITLES.get(panel, panel.replace("_", " ").upper()), fontweight="bold")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        _legend(ax, outside and index == ncols - 1, not outside)
         if index % ncols == 0:
             ax.set_ylabel("Accuracy (%)", fontweight="bold")
         if index // ncols == nrows - 1 or index + ncols >= len(panels):
@@ -161,15 +181,16 @@ def draw_steps(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    outside = len(lines) > CROWDED
+    fig, ax = plt.subplots(figsize=(6.4 + 2.4 * outside, 4.4))
     for index, (name, (steps, values)) in enumerate(lines.items()):
-        ax.plot(steps, values, marker=MARKERS[index % len(MARKERS)], markersize=3, label=name, color=f"C{index % 10}")
+        ax.plot(steps, values, markersize=3, label=name, **line_style(index))
     ax.set_xlabel(xlabel, fontweight="bold")
     ax.set_ylabel(ylabel, fontweight="bold")
     if title:
         ax.set_title(title, fontweight="bold")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax, outside, not outside)
     return _save(fig, out)
 
 
