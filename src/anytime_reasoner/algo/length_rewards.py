@@ -16,10 +16,24 @@ grader's, the format rule already applied), and the thinking tokens kept at each
   thinkings from the loss (``overlong_keep``).
 
 Choices where the papers leave room (or speak of one long response rather than a thinking with a
-forced summary): ``n`` counts *thinking* tokens kept at the cut — the quantity every budget here
-governs and the one evaluation reports as tokens used; the summary is capped at
-``summary_max_tokens`` for every method alike. ShorterBetter's SOL is taken per budget over all
-G·A summaries of the question at that budget (with S = A = 1, the paper's group of G).
+forced summary); docs/BASELINES.md lists them with the presets:
+
+- ``n`` counts *thinking* tokens kept at the cut: the quantity every budget here governs and the
+  one evaluation reports as tokens used. The summary is capped at ``summary_max_tokens`` for every
+  method alike.
+- Per-token coefficients (L1's α, ShorterBetter's β) default to the papers' values at 4,000 tokens
+  scaled by 4000 / ``rollout.max_budget`` (:meth:`LengthShaping.from_config`), so a full-budget
+  length gap costs what it costs in the paper.
+- ShorterBetter's SOL is taken per budget over all G·A summaries of the question at that budget
+  (with S = A = 1, the paper's group of G).
+- ThinkPrune's truncated thinkings still get the forced summary of the cut protocol (one rollout
+  serves every method), but it scores 0 and is not trained; the thinking is trained toward 0.
+  Its rounds of tightening limits are one run with a step schedule (``length.cap_schedule``).
+- E1's budget-constrained rollout is the cut protocol at t* = ``cap_schedule`` × the budget (the
+  forced text is the project's cut marker + ``</think>`` + answer delimiter, as AnytimeReasoner's),
+  trained with GRPO: ``grpo`` with ``rollout.max_budget`` = t*. No term here is needed for it.
+- DAPO's ``L`` is each budget of the step; the thinking cannot pass it, so ``−1`` is reached at
+  the cap. Overlong filtering multiplies the loss of every token of a truncated thinking by 0.
 """
 
 from __future__ import annotations
