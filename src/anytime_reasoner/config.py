@@ -35,6 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from anytime_reasoner.algo.budgets import PRIORS, BudgetError, BudgetPlan, parse_grid
+from anytime_reasoner.data.prompts import BUDGET_PROMPT
 from anytime_reasoner.rollout import protocol as _protocol
 from anytime_reasoner.rollout.protocol import AnytimeProtocol
 
@@ -192,9 +193,6 @@ class RolloutConfig(_Strict):
         return AnytimeProtocol.from_config(*([model] if model is not None else []), self)
 
 
-PAPER_BUDGET = 4000  # L1's and this page's reference length: per-token defaults are the papers' at 4,000 tokens
-
-
 def _cap_schedule_field(value: Any) -> Any:
     """``1:1.0,13:0.75`` (or a list of pairs) → ``[[1, 1.0], [13, 0.75]]``."""
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
@@ -219,6 +217,17 @@ def _cap_schedule_field(value: Any) -> Any:
     return pairs
 
 
+def _budget_prompt_field(value: str) -> str:
+    """A budget sentence: ``{n}`` (the budget) and no other field."""
+    try:
+        value.format(n=1)
+    except (KeyError, IndexError, ValueError):
+        raise ValueError("must hold {n} and no other {field}, e.g. 'Think for {n} tokens.'") from None
+    if "{n}" not in value:
+        raise ValueError("must hold {n}, e.g. 'Think for {n} tokens.'")
+    return value
+
+
 class LengthConfig(_Strict):
     """The pieces of the budget-aware RL methods (``length.*``; docs/BASELINES.md): a length-aware
     reward term, a budget stated in the prompt, a cap schedule, DAPO's overlong shaping. Lengths
@@ -235,7 +244,7 @@ class LengthConfig(_Strict):
     target_min: float = Field(0.025, gt=0.0, le=1.0, description="L1 targets N ~ U[min, max] x the budget (paper: 100-4000)")
     target_max: float = Field(1.0, gt=0.0, le=1.0, description="upper end of the L1 target range (fraction of the budget)")
     prompt_budget: bool = Field(False, description="state the target N in the prompt (budget_prompt appended to the question)")
-    budget_prompt: str = Field("Think for {n} tokens.", description="the budget sentence; {n} is the target")
+    budget_prompt: str = Field(BUDGET_PROMPT, description="the budget sentence; {n} is the target")
     sb_alpha: float = Field(2.0, gt=0.0, description="ShorterBetter's alpha (correctness weight)")
     sb_beta: float | None = Field(
         None, ge=0.0, description="ShorterBetter's beta per token (default: the paper's 0.001 at 4,000 tokens, scaled)"
@@ -263,13 +272,7 @@ class LengthConfig(_Strict):
     @field_validator("budget_prompt")
     @classmethod
     def _template(cls, value: str) -> str:
-        try:
-            value.format(n=1)
-        except (KeyError, IndexError, ValueError):
-            raise ValueError("must hold {n} and no other {field}, e.g. 'Think for {n} tokens.'") from None
-        if "{n}" not in value:
-            raise ValueError("must hold {n}, e.g. 'Think for {n} tokens.'")
-        return value
+        return _budget_prompt_field(value)
 
     @model_validator(mode="after")
     def _range(self) -> LengthConfig:
@@ -482,7 +485,7 @@ class EvalConfig(_Generation):
         description="anytime: one thinking cut at every budget; prompt-budget: one generation per budget b with "
         "budget_prompt stating b, capped at b (methods told their budget, e.g. L1)",
     )
-    budget_prompt: str = Field("Think for {n} tokens.", description="prompt-budget mode: sentence appended to the question")
+    budget_prompt: str = Field(BUDGET_PROMPT, description="prompt-budget mode: sentence appended to the question")
     limit: int | None = Field(None, ge=1, description="first N problems of each benchmark")
     out: str = Field("runs/eval", description="output folder: results.json/.csv/.md and the resume cache")
     max_prompt_tokens: int = Field(1024, ge=1)
@@ -508,7 +511,7 @@ class EvalConfig(_Generation):
     @field_validator("budget_prompt")
     @classmethod
     def _budget_prompt(cls, value: str) -> str:
-        return LengthConfig._template(value)
+        return _budget_prompt_field(value)
 
     @model_validator(mode="after")
     def _prior_fits(self) -> EvalConfig:

@@ -81,10 +81,10 @@ PROMPT_SUFFIX = "@prompt"  # model name of a preset's prompt-budget evaluation
 
 def prompt_budget_of(preset: str) -> str | None:
     """The budget sentence of a preset that states its budget in the prompt (L1), else None."""
-    length = PRESETS.get(preset, {}).get("length", {})
-    if not length.get("prompt_budget"):
-        return None
-    return str(length.get("budget_prompt", TrainConfig().length.budget_prompt))
+    from anytime_reasoner.config import LengthConfig
+
+    length = LengthConfig(**PRESETS.get(preset, {}).get("length", {}))
+    return length.budget_prompt if length.prompt_budget else None
 
 
 def eval_args(cfg: RunScale, model: Path, held_out: Path, out: Path, seed: int, budget_prompt: str | None = None) -> list[str]:

@@ -15,6 +15,8 @@ from typing import Any
 
 from anytime_reasoner.rollout.protocol import THINK_START
 
+BUDGET_PROMPT = "Think for {n} tokens."  # L1's budget sentence (training targets, prompt-budget evaluation)
+
 
 def render_prompt(tokenizer: Any, messages: Sequence[dict[str, str]], think_start: str = THINK_START) -> str:
     """The prompt text the model sees, ending with ``think_start`` and a newline."""

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from anytime_reasoner.algo.budgets import BudgetPlan, prior_weights
-from anytime_reasoner.data.prompts import encode_prompt
+from anytime_reasoner.data.prompts import BUDGET_PROMPT, encode_prompt
 from anytime_reasoner.data.schema import Example
 from anytime_reasoner.eval.metrics import BenchmarkScores, ProblemResult, Scores, average_scores, score_benchmark
 from anytime_reasoner.rollout.protocol import AnytimeProtocol
@@ -69,7 +69,7 @@ class EvalSettings:
     protocol: AnytimeProtocol = field(default_factory=AnytimeProtocol)  # inserted texts, summary cap
     model_fingerprint: str = ""  # sizes/mtimes of a local model's weight files
     mode: str = "anytime"  # anytime | prompt-budget
-    budget_prompt: str = "Think for {n} tokens."  # prompt-budget mode: the sentence stating b
+    budget_prompt: str = BUDGET_PROMPT  # prompt-budget mode: the sentence stating b
 
     def as_json(self) -> dict[str, Any]:
         """The settings as a flat dict, laid out as before the protocol was one object (the cache

@@ -166,12 +166,12 @@ class Trainer:
             update_metrics = self.train_on(empty_batch())
         else:
             scores = rollouts.scores()  # [B, G, S, A] (this rank's questions): correctness
+            cuts = rollouts.cut_lengths()  # [B, G, S]
             rewards, think_keep, summ_keep = shape_rewards(
-                scores, rollouts.cut_lengths(), rollouts.closed_within(), rollouts.truncated(), plan.budgets,
-                self.shaping, targets,
-            )  # fmt: skip
+                scores, cuts, rollouts.closed_within(), rollouts.truncated(), plan.budgets, self.shaping, targets
+            )  # [B, G, S, A], [B, G, S], [B, G, S, A]
             think_adv = thinking_advantages(rewards, probs, self.cfg.rollout.variance_reduction) * think_keep  # [B, G, S]
-            summ_adv = summary_advantages(rewards, self.cfg.rollout.summary_method, rollouts.cut_lengths()) * summ_keep
+            summ_adv = summary_advantages(rewards, self.cfg.rollout.summary_method, cuts) * summ_keep  # [B, G, S, A]
             update_metrics = self.update(rollouts, think_adv, summ_adv)
             local = RolloutStats.of(rollouts, scores)
             if self.shaping.active or targets is not None:
@@ -192,9 +192,10 @@ class Trainer:
 
     def targets(self, step: int, n_questions: int, plan: BudgetPlan) -> torch.Tensor | None:
         """L1's target lengths ``[B]``: one per question, uniform over the ``length.target_*``
-        range of the step's cap, from the step's own stream (None when no method uses targets)."""
+        range of the step's cap, from the step's own stream (None unless ``length.prompt_budget``;
+        the L1 rewards require it)."""
         lcfg = self.cfg.length
-        if not (lcfg.prompt_budget or lcfg.reward in ("l1-exact", "l1-max")):
+        if not lcfg.prompt_budget:
             return None
         low = max(1, round(lcfg.target_min * plan.max_budget))
         high = max(low, round(lcfg.target_max * plan.max_budget))
@@ -236,13 +237,13 @@ class Trainer:
 
         params = RolloutParams.from_config(self.cfg.rollout, seed=seed, protocol=self.cfg.protocol())
         params = replace(params, logprobs=train)
-        plan = plan or self.plan
+        plan = self.plan if plan is None else plan
         if not train:  # validation: val_n thinkings × val_n_summary summaries, evaluation temperature
             tcfg = self.cfg.trainer
             plan = self.val_plan
             params = replace(params, n_thinking=tcfg.val_n, n_summary=tcfg.val_n_summary, temperature=tcfg.val_temperature)
         messages = [e.messages for e in examples]
-        if targets is not None and self.cfg.length.prompt_budget:
+        if targets is not None:
             messages = [with_budget(m, self.cfg.length.budget_prompt, int(n)) for m, n in zip(messages, targets, strict=True)]
         prompts = [encode_prompt(self.tokenizer, m, self.codec.think_start) for m in messages]
         own_weights = isinstance(self.engine, WeightLoadingEngine)
