@@ -70,6 +70,14 @@ def test_two_steps_update_log_checkpoint_and_resume(tiny_model_dir, tmp_path):
         assert math.isfinite(h["loss"])
         assert len(h["reward_per_budget"]) == 4  # ar-uniform: 4 budgets
         assert len(h["var_R_minus_V"]) == 4
+        # the step's phases are timed and nest: rollout = thinking + summary + grading + bookkeeping
+        phases = [h[f"time_{p}"] for p in ("thinking", "summary", "grading")]
+        assert all(t > 0 for t in phases) and sum(phases) <= h["time_rollout"] <= h["time_step"]
+        update = [h[f"time_{p}"] for p in ("packing", "old_logprobs", "forward_backward", "optimizer")]
+        assert all(t > 0 for t in update) and h["time_rollout"] + sum(update) <= h["time_step"]
+        # padding: the rows' real tokens over everything run through the model
+        assert h["padding_share"] == pytest.approx(1 - h["row_tokens"] / h["padded_tokens"])
+        assert 0 <= h["padding_share"] < 1 and h["tokens"] <= h["row_tokens"] <= h["padded_tokens"]
     changed = [k for k, v in trainer.model.state_dict().items() if not torch.equal(v, before[k])]
     assert changed, "an update with lr 1e-2 must change parameters"
 

@@ -33,6 +33,7 @@ each summary), which equals decoding the whole for byte-level tokenizers at thes
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -187,7 +188,9 @@ def anytime_rollout(
     if len(prompt_ids) != len(ground_truths):
         raise ValueError(f"{len(prompt_ids)} prompts but {len(ground_truths)} ground-truth lists")
     inserted = params.protocol.inserted_ids(codec)
+    t0 = time.perf_counter()
     thinkings = sample_thinkings(engine, codec, prompt_ids, plan.budgets, params)
+    t_thinking = time.perf_counter() - t0
     requests = summary_requests(thinkings, plan.budgets, inserted)
     sampling = SamplingParams(
         max_new_tokens=params.protocol.summary_max_tokens,
@@ -198,9 +201,14 @@ def anytime_rollout(
         logprobs=params.logprobs,
     )
     counts = [params.n_summary * len(r.group.budget_indices) for r in requests]
+    t1 = time.perf_counter()
     completions = engine.sample([r.prefix for r in requests], counts, sampling)
-    _attach_summaries(thinkings, requests, completions, codec, inserted, params.n_summary, ground_truths, verifier)
-    return RolloutBatch(budgets=plan.budgets, thinkings=thinkings, ground_truths=[list(t) for t in ground_truths])
+    t_summary = time.perf_counter() - t1
+    t_grading = _attach_summaries(thinkings, requests, completions, codec, inserted, params.n_summary, ground_truths, verifier)
+    timings = {"thinking": t_thinking, "summary": t_summary, "grading": t_grading}
+    return RolloutBatch(
+        budgets=plan.budgets, thinkings=thinkings, ground_truths=[list(t) for t in ground_truths], timings=timings
+    )
 
 
 def _attach_summaries(
@@ -212,8 +220,9 @@ def _attach_summaries(
     n_summary: int,
     ground_truths: Sequence[Sequence[str]],
     verifier: Verifier,
-) -> None:
-    """Deal each request's samples A per budget, grade all responses in one call, fill summaries."""
+) -> float:
+    """Deal each request's samples A per budget, grade all responses in one call, fill summaries;
+    returns the seconds the grading took."""
     pending: list[tuple[Thinking, int, tuple[int, ...], Completion, str, bool]] = []
     responses: list[str] = []
     truths: list[Sequence[str]] = []
@@ -228,7 +237,9 @@ def _attach_summaries(
                 pending.append((t, j, ins, c, text, zeroed))
                 responses.append(prefix_text + text)
                 truths.append(ground_truths[request.b])
+    t0 = time.perf_counter()
     grades = verifier.grade(responses, truths)
+    t_grading = time.perf_counter() - t0
     if len(grades) != len(responses):
         raise RuntimeError(f"verifier returned {len(grades)} grades for {len(responses)} responses")
     for (t, j, ins, c, text, zeroed), grade in zip(pending, grades, strict=False):
@@ -244,6 +255,7 @@ def _attach_summaries(
                 sampled_logprobs=list(c.logprobs) if c.logprobs is not None else None,
             )
         )
+    return t_grading
 
 
 def _strip_eos(ids: Sequence[int], eos_id: int) -> Sequence[int]:

@@ -45,6 +45,7 @@ class RolloutBatch:
     budgets: tuple[int, ...]
     thinkings: list[list[Thinking]]  # [B][G]
     ground_truths: list[list[str]] = field(default_factory=list)  # [B][n_truths]
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase: thinking, summary, grading
 
     @property
     def shape(self) -> tuple[int, int, int, int]:

@@ -159,6 +159,7 @@ class Trainer:
         targets = self.targets(step, len(examples), plan)
         rollouts = self.rollout(examples, seed=self._stream(step, "rollout"), train=True, plan=plan, targets=targets)
         t_rollout = time.perf_counter() - t0
+        phases = {f"time_{name}": seconds for name, seconds in (rollouts.timings if rollouts else {}).items()}
         probs = torch.tensor(plan.probs)  # [S]
         local: RolloutStats | None = None
         length_metrics: dict[str, float] = {}
@@ -185,7 +186,7 @@ class Trainer:
         metrics = rollout_metrics(stats, plan)
         metrics.update(update_metrics)
         metrics.update(brpo_diagnostics(stats.scores, probs, stats.segment_mask))  # each [S]
-        metrics.update(time_rollout=t_rollout, time_step=time.perf_counter() - t0)
+        metrics.update(time_rollout=t_rollout, time_step=time.perf_counter() - t0, **phases)
         metrics.update(max_response_len=self.max_response_len, epoch=self._epoch(step), cap=plan.max_budget)
         metrics.update(length_metrics)
         return metrics
@@ -262,8 +263,11 @@ class Trainer:
         """Pack this rank's rollouts with their advantages and train on them."""
         from anytime_reasoner.rollout.packing import pack_rollouts
 
+        t0 = time.perf_counter()
         packed = pack_rollouts(rollouts, think_adv, summ_adv, pad_token_id=self.codec.pad_id)
-        return self.train_on(replace(packed, question_index=self.runtime.global_index(packed.question_index)))
+        t_packing = time.perf_counter() - t0
+        metrics = self.train_on(replace(packed, question_index=self.runtime.global_index(packed.question_index)))
+        return {**metrics, "time_packing": t_packing}
 
     def train_on(self, packed: PackedBatch) -> dict[str, float]:
         """PPO on this rank's packed rows (question ids global); all ranks call it together."""

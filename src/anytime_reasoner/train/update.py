@@ -37,6 +37,7 @@ The model's train/eval mode is left to the caller. ``model`` is a causal LM or a
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -169,11 +170,12 @@ class _Tally:
     ratio_min: float = math.inf
     ratio_max: float = -math.inf
     padded_tokens: int = 0
+    row_tokens: int = 0
     micro_batches: int = 0
     grad_norms: list[float] = field(default_factory=list)
     skipped_steps: int = 0
 
-    def add_micro(self, loss: float, metrics: dict[str, torch.Tensor], padded: int) -> None:
+    def add_micro(self, loss: float, metrics: dict[str, torch.Tensor], padded: int, real: int) -> None:
         n = float(metrics["n_tokens"])
         self.loss += loss
         self.tokens += n
@@ -183,6 +185,7 @@ class _Tally:
             self.ratio_min = min(self.ratio_min, float(metrics["ratio_min"]))
             self.ratio_max = max(self.ratio_max, float(metrics["ratio_max"]))
         self.padded_tokens += padded
+        self.row_tokens += real
         self.micro_batches += 1
 
     def reduce(self, runtime: Runtime) -> _Tally:
@@ -190,12 +193,14 @@ class _Tally:
         if not runtime.distributed:
             return self
         sums = runtime.all_reduce(
-            [self.loss, self.tokens, self.clip_tokens, self.kl_tokens, self.padded_tokens, self.micro_batches]
+            [self.loss, self.tokens, self.clip_tokens, self.kl_tokens, self.padded_tokens, self.row_tokens, self.micro_batches]
         )
         ratio_min = runtime.all_reduce([self.ratio_min], "min")[0]
         ratio_max = runtime.all_reduce([self.ratio_max], "max")[0]
-        loss, tokens, clip, kl, padded, micro = sums
-        return _Tally(loss, tokens, clip, kl, ratio_min, ratio_max, int(padded), int(micro), self.grad_norms, self.skipped_steps)
+        loss, tokens, clip, kl, padded, real, micro = sums
+        return _Tally(
+            loss, tokens, clip, kl, ratio_min, ratio_max, int(padded), int(real), int(micro), self.grad_norms, self.skipped_steps
+        )
 
     def summary(self, epochs: int) -> dict[str, float]:
         steps = max(len(self.grad_norms), 1)
@@ -210,6 +215,8 @@ class _Tally:
             "grad_norm_max": max(self.grad_norms, default=0.0),
             "tokens": self.tokens / epochs,  # trainable tokens per epoch
             "padded_tokens": self.padded_tokens / epochs,  # tokens run through the model per epoch
+            "row_tokens": self.row_tokens / epochs,  # of which real (prompt, thinking, inserted, summary)
+            "padding_share": 1.0 - self.row_tokens / max(self.padded_tokens, 1),  # pad tokens / tokens run
             "micro_batches": float(self.micro_batches),
             "optimizer_steps": float(len(self.grad_norms) - self.skipped_steps),
             "skipped_steps": float(self.skipped_steps),
@@ -265,7 +272,7 @@ def accumulate_gradients(
         loss.backward()
         total += float(loss.detach())
         if tally is not None:
-            tally.add_micro(float(loss.detach()), metrics, part.n_rows * part.width)
+            tally.add_micro(float(loss.detach()), metrics, part.n_rows * part.width, int(part.lengths.sum()))
     return total
 
 
@@ -292,8 +299,12 @@ def ppo_update(
             response for the config (``rollout.packing.max_response_len``).
         old_logprobs: ``[N, T]``; recomputed here (no grad) when None.
         runtime: ranks, device and compute dtype (default: one process, the model's device, float32).
+
+    Timings (this rank's seconds): ``time_old_logprobs``, ``time_forward_backward`` (all
+    micro-batches of every mini-batch), ``time_optimizer`` (clipping, step, zeroing).
     """
     runtime = runtime or Runtime(device=_device_of(model))
+    t0 = time.perf_counter()
     if old_logprobs is None:
         old_logprobs = compute_old_logprobs(
             model,
@@ -304,6 +315,7 @@ def ppo_update(
             temperature=temperature,
             runtime=runtime,
         )  # [N, T]
+    timings = {"time_old_logprobs": time.perf_counter() - t0, "time_forward_backward": 0.0, "time_optimizer": 0.0}
     rollout_logprobs = batch.rollout_logprobs[:, : old_logprobs.shape[1]].cpu()  # [N, T], aligned with old_logprobs
     agreement = rollout_agreement(old_logprobs, rollout_logprobs, batch.trainable_mask.cpu(), runtime)
     token_weights = tis_weights(old_logprobs, rollout_logprobs, ppo_cfg.tis_cap) if ppo_cfg.tis_cap > 0 else None  # [N, T]
@@ -315,6 +327,7 @@ def ppo_update(
         for rows in question_mini_batches(batch.question_index, ppo_cfg.ppo_mini_batch_size, n_mini):
             mini = batch.select(rows)
             optimizer.zero_grad(set_to_none=True)
+            t0 = time.perf_counter()
             accumulate_gradients(
                 model,
                 mini,
@@ -329,6 +342,8 @@ def ppo_update(
                 runtime=runtime,
                 token_weights=token_weights[rows.cpu()] if token_weights is not None else None,
             )
+            t1 = time.perf_counter()
+            timings["time_forward_backward"] += t1 - t0
             grad_norm = _clip_grad_norm(params, ppo_cfg.grad_clip)
             tally.grad_norms.append(grad_norm)
             if math.isfinite(grad_norm):
@@ -336,7 +351,8 @@ def ppo_update(
             else:
                 tally.skipped_steps += 1
             optimizer.zero_grad(set_to_none=True)
-    return {**tally.reduce(runtime).summary(ppo_cfg.ppo_epochs), **agreement}
+            timings["time_optimizer"] += time.perf_counter() - t1
+    return {**tally.reduce(runtime).summary(ppo_cfg.ppo_epochs), **agreement, **timings}
 
 
 def rollout_agreement(
