@@ -102,8 +102,10 @@ class ModelConfig(_Strict):
         "gradients and optimizer state stay float32. float16 is refused (no gradient scaler)",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    attention: Literal["auto", "dense", "flex"] = Field(
-        "auto", description="packed-row attention: dense 4-D mask (CPU) or FlexAttention (CUDA)"
+    attention: Literal["auto", "dense", "flex", "tree"] = Field(
+        "auto",
+        description="packed-row attention: tree (only the pairs the tree rule allows, sdpa per segment group), "
+        "dense (a 4-D mask over every pair), flex (FlexAttention BlockMask, CUDA); auto: flex on CUDA, else tree",
     )
     activation_checkpointing: bool = Field(False, description="recompute each decoder layer in backward (saves memory)")
     lora_rank: int = Field(0, ge=0, description="LoRA rank (0 = train every weight); needs the [lora] extra")
@@ -307,6 +309,11 @@ class PPOConfig(_Strict):
     ppo_epochs: int = Field(1, ge=1)
     ppo_mini_batch_size: int = Field(32, ge=1, description="questions per optimizer step")
     ppo_max_token_len: int = Field(30720, ge=64, description="token budget of one micro-batch")
+    multi_tree_rows: bool = Field(
+        True,
+        description="several rollout trees per row (document ids in the tree mask, first-fit into rows as wide as the "
+        "longest), so micro-batches carry little padding; false: one tree per row, right-padded",
+    )
     lr: float = Field(1e-6, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay (the original's 0.01)")
     betas: tuple[float, float] = (0.9, 0.999)

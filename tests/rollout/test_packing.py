@@ -6,9 +6,12 @@ import pytest
 import torch
 
 from anytime_reasoner.rollout.packing import (
+    RowPlacement,
     allowed_attention,
     dense_attention_mask,
+    first_fit_bins,
     max_response_len,
+    merge_rows,
     pack_rollouts,
     packed_response_len_bound,
     tree_mask_mod,
@@ -98,7 +101,7 @@ def test_layout_by_hand():
 def test_attention_rule_by_hand():
     batch, think_adv, summ_adv = hand_batch()
     p = pack_rollouts(batch, think_adv, summ_adv)
-    allowed = allowed_attention(p.segment_ids, p.visible_trunk)  # [2, 12, 12]
+    allowed = allowed_attention(p.segment_ids, p.visible_trunk, p.doc_ids)  # [2, 12, 12]
     seen = lambda n, q: allowed[n, q].nonzero().flatten().tolist()  # noqa: E731
     assert seen(0, 5) == [0, 1, 2, 3, 4, 5]  # trunk: causal
     assert seen(0, 8) == [0, 1, 2, 3, 4, 6, 7, 8]  # block 1: trunk[:5] + own block; not 23 at idx 5
@@ -117,8 +120,8 @@ def test_mask_mod_matches_dense_rule():
     b = torch.arange(N)[:, None, None]
     q = torch.arange(T)[None, :, None]
     k = torch.arange(T)[None, None, :]
-    by_mask_mod = tree_mask_mod(p.segment_ids, p.visible_trunk)(b, 0, q, k)  # [N, T, T]
-    assert torch.equal(by_mask_mod, allowed_attention(p.segment_ids, p.visible_trunk))
+    by_mask_mod = tree_mask_mod(p.segment_ids, p.visible_trunk, p.doc_ids)(b, 0, q, k)  # [N, T, T]
+    assert torch.equal(by_mask_mod, allowed_attention(p.segment_ids, p.visible_trunk, p.doc_ids))
 
 
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
@@ -137,7 +140,7 @@ def test_flex_attention_matches_dense_mask_on_cpu():
     torch.testing.assert_close(by_flex, by_dense, atol=1e-5, rtol=1e-5)
     # Block level: with 4-token blocks, a block is kept iff one of its 16 entries is allowed.
     small = flex_block_mask(p, block_size=4, compile_mask=False).to_dense()[:, 0]  # [N, 3, 3]
-    allowed = allowed_attention(p.segment_ids, p.visible_trunk)  # [N, 12, 12]
+    allowed = allowed_attention(p.segment_ids, p.visible_trunk, p.doc_ids)  # [N, 12, 12]
     assert torch.equal(small.bool(), allowed.view(2, 3, 4, 3, 4).any(dim=4).any(dim=2))
 
 
@@ -212,3 +215,42 @@ def test_engine_logprobs_land_on_their_sampled_tokens():
     t0.thinking_logprobs = [-0.1]
     with pytest.raises(ValueError, match="engine log-probs: 1 values for 3 sampled tokens"):
         pack_rollouts(batch, think_adv, summ_adv)
+
+
+def test_first_fit_bins_by_hand():
+    # Decreasing: 9 opens bin 0 (room 1), 7 opens bin 1 (room 3), 5 opens bin 2 (room 5),
+    # 3 fits bin 1 (room 0), 2 fits bin 2 (room 3), 1 fits bin 0 (room 0).
+    assert first_fit_bins([5, 9, 3, 7, 2, 1], 10) == [[1, 5], [3, 2], [0, 4]]
+    assert first_fit_bins([12, 4], 10) == [[0], [1]]  # too long: a bin of its own
+
+
+def test_merge_rows_by_hand():
+    """Row 1 of the hand batch (8 tokens) placed after row 0 (12 tokens) in one 20-token row."""
+    batch, think_adv, summ_adv = hand_batch()
+    p = pack_rollouts(batch, think_adv, summ_adv)
+    placement = RowPlacement.of(p.lengths, [[0, 1]])
+    m = merge_rows(p, placement)
+    assert (m.n_rows, m.width) == (1, 20) and m.lengths.tolist() == [20]
+    assert m.input_ids[0].tolist() == p.input_ids[0].tolist() + p.input_ids[1, :8].tolist()
+    assert m.doc_ids[0].tolist() == [0] * 12 + [1] * 8
+    # positions restart for the second tree; its prev / visible indices move by 12
+    assert m.position_ids[0, 12:].tolist() == [0, 1, 2, 3, 4, 3, 4, 5]  # blocks restart at 2 + 1 = 3
+    assert m.prev_index[0, 12:].tolist() == [-1, 12, 13, 14, 15, 14, 17, 18]  # block starts: 2+1-1 = 2 → 14
+    assert m.visible_trunk[0, 12:].tolist() == [0, 0, 0, 15, 15, 15, 15, 15]  # 3 trunk tokens → 12 + 3
+    allowed = allowed_attention(m.segment_ids, m.visible_trunk, m.doc_ids)[0]  # [20, 20]
+    own = allowed_attention(p.segment_ids, p.visible_trunk, p.doc_ids)  # [2, 12, 12]
+    assert torch.equal(allowed[:12, :12], own[0]) and torch.equal(allowed[12:, 12:], own[1, :8, :8])
+    assert not allowed[12:, :12].any() and not allowed[:12, 12:].any()  # no tree sees another
+    assert not m.is_causal
+    # the per-token values travel with their tokens, and back
+    assert torch.equal(placement.unplace(m.advantages, 12), p.advantages)
+    assert torch.equal(placement.place(p.trainable_mask, False), m.trainable_mask)
+
+
+def test_two_causal_trees_in_one_row_are_not_causal():
+    t = Thinking(prompt_ids=[1, 2], thinking_ids=[3], closed=True, cuts=[1], summaries=[[]])
+    batch = RolloutBatch(budgets=(4,), thinkings=[[t, t]])
+    p = pack_rollouts(batch, torch.zeros(1, 2, 1), torch.zeros(1, 2, 1, 0))
+    assert p.is_causal
+    m = merge_rows(p, RowPlacement.of(p.lengths, [[0, 1]]))
+    assert not m.is_causal and m.doc_ids.tolist() == [[0, 0, 0, 1, 1, 1]]

@@ -87,7 +87,9 @@ def test_chunked_gradient_equals_unchunked():
 
 
 def test_attn_implementation_choice():
-    assert attn_implementation_for("auto", "cpu") == "sdpa"
+    assert attn_implementation_for("auto", "cpu") == "anytime_tree"  # train.tree_attention
+    assert attn_implementation_for("tree", "cpu") == "anytime_tree"
+    assert attn_implementation_for("dense", "cpu") == "sdpa"
     assert attn_implementation_for("auto", "cuda") == "flex_attention"
     assert attn_implementation_for("dense", "cuda") == "sdpa"
     assert attn_implementation_for("flex", "cpu") == "flex_attention"
@@ -113,3 +115,23 @@ def test_flex_attention_model_matches_dense_on_cuda():
     torch.testing.assert_close(by_flex, by_dense, atol=1e-4, rtol=0)
     by_flex.sum().backward()  # FlexAttention backward runs on CUDA
     assert all(p.grad is not None for p in flex_model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("arch,attn", [("qwen2", "sdpa"), ("llama", "eager")])
+def test_several_trees_per_row_give_the_same_logprobs(arch, attn):
+    """Six trees first-fit into rows as wide as the longest: every token's log-prob unchanged."""
+    from anytime_reasoner.rollout.packing import RowPlacement, first_fit_bins, merge_rows
+
+    model = tiny_model(arch, attn, seed=4)
+    batch = make_rollouts(LENGTHS, BUDGETS, n_summary=2, seed=5)
+    packed = pack_rollouts(batch, *random_advantages(batch))
+    sizes = packed.lengths.tolist()
+    bins = first_fit_bins(sizes, max(sizes) + 40)  # room for a second tree in most rows
+    assert any(len(b) > 1 for b in bins)
+    placement = RowPlacement.of(packed.lengths, bins)
+    merged = merge_rows(packed, placement)
+    assert merged.n_rows < packed.n_rows
+    with torch.no_grad():
+        one_per_row = packed_logprobs(model, packed, tokens="all")  # [6, T]
+        several = placement.unplace(packed_logprobs(model, merged, tokens="all"), packed.width)  # [6, T]
+    torch.testing.assert_close(several, one_per_row, atol=1e-5, rtol=0)

@@ -71,6 +71,32 @@ def test_one_vs_four_micro_batches_same_gradient():
     assert abs(tally_one.loss - tally_four.loss) < 1e-6
 
 
+def test_several_trees_per_row_give_the_same_gradient_with_less_padding():
+    model = tiny_model("qwen2", "sdpa", seed=5)
+    # thinkings of 1-3 tokens (rows of 13-20 tokens) fit beside one another in rows of the longest (39)
+    batch = make_rollouts([[1, 16, 2, 16], [1, 16, 3, 15]], (8, 16), n_summary=1, seed=4)
+    packed = pack_rollouts(batch, *random_advantages(batch, seed=2))
+    old = compute_old_logprobs(model, packed, max_token_len=10_000)
+    assert torch.allclose(old, compute_old_logprobs(model, packed, max_token_len=10_000, multi_tree=True), atol=1e-5)
+    old = old + 0.3 * torch.randn(old.shape, generator=torch.Generator().manual_seed(1)) * packed.trainable_mask
+    grads = {}
+    tallies = {}
+    for multi_tree in (False, True):
+        model.zero_grad(set_to_none=True)
+        tally = _Tally()
+        accumulate_gradients(
+            model, packed, old, normalizer=80.0, clip_eps=0.2, max_token_len=10_000, tally=tally, multi_tree=multi_tree
+        )
+        grads[multi_tree] = [p.grad.clone() for p in model.parameters()]
+        tallies[multi_tree] = tally
+    for a, b in zip(grads[False], grads[True], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    one, several = tallies[False], tallies[True]
+    assert one.tokens == several.tokens and one.row_tokens == several.row_tokens == int(packed.lengths.sum())
+    assert several.padded_tokens < one.padded_tokens  # same real tokens in fewer, fuller rows
+    assert abs(one.loss - several.loss) < 1e-6
+
+
 def test_packed_and_unpacked_give_the_same_gradient():
     model = tiny_model("llama", "sdpa", seed=2)
     batch = make_rollouts([[5, 8], [2, 7]], BUDGETS, n_summary=2, seed=4)

@@ -15,7 +15,13 @@ described per token by a few integer arrays, from which both attention masks are
 
 Query q may attend key k iff ``(seg[k] == seg[q] and k ≤ q) or (seg[k] == 0 and k < visible_trunk[q])``:
 the trunk is causal, a block sees its trunk prefix and itself causally, padding sees only padding
-(never an empty row, so no NaN). :func:`dense_attention_mask` materializes this rule as an additive
+(never an empty row, so no NaN).
+
+Several trees per row (:func:`merge_rows`, what the update runs): ``doc_ids`` numbers the trees
+of a row (0, 1, …; −1 padding), the rule above holds within a tree (``doc[k] == doc[q]``), and
+every tree keeps its own position ids (restarting at 0) while ``prev_index`` and ``visible_trunk``
+are shifted by the tree's offset in the row. The first-fit placement (:func:`first_fit_bins`)
+fills rows of the longest tree's width with shorter trees, so padding is what no tree fits into. :func:`dense_attention_mask` materializes this rule as an additive
 float ``[N, 1, T, T]`` mask (CPU, eager/sdpa); :func:`flex_block_mask` turns the same rule into a
 FlexAttention ``BlockMask`` (CUDA).
 
@@ -70,13 +76,14 @@ class PackedBatch:
     segment_ids: torch.Tensor  # [N, T] int64: 0 trunk, i >= 1 block i, -1 padding
     visible_trunk: torch.Tensor  # [N, T] int64: block tokens |prompt| + cut_i, else 0
     prev_index: torch.Tensor  # [N, T] int64: row index of the predicting token, -1 if none
+    doc_ids: torch.Tensor  # [N, T] int64: which tree of the row (0, 1, …), -1 padding
     trainable_mask: torch.Tensor  # [N, T] bool: sampled thinking and summary tokens
     advantages: torch.Tensor  # [N, T] float32, 0 where not trainable
     rollout_logprobs: torch.Tensor  # [N, T] float32: the engine's log-prob of each sampled token, NaN if none
     lengths: torch.Tensor  # [N] int64 real (unpadded) length of each row
-    prompt_lengths: torch.Tensor  # [N] int64
-    question_index: torch.Tensor  # [N] int64: b, the question of the row
-    rollout_index: torch.Tensor  # [N] int64: b·G + g, the thinking the row trains
+    prompt_lengths: torch.Tensor  # [N] int64 (a row of several trees: its first tree's)
+    question_index: torch.Tensor  # [N] int64: b, the question of the row (of its first tree)
+    rollout_index: torch.Tensor  # [N] int64: b·G + g, the thinking the row trains (its first tree)
 
     @property
     def n_rows(self) -> int:
@@ -92,8 +99,8 @@ class PackedBatch:
 
     @property
     def is_causal(self) -> bool:
-        """True when no row has summary blocks: a plain causal mask is exact."""
-        return not bool((self.segment_ids > TRUNK).any())
+        """True when no row has summary blocks or a second tree: a plain causal mask is exact."""
+        return not bool((self.segment_ids > TRUNK).any() or (self.doc_ids > 0).any())
 
     @property
     def response_lengths(self) -> torch.Tensor:
@@ -123,6 +130,7 @@ def empty_batch() -> PackedBatch:
         segment_ids=grid,
         visible_trunk=grid,
         prev_index=grid,
+        doc_ids=grid,
         trainable_mask=grid.bool(),
         advantages=grid.float(),
         rollout_logprobs=grid.float(),
@@ -153,6 +161,10 @@ class _Row:
     prompt_length: int
     question: int
     rollout: int
+
+    @property
+    def doc_ids(self) -> list[int]:
+        return [0] * len(self.input_ids)
 
 
 def _trunk_row(t: Thinking, budgets: Sequence[int], think_adv: Sequence[float], question: int, rollout: int) -> _Row:
@@ -312,6 +324,7 @@ def collate_rows(rows: Sequence[_Row], pad_token_id: int = 0) -> PackedBatch:
         segment_ids=pad("segment_ids", PADDING, torch.long),
         visible_trunk=pad("visible_trunk", 0, torch.long),
         prev_index=pad("prev_index", -1, torch.long),
+        doc_ids=pad("doc_ids", PADDING, torch.long),
         trainable_mask=pad("trainable", False, torch.bool),
         advantages=pad("advantages", 0.0, torch.float32),
         rollout_logprobs=pad("rollout_logprobs", NAN, torch.float32),
@@ -374,11 +387,133 @@ def max_response_len(rollout_cfg: RolloutConfig, codec: TokenizerCodec) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# Several trees per row
+# ---------------------------------------------------------------------------------------------
+
+
+def first_fit_bins(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """First-fit decreasing: positions into ``lengths`` grouped into bins of ≤ ``capacity`` tokens
+    (a length above the capacity gets a bin of its own). Bins in order of creation, each listing
+    its rows in placement order."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    bins: list[list[int]] = []
+    free: list[int] = []
+    for i in order:
+        n = lengths[i]
+        for k, room in enumerate(free):
+            if n <= room:
+                bins[k].append(i)
+                free[k] -= n
+                break
+        else:
+            bins.append([i])
+            free.append(capacity - n)
+    return bins
+
+
+@dataclass(frozen=True)
+class RowPlacement:
+    """Where every token of ``n`` source rows lands in ``n_bins`` merged rows of width ``width``:
+    source token ``(src_row[m], src_col[m])`` → merged ``(dst_row[m], dst_col[m])``, all ``[M]``."""
+
+    src_row: torch.Tensor
+    src_col: torch.Tensor
+    dst_row: torch.Tensor
+    dst_col: torch.Tensor
+    offset: torch.Tensor  # [n] where each source row starts in its merged row
+    doc: torch.Tensor  # [n] the tree number of each source row in its merged row
+    n_bins: int
+    width: int
+
+    @classmethod
+    def of(cls, lengths: torch.Tensor, bins: Sequence[Sequence[int]]) -> RowPlacement:
+        """The placement of rows of ``lengths [n]`` (CPU) into ``bins`` (from :func:`first_fit_bins`)."""
+        sizes = [int(x) for x in lengths.tolist()]
+        bin_of, offset, doc = [0] * len(sizes), [0] * len(sizes), [0] * len(sizes)
+        width = 0
+        for k, members in enumerate(bins):
+            start = 0
+            for d, i in enumerate(members):
+                bin_of[i], offset[i], doc[i] = k, start, d
+                start += sizes[i]
+            width = max(width, start)
+        n_tokens = torch.tensor(sizes, dtype=torch.long)  # [n]
+        src_row = torch.repeat_interleave(torch.arange(len(sizes)), n_tokens)  # [M]
+        starts = torch.cumsum(n_tokens, 0) - n_tokens  # [n]
+        src_col = torch.arange(int(n_tokens.sum())) - starts[src_row]  # [M]
+        offsets = torch.tensor(offset, dtype=torch.long)  # [n]
+        return cls(
+            src_row=src_row,
+            src_col=src_col,
+            dst_row=torch.tensor(bin_of, dtype=torch.long)[src_row],
+            dst_col=offsets[src_row] + src_col,
+            offset=offsets,
+            doc=torch.tensor(doc, dtype=torch.long),
+            n_bins=len(bins),
+            width=width,
+        )
+
+    def place(self, values: torch.Tensor, fill: float | int | bool) -> torch.Tensor:
+        """Source ``[n, t]`` → merged ``[n_bins, width]`` (``fill`` where no token lands)."""
+        out = torch.full((self.n_bins, self.width), fill, dtype=values.dtype, device=values.device)  # [n_bins, W]
+        out[self.dst_row.to(values.device), self.dst_col.to(values.device)] = values[self.src_row, self.src_col].to(values.device)
+        return out
+
+    def unplace(self, merged: torch.Tensor, width: int) -> torch.Tensor:
+        """Merged ``[n_bins, W]`` → source ``[n, width]`` (0 past each row's end)."""
+        n = int(self.offset.numel())
+        out = torch.zeros((n, width), dtype=merged.dtype, device=merged.device)  # [n, width]
+        out[self.src_row, self.src_col] = merged[self.dst_row, self.dst_col]
+        return out
+
+
+def merge_rows(batch: PackedBatch, placement: RowPlacement) -> PackedBatch:
+    """Rows of one tree each (on the CPU) → rows of several trees (see the module docstring).
+
+    Row-level fields of a merged row: ``lengths`` its real tokens; ``prompt_lengths``,
+    ``question_index`` and ``rollout_index`` those of its first tree.
+    """
+    if bool((batch.doc_ids > 0).any()):
+        raise ValueError("merge_rows: the rows already hold several trees")
+    p = placement
+    shift = p.offset[p.src_row]  # [M] the offset of each token's tree
+    segment = batch.segment_ids[p.src_row, p.src_col]  # [M]
+    prev = batch.prev_index[p.src_row, p.src_col]  # [M]
+    visible = batch.visible_trunk[p.src_row, p.src_col]  # [M]
+
+    def put(values: torch.Tensor, fill: float | int | bool) -> torch.Tensor:
+        out = torch.full((p.n_bins, p.width), fill, dtype=values.dtype)  # [n_bins, W]
+        out[p.dst_row, p.dst_col] = values
+        return out
+
+    starts = p.dst_col == 0  # [M] the first token of each merged row
+    first_row = torch.zeros(p.n_bins, dtype=torch.long)  # [n_bins] the source row of each merged row's first tree
+    first_row[p.dst_row[starts]] = p.src_row[starts]
+    return PackedBatch(
+        input_ids=p.place(batch.input_ids, 0),
+        position_ids=p.place(batch.position_ids, 0),
+        segment_ids=put(segment, PADDING),
+        visible_trunk=put(torch.where(segment > TRUNK, visible + shift, visible), 0),
+        prev_index=put(torch.where(prev >= 0, prev + shift, prev), -1),
+        doc_ids=put(p.doc[p.src_row], PADDING),
+        trainable_mask=p.place(batch.trainable_mask, False),
+        advantages=p.place(batch.advantages, 0.0),
+        rollout_logprobs=p.place(batch.rollout_logprobs, NAN),
+        lengths=torch.zeros(p.n_bins, dtype=torch.long).index_add_(0, p.dst_row, torch.ones_like(p.dst_row)),
+        prompt_lengths=batch.prompt_lengths[first_row],
+        question_index=batch.question_index[first_row],
+        rollout_index=batch.rollout_index[first_row],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Attention masks
 # ---------------------------------------------------------------------------------------------
 
 
-def allowed_attention(segment_ids: torch.Tensor, visible_trunk: torch.Tensor) -> torch.Tensor:
+def allowed_attention(
+    segment_ids: torch.Tensor, visible_trunk: torch.Tensor, doc_ids: torch.Tensor | None = None
+) -> torch.Tensor:
     """Dense visibility: ``[N, T]`` per-token arrays → bool ``[N, T(query), T(key)]``."""
     T = segment_ids.shape[1]
     pos = torch.arange(T, device=segment_ids.device)  # [T]
@@ -386,7 +521,10 @@ def allowed_attention(segment_ids: torch.Tensor, visible_trunk: torch.Tensor) ->
     same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [N, T, T]
     trunk_key = (segment_ids == TRUNK)[:, None, :]  # [N, 1, T]
     in_prefix = pos[None, None, :] < visible_trunk[:, :, None]  # [N, T, T]
-    return (same & causal) | (trunk_key & in_prefix)  # [N, T, T]
+    allowed = (same & causal) | (trunk_key & in_prefix)  # [N, T, T]
+    if doc_ids is not None:
+        allowed &= doc_ids[:, :, None] == doc_ids[:, None, :]  # [N, T, T] within one tree
+    return allowed
 
 
 def dense_attention_mask(batch: PackedBatch, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -396,13 +534,13 @@ def dense_attention_mask(batch: PackedBatch, dtype: torch.dtype = torch.float32)
     eager kernel *adds* it to the scores (a bool mask would be wrong there) and sdpa accepts an
     additive float mask too, so the float form works for both.
     """
-    allowed = allowed_attention(batch.segment_ids, batch.visible_trunk)  # [N, T, T]
+    allowed = allowed_attention(batch.segment_ids, batch.visible_trunk, batch.doc_ids)  # [N, T, T]
     mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)  # [N, T, T]
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask[:, None]  # [N, 1, T, T]
 
 
-def tree_mask_mod(segment_ids: torch.Tensor, visible_trunk: torch.Tensor):
+def tree_mask_mod(segment_ids: torch.Tensor, visible_trunk: torch.Tensor, doc_ids: torch.Tensor):
     """FlexAttention ``mask_mod(b, h, q, k)`` for the same rule as :func:`allowed_attention`."""
 
     def mask_mod(b, h, q_idx, kv_idx):
@@ -410,7 +548,7 @@ def tree_mask_mod(segment_ids: torch.Tensor, visible_trunk: torch.Tensor):
         seg_k = segment_ids[b, kv_idx]
         own = (seg_q == seg_k) & (kv_idx <= q_idx)
         prefix = (seg_k == TRUNK) & (kv_idx < visible_trunk[b, q_idx])
-        return own | prefix
+        return (own | prefix) & (doc_ids[b, q_idx] == doc_ids[b, kv_idx])
 
     return mask_mod
 
@@ -428,7 +566,7 @@ def flex_block_mask(batch: PackedBatch, block_size: int = 128, compile_mask: boo
         compile_mask = device.type == "cuda"
     N, T = batch.segment_ids.shape
     return create_block_mask(
-        tree_mask_mod(batch.segment_ids, batch.visible_trunk),
+        tree_mask_mod(batch.segment_ids, batch.visible_trunk, batch.doc_ids),
         N,
         None,
         T,

@@ -32,33 +32,69 @@ from torch.utils.checkpoint import checkpoint
 
 from anytime_reasoner.rollout.packing import PADDING, PackedBatch, dense_attention_mask, flex_block_mask
 
-Attention = Literal["auto", "dense", "flex"]
+Attention = Literal["auto", "dense", "flex", "tree"]
 DENSE_IMPLEMENTATIONS = ("eager", "sdpa")
 
 
 def attn_implementation_for(attention: Attention, device: torch.device | str) -> str:
     """The ``attn_implementation`` to load a model with: flex → FlexAttention, dense → sdpa,
-    auto → FlexAttention on CUDA, sdpa elsewhere (FlexAttention has no backward on CPU)."""
+    tree → ``train.tree_attention`` (sdpa outside packed rows), auto → FlexAttention on CUDA,
+    tree attention elsewhere (FlexAttention has no backward on CPU)."""
     if attention == "flex" or (attention == "auto" and torch.device(device).type == "cuda"):
         return "flex_attention"
+    if attention in ("tree", "auto"):
+        from anytime_reasoner.train.tree_attention import register
+
+        return register()
     return "sdpa"
 
 
-def attention_mask_for(model: Any, batch: PackedBatch, attention: Attention = "auto") -> Any:
-    """The ``attention_mask`` argument for ``batch`` under ``model``'s attention implementation.
+def uses_tree_attention(model: Any, attention: Attention = "auto") -> bool:
+    """True when ``model``'s packed rows go through ``train.tree_attention`` (no ``[T, T]`` mask)."""
+    from anytime_reasoner.train.tree_attention import IMPLEMENTATION
 
-    A batch without summary blocks gets the ordinary 2-D padding mask ``[N, T]``; a tree-packed
-    batch gets a FlexAttention ``BlockMask`` when the model runs ``flex_attention`` (unless
+    return model.config._attn_implementation == IMPLEMENTATION and attention != "dense"
+
+
+def attention_inputs(model: Any, batch: PackedBatch, attention: Attention = "auto") -> tuple[Any, Any]:
+    """``(attention_mask, tree_layout)`` for ``batch`` under ``model``'s attention implementation.
+
+    A batch without summary blocks or second trees gets the ordinary 2-D padding mask ``[N, T]``;
+    a tree-packed batch gets a :class:`~anytime_reasoner.train.tree_attention.TreeLayout` (no
+    mask) under tree attention, a FlexAttention ``BlockMask`` under ``flex_attention`` (unless
     ``attention="dense"``), else an additive float ``[N, 1, T, T]`` mask (eager / sdpa).
     """
+    if batch.is_causal:
+        return (batch.segment_ids != PADDING).long(), None  # [N, T]
+    if uses_tree_attention(model, attention):
+        from anytime_reasoner.train.tree_attention import TreeLayout
+
+        return None, TreeLayout.of(batch)
+    return attention_mask_for(model, batch, attention), None
+
+
+def attention_mask_for(model: Any, batch: PackedBatch, attention: Attention = "auto") -> Any:
+    """The ``attention_mask`` argument for ``batch`` under a mask-taking attention implementation.
+
+    A batch without summary blocks or second trees gets the ordinary 2-D padding mask ``[N, T]``;
+    a tree-packed batch gets a FlexAttention ``BlockMask`` when the model runs ``flex_attention``
+    (unless ``attention="dense"``), else an additive float ``[N, 1, T, T]`` mask (eager / sdpa,
+    and tree attention's sdpa fallback).
+    """
+    from anytime_reasoner.train.tree_attention import IMPLEMENTATION
+
     impl = model.config._attn_implementation
     if batch.is_causal:
         return (batch.segment_ids != PADDING).long()  # [N, T]
     if impl == "flex_attention" and attention != "dense":
         return flex_block_mask(batch)
+    if attention == "tree" and impl != IMPLEMENTATION:
+        raise ValueError(
+            f"model.attention: 'tree' needs a model loaded with attn_implementation={IMPLEMENTATION!r}, got {impl!r}"
+        )
     if attention == "flex":
         raise ValueError(f"model.attention: 'flex' needs a model loaded with attn_implementation='flex_attention', got {impl!r}")
-    if impl not in DENSE_IMPLEMENTATIONS + ("flex_attention",):
+    if impl not in DENSE_IMPLEMENTATIONS + ("flex_attention", IMPLEMENTATION):
         raise ValueError(
             f"model.attention: attn_implementation {impl!r} cannot take a tree mask; use sdpa, eager or flex_attention"
         )
@@ -66,13 +102,15 @@ def attention_mask_for(model: Any, batch: PackedBatch, attention: Attention = "a
 
 
 def decoder_hidden_states(
-    model: Any, input_ids: torch.Tensor, position_ids: torch.Tensor | None, attention_mask: Any
+    model: Any, input_ids: torch.Tensor, position_ids: torch.Tensor | None, attention_mask: Any, tree_layout: Any = None
 ) -> torch.Tensor:
-    """Final hidden states of the decoder body, ``[N, T, H]`` (after the final norm)."""
+    """Final hidden states of the decoder body, ``[N, T, H]`` (after the final norm); a
+    ``tree_layout`` reaches every attention layer through transformers' keyword arguments."""
     decoder = model.get_decoder()
     if decoder is model:
         raise ValueError(f"{type(model).__name__}: get_decoder() does not expose a decoder body separate from the head")
-    out = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    extra = {} if tree_layout is None else {"tree_layout": tree_layout}
+    out = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, **extra)
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]  # [N, T, H]
 
 
@@ -141,9 +179,10 @@ class PolicyScorer(torch.nn.Module):
         targets: torch.Tensor,
         chunk_size: int = 1024,
         temperature: float = 1.0,
+        tree_layout: Any = None,
     ) -> torch.Tensor:
         """``log p(targets[m] | hidden[rows[m], prev[m]])`` → float32 ``[M]``."""
-        hidden = decoder_hidden_states(self.lm, input_ids, position_ids, attention_mask)  # [N, T, H]
+        hidden = decoder_hidden_states(self.lm, input_ids, position_ids, attention_mask, tree_layout)  # [N, T, H]
         return chunked_token_logprobs(self.lm, hidden[rows, prev], targets, chunk_size=chunk_size, temperature=temperature)
 
 
@@ -163,12 +202,12 @@ def packed_logprobs(
     :class:`PolicyScorer` around one.
     """
     scorer = model if isinstance(model, PolicyScorer) else PolicyScorer(model)
-    mask = attention_mask_for(scorer.lm, batch, attention)
+    mask, layout = attention_inputs(scorer.lm, batch, attention)
     selected = batch.trainable_mask if tokens == "trainable" else batch.prev_index >= 0  # [N, T]
     rows, cols = selected.nonzero(as_tuple=True)  # [M], [M]
     prev = batch.prev_index[rows, cols]  # [M]
     scored = scorer(
-        batch.input_ids, batch.position_ids, mask, rows, prev, batch.input_ids[rows, cols], chunk_size, temperature
+        batch.input_ids, batch.position_ids, mask, rows, prev, batch.input_ids[rows, cols], chunk_size, temperature, layout
     )  # [M]
     logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32, device=scored.device)  # [N, T]
     return logprobs.index_put((rows, cols), scored)  # [N, T]

@@ -7,8 +7,10 @@ One call of :func:`ppo_update`:
    rows of a question together, questions in order), one optimizer step each;
 3. each mini-batch is split into micro-batches whose padded size (rows × longest row) stays
    within ``ppo_max_token_len`` (rows sorted by length, filled greedily; a row longer than the
-   budget goes alone); every micro-batch loss is divided by the *mini-batch* normalizer
-   (:func:`minibatch_normalizer`), so the accumulated gradient does not depend on the split;
+   budget goes alone); with ``ppo.multi_tree_rows`` several trees share a row first
+   (``rollout.packing.merge_rows``: first-fit into rows as wide as the mini-batch's longest), so
+   padding is what no tree fits into; every micro-batch loss is divided by the *mini-batch*
+   normalizer (:func:`minibatch_normalizer`), so the accumulated gradient does not depend on the split;
 4. gradient clipping at ``grad_clip`` (the pre-clip norm is reported); a step whose norm is not
    finite is skipped and counted (``skipped_steps``). Departure: the original steps the optimizer
    whatever the norm; skipping keeps one bad batch from writing NaN into every weight.
@@ -45,7 +47,7 @@ import torch
 from anytime_reasoner.algo.losses import LossAgg, normalizer_of_count, ppo_policy_loss
 from anytime_reasoner.algo.off_policy import MAXS, MINS, SUMS, mismatch_metrics, mismatch_sums, tis_weights
 from anytime_reasoner.config import PPOConfig
-from anytime_reasoner.rollout.packing import PackedBatch
+from anytime_reasoner.rollout.packing import PackedBatch, RowPlacement, first_fit_bins, merge_rows
 from anytime_reasoner.train.logprobs import Attention, packed_logprobs
 from anytime_reasoner.train.runtime import Runtime
 
@@ -103,12 +105,70 @@ def minibatch_normalizer(batch: PackedBatch, agg: LossAgg, max_response_len: int
     return normalizer_of_count(count, agg, max_response_len)
 
 
-def micro_batch_plan(batch: PackedBatch, max_token_len: int, runtime: Runtime | None) -> list[list[int]]:
-    """:func:`token_budget_micro_batches`, padded with empty entries to the most any rank needs."""
-    micro = token_budget_micro_batches(batch.lengths, max_token_len)
+def multi_tree_micro_batches(lengths: torch.Tensor, max_token_len: int, min_count: int = 0) -> list[list[list[int]]]:
+    """Several trees per row: rows (given their lengths ``[n]``) first-fit into bins as wide as the
+    longest row, then as many bins per micro-batch as ``max_token_len`` allows (at least one).
+    Returns micro-batches of bins of positions into ``lengths``, then empty entries up to ``min_count``."""
+    sizes = [int(n) for n in lengths.tolist()]
+    micro: list[list[list[int]]] = []
+    if sizes:
+        width = max(sizes)
+        bins = first_fit_bins(sizes, width)
+        per = max(1, max_token_len // width)
+        micro = [bins[k : k + per] for k in range(0, len(bins), per)]
+    return micro + [[] for _ in range(min_count - len(micro))]
+
+
+def micro_batch_plan(
+    batch: PackedBatch, max_token_len: int, runtime: Runtime | None, multi_tree: bool = False
+) -> list[list[list[int]]]:
+    """The micro-batches of ``batch`` as bins of row positions (a bin is one row of the model's
+    input; one position per bin without ``multi_tree``), padded with empty entries to the most
+    any rank needs."""
+
+    def plan(min_count: int = 0) -> list[list[list[int]]]:
+        if multi_tree:
+            return multi_tree_micro_batches(batch.lengths, max_token_len, min_count)
+        return [[[i] for i in rows] for rows in token_budget_micro_batches(batch.lengths, max_token_len, min_count)]
+
+    micro = plan()
     if runtime is None or not runtime.distributed:
         return micro
-    return token_budget_micro_batches(batch.lengths, max_token_len, min_count=int(runtime.all_reduce([len(micro)], "max")[0]))
+    return plan(int(runtime.all_reduce([len(micro)], "max")[0]))
+
+
+@dataclass
+class MicroBatch:
+    """The model input of one micro-batch: ``rows`` of a mini-batch as ``part`` (several trees per
+    row when ``placement`` is set), with the maps between both layouts."""
+
+    rows: torch.Tensor  # [n] positions in the mini-batch
+    part: PackedBatch  # [n_bins, W] what the model runs
+    width: int  # the longest of the n rows
+    placement: RowPlacement | None
+
+    @classmethod
+    def of(cls, batch: PackedBatch, bins: list[list[int]]) -> MicroBatch:
+        flat = [i for members in bins for i in members]
+        rows = torch.tensor(flat, dtype=torch.long)  # [n]
+        plain = batch.select(rows)
+        if all(len(members) == 1 for members in bins):
+            return cls(rows, plain, plain.width, None)
+        local, start = [], 0  # the bins renumbered to positions in `plain`
+        for members in bins:
+            local.append(list(range(start, start + len(members))))
+            start += len(members)
+        placement = RowPlacement.of(plain.lengths.cpu(), local)
+        return cls(rows, merge_rows(plain.to("cpu"), placement), plain.width, placement)
+
+    def to_part(self, values: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        """Per-row ``[N, T']`` values of the mini-batch → the part's layout ``[n_bins, W]``."""
+        mine = values[self.rows, : self.width]  # [n, width]
+        return mine if self.placement is None else self.placement.place(mine, fill)
+
+    def to_rows(self, values: torch.Tensor) -> torch.Tensor:
+        """The part's ``[n_bins, W]`` values → ``[n, width]`` per row."""
+        return values if self.placement is None else self.placement.unplace(values, self.width)
 
 
 def stand_in_row(pad_token_id: int, device: torch.device) -> PackedBatch:
@@ -122,6 +182,7 @@ def stand_in_row(pad_token_id: int, device: torch.device) -> PackedBatch:
         segment_ids=zeros,
         visible_trunk=zeros,
         prev_index=torch.tensor([[-1, 0]], device=device),
+        doc_ids=zeros,
         trainable_mask=torch.tensor([[False, True]], device=device),
         advantages=zeros.float(),
         rollout_logprobs=torch.full((1, 2), float("nan"), device=device),
@@ -142,20 +203,23 @@ def compute_old_logprobs(
     chunk_size: int = 1024,
     temperature: float = 1.0,
     runtime: Runtime | None = None,
+    multi_tree: bool = False,
 ) -> torch.Tensor:
     """Log-probs of the trainable tokens under the current weights, no grad → float32 ``[N, T]`` (CPU)."""
     runtime = runtime or Runtime(device=_device_of(model))
     old_logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32)  # [N, T]
-    for micro in micro_batch_plan(batch, max_token_len, runtime):
-        if not micro:
+    for bins in micro_batch_plan(batch, max_token_len, runtime, multi_tree):
+        if not bins:
             with runtime.autocast():
                 packed_logprobs(model, stand_in_row(0, runtime.device), attention=attention, chunk_size=chunk_size)
             continue
-        rows = torch.tensor(micro, dtype=torch.long)
-        part = batch.select(rows).to(runtime.device)
+        micro = MicroBatch.of(batch, bins)
+        part = micro.part.to(runtime.device)
         with runtime.autocast():
-            logprobs = packed_logprobs(model, part, attention=attention, chunk_size=chunk_size, temperature=temperature)  # [n, t]
-        old_logprobs[rows, : part.width] = logprobs.float().cpu()
+            logprobs = packed_logprobs(
+                model, part, attention=attention, chunk_size=chunk_size, temperature=temperature
+            )  # [n_bins, W]
+        old_logprobs[micro.rows, : micro.width] = micro.to_rows(logprobs.float().cpu())  # [n, width]
     return old_logprobs
 
 
@@ -238,6 +302,7 @@ def accumulate_gradients(
     tally: _Tally | None = None,
     runtime: Runtime | None = None,
     token_weights: torch.Tensor | None = None,
+    multi_tree: bool = False,
 ) -> float:
     """Backward the PPO loss of one mini-batch (this rank's rows of it), micro-batch by
     micro-batch; returns the loss of these rows.
@@ -248,18 +313,20 @@ def accumulate_gradients(
     runtime = runtime or Runtime(device=_device_of(model))
     device = runtime.device
     total = 0.0
-    for micro in micro_batch_plan(batch, max_token_len, runtime):
-        if not micro:  # other ranks fill this micro-batch: a collective forward/backward of zero loss
+    for bins in micro_batch_plan(batch, max_token_len, runtime, multi_tree):
+        if not bins:  # other ranks fill this micro-batch: a collective forward/backward of zero loss
             with runtime.autocast():
                 stand_in = packed_logprobs(model, stand_in_row(0, device), attention=attention, chunk_size=chunk_size)
             (stand_in.sum() * 0.0).backward()
             continue
-        rows = torch.tensor(micro, dtype=torch.long)
-        part = batch.select(rows).to(device)
-        part_old_logprobs = old_logprobs[rows, : part.width].to(device)  # [n, t]
-        part_weights = token_weights[rows, : part.width].to(device) if token_weights is not None else None  # [n, t]
+        micro = MicroBatch.of(batch, bins)
+        part = micro.part.to(device)
+        part_old_logprobs = micro.to_part(old_logprobs).to(device)  # [n_bins, W]
+        part_weights = micro.to_part(token_weights).to(device) if token_weights is not None else None  # [n_bins, W]
         with runtime.autocast():
-            logprobs = packed_logprobs(model, part, attention=attention, chunk_size=chunk_size, temperature=temperature)  # [n, t]
+            logprobs = packed_logprobs(
+                model, part, attention=attention, chunk_size=chunk_size, temperature=temperature
+            )  # [n_bins, W]
         loss, metrics = ppo_policy_loss(
             logprobs,
             part_old_logprobs,
@@ -314,6 +381,7 @@ def ppo_update(
             chunk_size=chunk_size,
             temperature=temperature,
             runtime=runtime,
+            multi_tree=ppo_cfg.multi_tree_rows,
         )  # [N, T]
     timings = {"time_old_logprobs": time.perf_counter() - t0, "time_forward_backward": 0.0, "time_optimizer": 0.0}
     rollout_logprobs = batch.rollout_logprobs[:, : old_logprobs.shape[1]].cpu()  # [N, T], aligned with old_logprobs
@@ -341,6 +409,7 @@ def ppo_update(
                 tally=tally,
                 runtime=runtime,
                 token_weights=token_weights[rows.cpu()] if token_weights is not None else None,
+                multi_tree=ppo_cfg.multi_tree_rows,
             )
             t1 = time.perf_counter()
             timings["time_forward_backward"] += t1 - t0

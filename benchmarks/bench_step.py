@@ -1,0 +1,100 @@
+"""Where a demo training step's time goes, and what several trees per row save (docs/BENCHMARKS.md).
+
+Builds the demo's own training runs (``demo.train_config`` at the demo's scale, the cached
+bootstrapped base model) in this process, one per preset × ``ppo.multi_tree_rows`` setting, and
+steps them in turn (step 1 of each, then step 2 of each, …) so both settings see the same machine
+load. Every step is the trainer's real ``train_step``; the phases are its timing metrics:
+
+    thinking, summary, grading     (inside the rollout)
+    packing, old_logprobs, forward_backward, optimizer   (the update)
+    other = time_step − all of the above (advantages, metrics, gathering)
+
+Prints per run the median seconds of each phase over the steps, its share of the median step, the
+update's padding share (pad tokens / tokens run through the model), and per preset the ratio of
+update time (old log-probs + forward/backward) one-tree-per-row ÷ several-trees-per-row.
+
+    python benchmarks/bench_step.py                        # ar-uniform and grpo, 4 steps each, ~6 min
+    python benchmarks/bench_step.py --presets ar-uniform --steps 2
+
+One thread per process, as the demo runs its jobs (``OMP_NUM_THREADS=1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+PHASES = ("thinking", "summary", "grading", "packing", "old_logprobs", "forward_backward", "optimizer")
+
+
+def build(preset: str, multi_tree: bool, base: Path, out: Path, steps: int):
+    from anytime_reasoner.config import DemoConfig
+    from anytime_reasoner.demo import shared_response_len, train_config
+    from anytime_reasoner.train.build import build_trainer
+
+    scale = DemoConfig()
+    cfg = train_config(scale, base, preset, seed=0, out=out, max_response_len=shared_response_len(scale, base))
+    cfg = cfg.model_copy(
+        update={
+            "ppo": cfg.ppo.model_copy(update={"multi_tree_rows": multi_tree}),
+            "trainer": cfg.trainer.model_copy(update={"steps": steps, "save_every": 10_000, "val_every": 0}),
+        }
+    )
+    return build_trainer(cfg)
+
+
+def row(name: str, history: list[dict]) -> dict[str, float]:
+    step = statistics.median(h["time_step"] for h in history)
+    phases = {p: statistics.median(h[f"time_{p}"] for h in history) for p in PHASES}
+    phases["other"] = max(step - sum(phases.values()), 0.0)
+    padding = statistics.mean(h["padding_share"] for h in history)
+    cells = " | ".join(f"{phases[p]:.2f} s ({phases[p] / step:.0%})" for p in (*PHASES, "other"))
+    print(f"| {name} | {step:.2f} s | {cells} | {padding:.1%} |", flush=True)
+    return {"step": step, "update": phases["old_logprobs"] + phases["forward_backward"], "padding": padding}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", default="ar-uniform,grpo")
+    parser.add_argument("--steps", type=int, default=4)
+    args = parser.parse_args()
+
+    import torch
+
+    from anytime_reasoner.tasks.bootstrap import ensure_base_model
+
+    torch.set_num_threads(1)
+    base = ensure_base_model(None, seed=0, progress=True)
+    presets = [p for p in args.presets.split(",") if p]
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {
+            (p, multi): build(p, multi, base, Path(tmp) / f"{p}-{multi}", args.steps) for p in presets for multi in (False, True)
+        }
+        histories: dict[tuple[str, bool], list[dict]] = {key: [] for key in trainers}
+        try:
+            for step in range(1, args.steps + 1):
+                for key, trainer in trainers.items():
+                    histories[key].append(trainer.train_step(step))
+                    print(f"step {step} {key}: {histories[key][-1]['time_step']:.2f} s", flush=True)
+        finally:
+            for trainer in trainers.values():
+                trainer.verifier.close()
+    head = " | ".join(PHASES + ("other",))
+    print(f"\nmedians over {args.steps} steps (share of the median step)\n")
+    print(f"| run | step | {head} | update padding |")
+    print("|" + "---|" * (len(PHASES) + 4))
+    rows = {key: row(f"{key[0]}, {'several trees' if key[1] else 'one tree'} per row", h) for key, h in histories.items()}
+    print()
+    for p in presets:
+        one, several = rows[(p, False)], rows[(p, True)]
+        print(
+            f"{p}: update (old log-probs + forward/backward) one tree ÷ several trees per row = "
+            f"{one['update'] / several['update']:.2f}×; step {one['step'] / several['step']:.2f}×; "
+            f"padding {one['padding']:.1%} → {several['padding']:.1%}"
+        )
+
+
+if __name__ == "__main__":
+    main()

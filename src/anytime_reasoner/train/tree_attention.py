@@ -1,0 +1,167 @@
+"""Tree attention: the packed rows' attention computed only over the pairs the tree rule allows.
+
+A dense tree mask (``rollout.packing.dense_attention_mask``) makes every layer attend over all
+``T × T`` pairs of a row and then throws most of them away: a summary block of ~16 tokens sees a
+trunk prefix and itself, yet pays for the whole row. Here each row is cut into its segments
+(``rollout.packing``: a trunk per tree, then its summary blocks) and attention runs twice per
+layer, both times through ``scaled_dot_product_attention``:
+
+- trunks: every trunk gathered into ``[n_trunks, H, L, D]`` (L = the longest trunk), causal;
+- blocks: every block's queries ``[n_blocks, H, Q, D]`` against its trunk prefix followed by itself
+  ``[n_blocks, H, P + Q, D]`` (P = the longest visible prefix), with a small mask ``[n_blocks, 1, Q, P + Q]``.
+
+The work is ``Σ L² + Σ Q·(P + Q)`` instead of ``N·T²``, and no ``[N, 1, T, T]`` float mask exists.
+Padding tokens get zero outputs (no real token attends to them, so they change nothing).
+
+How it plugs into transformers: the function is registered in transformers' attention registry
+as ``anytime_tree`` (with sdpa's mask builder). A model loaded with that implementation runs
+exactly as with sdpa unless a :class:`TreeLayout` is passed through the decoder's keyword
+arguments (``tree_layout=``), which transformers hands to every attention layer; generation,
+evaluation and plain causal rows therefore go through sdpa unchanged. The layout is built once per
+micro-batch (:meth:`TreeLayout.of`) and shared by all layers.
+
+Departures: attention dropout, logit soft-capping and sliding windows are not supported (the
+function refuses a module that declares them); FlexAttention (``model.attention=flex``) is the
+CUDA path, since it has no backward on the CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from anytime_reasoner.rollout.packing import PADDING, TRUNK, PackedBatch
+
+IMPLEMENTATION = "anytime_tree"
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Segments attended in one ``sdpa`` call: queries at ``(rows, query_index)``, keys at
+    ``(rows, key_index)``; ``valid`` marks real queries, ``mask`` the allowed pairs (None: causal)."""
+
+    rows: torch.Tensor  # [n] the row of each segment
+    query_index: torch.Tensor  # [n, Q] row positions of the queries (clamped inside the row)
+    key_index: torch.Tensor  # [n, K] row positions of the keys
+    valid: torch.Tensor  # [n, Q] bool: a real query of the segment
+    mask: torch.Tensor | None  # [n, 1, Q, K] bool, or None for plain causal (K = Q)
+
+
+@dataclass(frozen=True)
+class TreeLayout:
+    """The segments of a batch of packed rows, as gather indices (see the module docstring)."""
+
+    trunks: _Group
+    blocks: _Group | None
+
+    @classmethod
+    def of(cls, batch: PackedBatch) -> TreeLayout:
+        """Segments of ``batch`` (rows of one or several trees) on its device."""
+        seg, doc = batch.segment_ids, batch.doc_ids  # [N, T]
+        device = seg.device
+        pos = torch.arange(seg.shape[1], device=device)  # [T]
+        key = doc * (int(seg.max()) + 2) + seg  # [N, T] one value per (tree, segment)
+        start = torch.ones_like(seg, dtype=torch.bool)  # [N, T] first token of a segment
+        start[:, 1:] = key[:, 1:] != key[:, :-1]
+        start &= seg != PADDING
+        doc_first = torch.ones_like(start)  # [N, T] first token of a tree
+        doc_first[:, 1:] = doc[:, 1:] != doc[:, :-1]
+        doc_start = torch.where(doc_first, pos, torch.zeros_like(pos)).cummax(dim=1).values  # [N, T]
+        # segment length: distance to the next segment start (or the row's real end)
+        rows, starts = start.nonzero(as_tuple=True)  # [n_seg], in row-major order
+        same_row = torch.roll(rows, -1) == rows  # [n_seg] the next segment is in the same row
+        same_row[-1:] = False
+        ends = torch.where(same_row, torch.roll(starts, -1), batch.lengths.to(device)[rows])  # [n_seg]
+        lengths = ends - starts  # [n_seg]
+        is_trunk = seg[rows, starts] == TRUNK  # [n_seg]
+        trunks = _causal_group(rows[is_trunk], starts[is_trunk], lengths[is_trunk])
+        if bool(is_trunk.all()):
+            return cls(trunks, None)
+        b = ~is_trunk
+        prefix_start = doc_start[rows[b], starts[b]]  # [n_b] the block's trunk starts here
+        prefix_len = batch.visible_trunk.to(device)[rows[b], starts[b]] - prefix_start  # [n_b]
+        return cls(trunks, _block_group(rows[b], starts[b], lengths[b], prefix_start, prefix_len))
+
+
+def _causal_group(rows: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor) -> _Group:
+    L = int(lengths.max())
+    j = torch.arange(L, device=rows.device)  # [L]
+    valid = j[None, :] < lengths[:, None]  # [n, L]
+    index = starts[:, None] + torch.minimum(j[None, :], lengths[:, None] - 1)  # [n, L]
+    return _Group(rows, index, index, valid, None)
+
+
+def _block_group(
+    rows: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, prefix_start: torch.Tensor, prefix_len: torch.Tensor
+) -> _Group:
+    Q, P = int(lengths.max()), int(prefix_len.max())
+    i = torch.arange(Q, device=rows.device)  # [Q]
+    p = torch.arange(P, device=rows.device)  # [P]
+    valid = i[None, :] < lengths[:, None]  # [n, Q]
+    query_index = starts[:, None] + torch.minimum(i[None, :], lengths[:, None] - 1)  # [n, Q]
+    prefix_index = prefix_start[:, None] + torch.minimum(p[None, :], (prefix_len[:, None] - 1).clamp(min=0))  # [n, P]
+    key_index = torch.cat([prefix_index, query_index], dim=1)  # [n, P + Q]
+    sees_prefix = (p[None, :] < prefix_len[:, None])[:, None, :].expand(-1, Q, -1)  # [n, Q, P]
+    sees_own = (i[None, None, :] <= i[None, :, None]) & valid[:, None, :]  # [n, Q, Q] causal, real keys
+    mask = torch.cat([sees_prefix, sees_own], dim=2)[:, None]  # [n, 1, Q, P + Q]
+    return _Group(rows, query_index, key_index, valid, mask)
+
+
+def _attend(group: _Group, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float | None) -> torch.Tensor:
+    """Outputs of the group's real queries ``[m, H, D]``, from ``query [N, H, T, D]`` and
+    ``key``/``value [N, H_kv, T, D]``."""
+    r = group.rows[:, None]  # [n, 1]
+    q = query[r, :, group.query_index].transpose(1, 2)  # [n, H, Q, D]
+    k = key[r, :, group.key_index].transpose(1, 2)  # [n, H_kv, K, D]
+    v = value[r, :, group.key_index].transpose(1, 2)  # [n, H_kv, K, D]
+    gqa = q.shape[1] != k.shape[1]
+    if group.mask is None:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=gqa)  # [n, H, Q, D]
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=group.mask, scale=scaling, enable_gqa=gqa)  # [n, H, Q, D]
+    return out.transpose(1, 2)[group.valid]  # [m, H, D]
+
+
+def tree_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    tree_layout: TreeLayout | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers attention function: sdpa without a layout; tree attention with one.
+
+    ``query [N, H, T, D]``, ``key``/``value [N, H_kv, T, D]`` → ``[N, T, H, D]``.
+    """
+    if tree_layout is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    if (dropout and module.training) or kwargs.get("softcap") is not None or kwargs.get("sliding_window") is not None:
+        raise ValueError("model.attention=tree: attention dropout, soft-capping and sliding windows are not supported")
+    N, H, T, D = query.shape
+    groups = [g for g in (tree_layout.trunks, tree_layout.blocks) if g is not None]
+    outputs = [_attend(g, query, key, value, scaling) for g in groups]  # each [m, H, D] (autocast's dtype)
+    out = outputs[0].new_zeros(N, T, H, D)  # [N, T, H, D], padding stays 0
+    for group, values in zip(groups, outputs, strict=True):
+        rows = group.rows[:, None].expand_as(group.valid)[group.valid]  # [m]
+        cols = group.query_index[group.valid]  # [m]
+        out = out.index_put((rows, cols), values.to(out.dtype))
+    return out, None
+
+
+def register() -> str:
+    """Make ``anytime_tree`` a transformers attention implementation (idempotent); returns its name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    AttentionInterface.register(IMPLEMENTATION, tree_attention_forward)
+    AttentionMaskInterface.register(IMPLEMENTATION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+    return IMPLEMENTATION
