@@ -1,6 +1,7 @@
 """Packed vs unpacked PPO forward+backward on the same anytime rollouts (docs/ALGORITHM.md §7).
 
-Packed: one row per thinking holding all S·A summary blocks (tree attention mask).
+Packed: one row per thinking holding all S·A summary blocks, attention through the dense tree mask.
+Tree: the same rows under tree attention (``train.tree_attention``), several trees per row.
 Unpacked: per thinking, ``prompt + thinking`` plus one plain row per summary
 ``prompt + thinking[:cut] + inserted + summary`` — the thinking prefix is recomputed S·A times.
 
@@ -25,10 +26,12 @@ import torch
 from anytime_reasoner.rollout.packing import PackedBatch, pack_rollouts, unpack_rollouts
 from anytime_reasoner.rollout.types import RolloutBatch, Summary, Thinking
 from anytime_reasoner.train.logprobs import packed_logprobs
+from anytime_reasoner.train.tree_attention import register
 from anytime_reasoner.train.update import (
     accumulate_gradients,
     compute_old_logprobs,
     minibatch_normalizer,
+    multi_tree_micro_batches,
     token_budget_micro_batches,
 )
 
@@ -56,7 +59,7 @@ def random_rollouts(args: argparse.Namespace, gen: torch.Generator) -> RolloutBa
     return RolloutBatch(budgets=budgets, thinkings=[[thinking() for _ in range(args.G)] for _ in range(args.B)])
 
 
-def tiny_qwen2(args: argparse.Namespace):
+def tiny_qwen2(args: argparse.Namespace, attn: str = "sdpa"):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
@@ -68,24 +71,30 @@ def tiny_qwen2(args: argparse.Namespace):
         num_key_value_heads=2,
         max_position_embeddings=4096,
     )
-    config._attn_implementation = "sdpa"
+    config._attn_implementation = attn
     torch.manual_seed(0)
     return Qwen2ForCausalLM(config).float().train()
 
 
 def update_pass(
-    model, rows: PackedBatch, old_logprobs: torch.Tensor, normalizer: float, max_token_len: int
+    model, rows: PackedBatch, old_logprobs: torch.Tensor, normalizer: float, max_token_len: int, multi_tree: bool
 ) -> tuple[float, float]:
     """(wall, process CPU) seconds for one forward+backward pass over all rows."""
     model.zero_grad(set_to_none=True)
     start, start_cpu = time.perf_counter(), time.process_time()
-    accumulate_gradients(model, rows, old_logprobs, normalizer=normalizer, clip_eps=0.2, max_token_len=max_token_len)
+    accumulate_gradients(
+        model, rows, old_logprobs, normalizer=normalizer, clip_eps=0.2, max_token_len=max_token_len, multi_tree=multi_tree
+    )
     return time.perf_counter() - start, time.process_time() - start_cpu
 
 
-def padded_tokens(rows: PackedBatch, max_token_len: int) -> int:
-    """Tokens the model runs over: Σ over micro-batches of rows × longest row."""
+def padded_tokens(rows: PackedBatch, max_token_len: int, wide: bool) -> int:
+    """Tokens the model runs over: Σ over micro-batches of rows × longest row (one tree per row),
+    or of the merged rows' widths (several trees per row, rows as wide as the budget)."""
     lengths = rows.lengths.tolist()
+    if wide:
+        micro = multi_tree_micro_batches(rows.lengths, max_token_len, wide=True)
+        return sum(len(bins) * max(sum(lengths[i] for i in b) for b in bins) for bins in micro)
     return sum(len(m) * max(lengths[i] for i in m) for m in token_budget_micro_batches(rows.lengths, max_token_len))
 
 
@@ -117,6 +126,7 @@ def main() -> None:
     B, G, S, A = rollouts.shape
     think_adv, summ_adv = torch.randn(B, G, S, generator=gen), torch.randn(B, G, S, A, generator=gen)
     model = tiny_qwen2(args)
+    tree_model = tiny_qwen2(args, register())  # the same weights under tree attention
     packed = pack_rollouts(rollouts, think_adv, summ_adv)
     unpacked = unpack_rollouts(rollouts, think_adv, summ_adv)
 
@@ -133,29 +143,33 @@ def main() -> None:
     )
     print(f"max |packed - unpacked| log-prob on trainable tokens: {float(diff):.2e}")
     print(f"{'layout':<9} {'rows':>5} {'tokens':>7} {'padded':>7} {'trainable':>9} {'median s':>9} {'min s':>7} {'cpu s':>7}")
-    layouts = {"packed": packed, "unpacked": unpacked}
+    # layout: (rows, model, several trees per row)
+    layouts = {"packed": (packed, model, False), "unpacked": (unpacked, model, False), "tree": (packed, tree_model, True)}
     inputs = {
-        name: (compute_old_logprobs(model, rows, max_token_len=args.max_token_len), minibatch_normalizer(rows, "constant", 1024))
-        for name, rows in layouts.items()
+        name: (
+            compute_old_logprobs(m, rows, max_token_len=args.max_token_len, multi_tree=multi),
+            minibatch_normalizer(rows, "constant", 1024),
+        )
+        for name, (rows, m, multi) in layouts.items()
     }  # old log-probs [N, T] and normalizer of each layout
     times: dict[str, list[float]] = {name: [] for name in layouts}
     cpu_times: dict[str, list[float]] = {name: [] for name in layouts}
     for repeat in range(args.repeats + 1):  # interleaved, so load from other processes hits both alike
-        for name, rows in layouts.items():
-            seconds, cpu_seconds = update_pass(model, rows, *inputs[name], args.max_token_len)
+        for name, (rows, m, multi) in layouts.items():
+            seconds, cpu_seconds = update_pass(m, rows, *inputs[name], args.max_token_len, multi)
             if repeat:  # repeat 0 warms up
                 times[name].append(seconds)
                 cpu_times[name].append(cpu_seconds)
     medians = {name: statistics.median(t) for name, t in times.items()}
-    for name, rows in layouts.items():
+    for name, (rows, _, multi) in layouts.items():
         print(
-            f"{name:<9} {rows.n_rows:>5} {int(rows.lengths.sum()):>7} {padded_tokens(rows, args.max_token_len):>7} "
+            f"{name:<9} {rows.n_rows:>5} {int(rows.lengths.sum()):>7} {padded_tokens(rows, args.max_token_len, multi):>7} "
             f"{int(rows.trainable_mask.sum()):>9} {medians[name]:>9.3f} {min(times[name]):>7.3f} {statistics.median(cpu_times[name]):>7.3f}"
         )
-    print(
-        f"unpacked / packed time: {medians['unpacked'] / medians['packed']:.2f}x "
-        f"(tokens {int(unpacked.lengths.sum()) / int(packed.lengths.sum()):.2f}x)"
-    )
+    bound = int(unpacked.lengths.sum()) / int(packed.lengths.sum())
+    for name in ("packed", "tree"):
+        speedup = medians["unpacked"] / medians[name]
+        print(f"unpacked / {name} time: {speedup:.2f}x (tokens {bound:.2f}x): {speedup / bound:.2f} of the token-count bound")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,24 @@
-"""Where a demo training step's time goes, and what several trees per row save (docs/BENCHMARKS.md).
+"""Where a demo training step's time goes, and what tree attention and several trees per row save
+(docs/BENCHMARKS.md).
 
 Builds the demo's own training runs (``demo.train_config`` at the demo's scale, the cached
-bootstrapped base model) in this process, one per preset × ``ppo.multi_tree_rows`` setting, and
-steps them in turn (step 1 of each, then step 2 of each, …) so both settings see the same machine
-load. Every step is the trainer's real ``train_step``; the phases are its timing metrics:
+bootstrapped base model) in this process, one per preset × variant, and steps them in turn (step 1
+of each, then step 2 of each, …) so every variant sees the same machine load. Variants:
+
+    dense     one tree per row, dense [N, 1, T, T] tree mask (model.attention=dense, ppo.multi_tree_rows=false)
+    tree      one tree per row, tree attention (model.attention=tree)
+    tree+rows several trees per row, tree attention (the default on CPU)
+ Every step is the trainer's real ``train_step``; the phases are its timing metrics:
 
     thinking, summary, grading     (inside the rollout)
     packing, old_logprobs, forward_backward, optimizer   (the update)
     other = time_step − all of the above (advantages, metrics, gathering)
 
 Prints per run the median seconds of each phase over the steps, its share of the median step, the
-update's padding share (pad tokens / tokens run through the model), and per preset the ratio of
-update time (old log-probs + forward/backward) one-tree-per-row ÷ several-trees-per-row.
+update's padding share (pad tokens / tokens run through the model), and per preset the ratios of
+update time (old log-probs + forward/backward) and step time of ``dense`` to each variant.
 
-    python benchmarks/bench_step.py                        # ar-uniform and grpo, 4 steps each, ~6 min
+    python benchmarks/bench_step.py                        # ar-uniform and grpo, 4 steps each, ~4 min
     python benchmarks/bench_step.py --presets ar-uniform --steps 2
 
 One thread per process, as the demo runs its jobs (``OMP_NUM_THREADS=1``).
@@ -29,15 +34,20 @@ from pathlib import Path
 PHASES = ("thinking", "summary", "grading", "packing", "old_logprobs", "forward_backward", "optimizer")
 
 
-def build(preset: str, multi_tree: bool, base: Path, out: Path, steps: int):
+VARIANTS = {"dense": ("dense", False), "tree": ("tree", False), "tree+rows": ("tree", True)}
+
+
+def build(preset: str, variant: str, base: Path, out: Path, steps: int):
     from anytime_reasoner.config import DemoConfig
     from anytime_reasoner.demo import shared_response_len, train_config
     from anytime_reasoner.train.build import build_trainer
 
     scale = DemoConfig()
     cfg = train_config(scale, base, preset, seed=0, out=out, max_response_len=shared_response_len(scale, base))
+    attention, multi_tree = VARIANTS[variant]
     cfg = cfg.model_copy(
         update={
+            "model": cfg.model.model_copy(update={"attention": attention}),
             "ppo": cfg.ppo.model_copy(update={"multi_tree_rows": multi_tree}),
             "trainer": cfg.trainer.model_copy(update={"steps": steps, "save_every": 10_000, "val_every": 0}),
         }
@@ -69,9 +79,7 @@ def main() -> None:
     base = ensure_base_model(None, seed=0, progress=True)
     presets = [p for p in args.presets.split(",") if p]
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {
-            (p, multi): build(p, multi, base, Path(tmp) / f"{p}-{multi}", args.steps) for p in presets for multi in (False, True)
-        }
+        trainers = {(p, v): build(p, v, base, Path(tmp) / f"{p}-{v}", args.steps) for p in presets for v in VARIANTS}
         histories: dict[tuple[str, bool], list[dict]] = {key: [] for key in trainers}
         try:
             for step in range(1, args.steps + 1):
@@ -85,15 +93,16 @@ def main() -> None:
     print(f"\nmedians over {args.steps} steps (share of the median step)\n")
     print(f"| run | step | {head} | update padding |")
     print("|" + "---|" * (len(PHASES) + 4))
-    rows = {key: row(f"{key[0]}, {'several trees' if key[1] else 'one tree'} per row", h) for key, h in histories.items()}
+    rows = {key: row(f"{key[0]}, {key[1]}", h) for key, h in histories.items()}
     print()
     for p in presets:
-        one, several = rows[(p, False)], rows[(p, True)]
-        print(
-            f"{p}: update (old log-probs + forward/backward) one tree ÷ several trees per row = "
-            f"{one['update'] / several['update']:.2f}×; step {one['step'] / several['step']:.2f}×; "
-            f"padding {one['padding']:.1%} → {several['padding']:.1%}"
-        )
+        base_row = rows[(p, "dense")]
+        for v in list(VARIANTS)[1:]:
+            r = rows[(p, v)]
+            print(
+                f"{p}: dense ÷ {v}: update (old log-probs + forward/backward) {base_row['update'] / r['update']:.2f}×, "
+                f"step {base_row['step'] / r['step']:.2f}×; padding {base_row['padding']:.1%} → {r['padding']:.1%}"
+            )
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from rollout_cases import make_rollouts, random_advantages, tiny_model
 
 from anytime_reasoner.config import PPOConfig
 from anytime_reasoner.rollout.packing import pack_rollouts, unpack_rollouts
 from anytime_reasoner.train.logprobs import packed_logprobs
+from anytime_reasoner.train.tree_attention import register
 from anytime_reasoner.train.update import (
     _Tally,
     accumulate_gradients,
@@ -71,8 +73,10 @@ def test_one_vs_four_micro_batches_same_gradient():
     assert abs(tally_one.loss - tally_four.loss) < 1e-6
 
 
-def test_several_trees_per_row_give_the_same_gradient_with_less_padding():
-    model = tiny_model("qwen2", "sdpa", seed=5)
+@pytest.mark.parametrize("attn", ["sdpa", "anytime_tree"])
+def test_several_trees_per_row_give_the_same_gradient_with_less_padding(attn):
+    register()
+    model = tiny_model("qwen2", attn, seed=5)
     # thinkings of 1-3 tokens (rows of 13-20 tokens) fit beside one another in rows of the longest (39)
     batch = make_rollouts([[1, 16, 2, 16], [1, 16, 3, 15]], (8, 16), n_summary=1, seed=4)
     packed = pack_rollouts(batch, *random_advantages(batch, seed=2))
@@ -94,6 +98,8 @@ def test_several_trees_per_row_give_the_same_gradient_with_less_padding():
     one, several = tallies[False], tallies[True]
     assert one.tokens == several.tokens and one.row_tokens == several.row_tokens == int(packed.lengths.sum())
     assert several.padded_tokens < one.padded_tokens  # same real tokens in fewer, fuller rows
+    if attn == "anytime_tree":  # rows as wide as the budget: all 8 trees in one row, no padding
+        assert several.micro_batches == 1 and several.padded_tokens == several.row_tokens
     assert abs(one.loss - several.loss) < 1e-6
 
 

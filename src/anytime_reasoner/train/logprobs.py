@@ -60,16 +60,16 @@ def attention_inputs(model: Any, batch: PackedBatch, attention: Attention = "aut
     """``(attention_mask, tree_layout)`` for ``batch`` under ``model``'s attention implementation.
 
     A batch without summary blocks or second trees gets the ordinary 2-D padding mask ``[N, T]``;
-    a tree-packed batch gets a :class:`~anytime_reasoner.train.tree_attention.TreeLayout` (no
-    mask) under tree attention, a FlexAttention ``BlockMask`` under ``flex_attention`` (unless
+    a tree-packed batch gets a :class:`~anytime_reasoner.train.tree_attention.TreeLayout` (and an
+    empty placeholder mask) under tree attention, a FlexAttention ``BlockMask`` under ``flex_attention`` (unless
     ``attention="dense"``), else an additive float ``[N, 1, T, T]`` mask (eager / sdpa).
     """
     if batch.is_causal:
         return (batch.segment_ids != PADDING).long(), None  # [N, T]
     if uses_tree_attention(model, attention):
-        from anytime_reasoner.train.tree_attention import TreeLayout
+        from anytime_reasoner.train.tree_attention import TreeLayout, placeholder_mask
 
-        return None, TreeLayout.of(batch)
+        return placeholder_mask(batch), TreeLayout.of(batch)
     return attention_mask_for(model, batch, attention), None
 
 

@@ -16,7 +16,8 @@ Padding tokens get zero outputs (no real token attends to them, so they change n
 How it plugs into transformers: the function is registered in transformers' attention registry
 as ``anytime_tree`` (with sdpa's mask builder). A model loaded with that implementation runs
 exactly as with sdpa unless a :class:`TreeLayout` is passed through the decoder's keyword
-arguments (``tree_layout=``), which transformers hands to every attention layer; generation,
+arguments (``tree_layout=``, beside an empty placeholder mask), which transformers hands to every
+attention layer; generation,
 evaluation and plain causal rows therefore go through sdpa unchanged. The layout is built once per
 micro-batch (:meth:`TreeLayout.of`) and shared by all layers.
 
@@ -114,9 +115,10 @@ def _attend(group: _Group, query: torch.Tensor, key: torch.Tensor, value: torch.
     """Outputs of the group's real queries ``[m, H, D]``, from ``query [N, H, T, D]`` and
     ``key``/``value [N, H_kv, T, D]``."""
     r = group.rows[:, None]  # [n, 1]
-    q = query[r, :, group.query_index].transpose(1, 2)  # [n, H, Q, D]
-    k = key[r, :, group.key_index].transpose(1, 2)  # [n, H_kv, K, D]
-    v = value[r, :, group.key_index].transpose(1, 2)  # [n, H_kv, K, D]
+    # gathered token-major: [N, T, H, D] is how the projections laid the heads out in memory
+    q = query.transpose(1, 2)[r, group.query_index].transpose(1, 2)  # [n, H, Q, D]
+    k = key.transpose(1, 2)[r, group.key_index].transpose(1, 2)  # [n, H_kv, K, D]
+    v = value.transpose(1, 2)[r, group.key_index].transpose(1, 2)  # [n, H_kv, K, D]
     gqa = q.shape[1] != k.shape[1]
     if group.mask is None:
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=gqa)  # [n, H, Q, D]
@@ -155,6 +157,13 @@ def tree_attention_forward(
         cols = group.query_index[group.valid]  # [m]
         out = out.index_put((rows, cols), values.to(out.dtype))
     return out, None
+
+
+def placeholder_mask(batch: PackedBatch) -> torch.Tensor:
+    """An empty ``[N, 1, 0, 0]`` mask to pass beside a layout: transformers hands 4-D masks to the
+    attention layers untouched, so it builds no mask of its own (from restarting position ids it
+    would otherwise build a ``[N, 1, T, T]`` document mask for every forward)."""
+    return torch.zeros((batch.n_rows, 1, 0, 0), dtype=torch.bool, device=batch.input_ids.device)
 
 
 def register() -> str:

@@ -8,8 +8,8 @@ One call of :func:`ppo_update`:
 3. each mini-batch is split into micro-batches whose padded size (rows × longest row) stays
    within ``ppo_max_token_len`` (rows sorted by length, filled greedily; a row longer than the
    budget goes alone); with ``ppo.multi_tree_rows`` several trees share a row first
-   (``rollout.packing.merge_rows``: first-fit into rows as wide as the mini-batch's longest), so
-   padding is what no tree fits into; every micro-batch loss is divided by the *mini-batch*
+   (``rollout.packing.merge_rows``: first-fit into rows as wide as the mini-batch's longest, or
+   as wide as the token budget under tree attention), so padding is what no tree fits into; every micro-batch loss is divided by the *mini-batch*
    normalizer (:func:`minibatch_normalizer`), so the accumulated gradient does not depend on the split;
 4. gradient clipping at ``grad_clip`` (the pre-clip norm is reported); a step whose norm is not
    finite is skipped and counted (``skipped_steps``). Departure: the original steps the optimizer
@@ -48,7 +48,7 @@ from anytime_reasoner.algo.losses import LossAgg, normalizer_of_count, ppo_polic
 from anytime_reasoner.algo.off_policy import MAXS, MINS, SUMS, mismatch_metrics, mismatch_sums, tis_weights
 from anytime_reasoner.config import PPOConfig
 from anytime_reasoner.rollout.packing import PackedBatch, RowPlacement, first_fit_bins, merge_rows
-from anytime_reasoner.train.logprobs import Attention, packed_logprobs
+from anytime_reasoner.train.logprobs import Attention, packed_logprobs, uses_tree_attention
 from anytime_reasoner.train.runtime import Runtime
 
 
@@ -105,14 +105,19 @@ def minibatch_normalizer(batch: PackedBatch, agg: LossAgg, max_response_len: int
     return normalizer_of_count(count, agg, max_response_len)
 
 
-def multi_tree_micro_batches(lengths: torch.Tensor, max_token_len: int, min_count: int = 0) -> list[list[list[int]]]:
-    """Several trees per row: rows (given their lengths ``[n]``) first-fit into bins as wide as the
-    longest row, then as many bins per micro-batch as ``max_token_len`` allows (at least one).
-    Returns micro-batches of bins of positions into ``lengths``, then empty entries up to ``min_count``."""
+def multi_tree_micro_batches(
+    lengths: torch.Tensor, max_token_len: int, min_count: int = 0, wide: bool = False
+) -> list[list[list[int]]]:
+    """Several trees per row: rows (given their lengths ``[n]``) first-fit into bins, then as many
+    bins per micro-batch as ``max_token_len`` allows (at least one). Bins are as wide as the longest
+    row (a dense mask costs ``T²`` per row), or ``max_token_len`` wide when ``wide`` (tree
+    attention: the cost does not grow with the row, so one row per micro-batch, no padding but the
+    last row's tail). Returns micro-batches of bins of positions into ``lengths``, then empty
+    entries up to ``min_count``."""
     sizes = [int(n) for n in lengths.tolist()]
     micro: list[list[list[int]]] = []
     if sizes:
-        width = max(sizes)
+        width = max(max(sizes), max_token_len) if wide else max(sizes)
         bins = first_fit_bins(sizes, width)
         per = max(1, max_token_len // width)
         micro = [bins[k : k + per] for k in range(0, len(bins), per)]
@@ -120,15 +125,15 @@ def multi_tree_micro_batches(lengths: torch.Tensor, max_token_len: int, min_coun
 
 
 def micro_batch_plan(
-    batch: PackedBatch, max_token_len: int, runtime: Runtime | None, multi_tree: bool = False
+    batch: PackedBatch, max_token_len: int, runtime: Runtime | None, multi_tree: bool = False, wide: bool = False
 ) -> list[list[list[int]]]:
     """The micro-batches of ``batch`` as bins of row positions (a bin is one row of the model's
-    input; one position per bin without ``multi_tree``), padded with empty entries to the most
-    any rank needs."""
+    input; one position per bin without ``multi_tree``; ``wide``: see
+    :func:`multi_tree_micro_batches`), padded with empty entries to the most any rank needs."""
 
     def plan(min_count: int = 0) -> list[list[list[int]]]:
         if multi_tree:
-            return multi_tree_micro_batches(batch.lengths, max_token_len, min_count)
+            return multi_tree_micro_batches(batch.lengths, max_token_len, min_count, wide)
         return [[[i] for i in rows] for rows in token_budget_micro_batches(batch.lengths, max_token_len, min_count)]
 
     micro = plan()
@@ -208,7 +213,7 @@ def compute_old_logprobs(
     """Log-probs of the trainable tokens under the current weights, no grad → float32 ``[N, T]`` (CPU)."""
     runtime = runtime or Runtime(device=_device_of(model))
     old_logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32)  # [N, T]
-    for bins in micro_batch_plan(batch, max_token_len, runtime, multi_tree):
+    for bins in micro_batch_plan(batch, max_token_len, runtime, multi_tree, _wide_rows(model, attention)):
         if not bins:
             with runtime.autocast():
                 packed_logprobs(model, stand_in_row(0, runtime.device), attention=attention, chunk_size=chunk_size)
@@ -313,7 +318,7 @@ def accumulate_gradients(
     runtime = runtime or Runtime(device=_device_of(model))
     device = runtime.device
     total = 0.0
-    for bins in micro_batch_plan(batch, max_token_len, runtime, multi_tree):
+    for bins in micro_batch_plan(batch, max_token_len, runtime, multi_tree, _wide_rows(model, attention)):
         if not bins:  # other ranks fill this micro-batch: a collective forward/backward of zero loss
             with runtime.autocast():
                 stand_in = packed_logprobs(model, stand_in_row(0, device), attention=attention, chunk_size=chunk_size)
@@ -452,6 +457,11 @@ def _clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> float:
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
     full = getattr(norm, "full_tensor", None)
     return float(full() if full else norm)
+
+
+def _wide_rows(model: torch.nn.Module, attention: Attention) -> bool:
+    """Rows as wide as the token budget: under tree attention, whose cost does not grow with the row."""
+    return uses_tree_attention(getattr(model, "lm", model), attention)
 
 
 def _device_of(model: torch.nn.Module) -> torch.device:
