@@ -157,6 +157,28 @@ def test_mini_batches_and_epochs_count_steps():
     assert all(isinstance(v, float) for v in metrics.values())
 
 
+@pytest.mark.parametrize("mini,epochs", [(2, 1), (1, 2)])  # one mini-batch of two questions; two of one, twice
+def test_on_policy_first_mini_batch_trains_as_with_old_logprobs_given(mini, epochs):
+    """The first mini-batch takes its old log-probs from its own forward: the update (weights and
+    every metric) is the one given the old log-probs of a separate no-grad pass."""
+    batch = make_rollouts([[3, 6], [8, 5]], BUDGETS, n_summary=2, seed=8)
+    packed = pack_rollouts(batch, *random_advantages(batch, seed=4))
+    cfg = PPOConfig(lr=1e-3, ppo_mini_batch_size=mini, ppo_epochs=epochs, grad_clip=10.0)
+    results = []
+    for given in (False, True):
+        model = tiny_model("qwen2", "sdpa", seed=6)
+        old = compute_old_logprobs(model, packed, max_token_len=30720) if given else None
+        metrics = ppo_update(model, build_optimizer(model, cfg), packed, cfg, max_response_len=64, old_logprobs=old)
+        results.append((metrics, [p.detach().clone() for p in model.parameters()]))
+    (on_policy, weights), (precomputed, expected) = results
+    for a, b in zip(weights, expected, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    for key in ("loss", "clip_frac", "approx_kl", "ratio_min", "ratio_max", "grad_norm", "tokens"):
+        assert on_policy[key] == pytest.approx(precomputed[key], abs=1e-6), key
+    assert on_policy["optimizer_steps"] == (2 // mini) * epochs
+    assert on_policy["time_old_logprobs"] >= 0
+
+
 def test_engine_logprobs_are_compared_and_tis_weighs_the_loss():
     """Engine log-probs one nat below the trainer's (r = e ≈ 2.718 on every token): the update
     reports |Δ| = 1 and r = e; with ``tis_cap = 2`` every token's loss is weighted by min(e, 2) = 2,

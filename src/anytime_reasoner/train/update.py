@@ -2,7 +2,9 @@
 
 One call of :func:`ppo_update`:
 
-1. old log-probs of the trainable tokens, recomputed from the rows without grad (unless given);
+1. old log-probs of the trainable tokens, recomputed from the rows without grad (unless given),
+   except for the first mini-batch of the first epoch in one process without TIS: it trains on
+   the rollout's weights, so its own forward gives them (ratio 1; one forward pass fewer);
 2. for each of ``ppo_epochs`` epochs, mini-batches of ``ppo_mini_batch_size`` *questions* (all
    rows of a question together, questions in order), one optimizer step each;
 3. each mini-batch is split into micro-batches whose padded size (rows × longest row) stays
@@ -296,7 +298,7 @@ class _Tally:
 def accumulate_gradients(
     model: torch.nn.Module,
     batch: PackedBatch,
-    old_logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor | None,
     *,
     normalizer: float,
     clip_eps: float,
@@ -308,12 +310,16 @@ def accumulate_gradients(
     runtime: Runtime | None = None,
     token_weights: torch.Tensor | None = None,
     multi_tree: bool = False,
+    record_old: torch.Tensor | None = None,
 ) -> float:
     """Backward the PPO loss of one mini-batch (this rank's rows of it), micro-batch by
     micro-batch; returns the loss of these rows.
 
     ``old_logprobs`` (and ``token_weights``, if given) is ``[N, T']`` aligned with ``batch`` rows
-    (T' ≥ the batch width). Gradients add into ``.grad``; nothing is stepped or zeroed.
+    (T' ≥ the batch width). ``old_logprobs=None`` means on-policy: the weights are those that the
+    old log-probs would come from, so each micro-batch's own log-probs, detached, are its old
+    log-probs (ratio 1, the same gradient, one forward fewer); they are written into
+    ``record_old [N, T']`` when given. Gradients add into ``.grad``; nothing is stepped or zeroed.
     """
     runtime = runtime or Runtime(device=_device_of(model))
     device = runtime.device
@@ -326,12 +332,17 @@ def accumulate_gradients(
             continue
         micro = MicroBatch.of(batch, bins)
         part = micro.part.to(device)
-        part_old_logprobs = micro.to_part(old_logprobs).to(device)  # [n_bins, W]
         part_weights = micro.to_part(token_weights).to(device) if token_weights is not None else None  # [n_bins, W]
         with runtime.autocast():
             logprobs = packed_logprobs(
                 model, part, attention=attention, chunk_size=chunk_size, temperature=temperature
             )  # [n_bins, W]
+        if old_logprobs is None:  # on-policy
+            part_old_logprobs = logprobs.detach()  # [n_bins, W]
+            if record_old is not None:
+                record_old[micro.rows, : micro.width] = micro.to_rows(part_old_logprobs.float().cpu())
+        else:
+            part_old_logprobs = micro.to_part(old_logprobs).to(device)  # [n_bins, W]
         loss, metrics = ppo_policy_loss(
             logprobs,
             part_old_logprobs,
@@ -376,35 +387,49 @@ def ppo_update(
     micro-batches of every mini-batch), ``time_optimizer`` (clipping, step, zeroing).
     """
     runtime = runtime or Runtime(device=_device_of(model))
-    t0 = time.perf_counter()
-    if old_logprobs is None:
-        old_logprobs = compute_old_logprobs(
-            model,
-            batch,
-            max_token_len=ppo_cfg.ppo_max_token_len,
-            attention=attention,
-            chunk_size=chunk_size,
-            temperature=temperature,
-            runtime=runtime,
-            multi_tree=ppo_cfg.multi_tree_rows,
-        )  # [N, T]
-    timings = {"time_old_logprobs": time.perf_counter() - t0, "time_forward_backward": 0.0, "time_optimizer": 0.0}
-    rollout_logprobs = batch.rollout_logprobs[:, : old_logprobs.shape[1]].cpu()  # [N, T], aligned with old_logprobs
-    agreement = rollout_agreement(old_logprobs, rollout_logprobs, batch.trainable_mask.cpu(), runtime)
-    token_weights = tis_weights(old_logprobs, rollout_logprobs, ppo_cfg.tis_cap) if ppo_cfg.tis_cap > 0 else None  # [N, T]
-    params = [p for group in optimizer.param_groups for p in group["params"]]
     n_questions = int(runtime.all_reduce([int(batch.question_index.max()) + 1 if batch.n_rows else 0], "max")[0])
     n_mini = -(-n_questions // ppo_cfg.ppo_mini_batch_size)  # ceil
+    minis = question_mini_batches(batch.question_index, ppo_cfg.ppo_mini_batch_size, n_mini)
+    # The first mini-batch of the first epoch trains on the rollout's weights: its own forward gives
+    # its old log-probs. Not with TIS (its weights need them first) nor across ranks (FSDP2's first
+    # backward then waits on a collective of a rank that runs the stand-in row).
+    on_policy_first = old_logprobs is None and ppo_cfg.tis_cap == 0 and not runtime.distributed and bool(minis)
+    t0 = time.perf_counter()
+    if old_logprobs is None:
+        old_logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32)  # [N, T]
+        rest = torch.cat(minis[1:]) if on_policy_first and len(minis) > 1 else None
+        todo = batch if not on_policy_first else (batch.select(rest) if rest is not None and rest.numel() else None)
+        if todo is not None:
+            computed = compute_old_logprobs(
+                model,
+                todo,
+                max_token_len=ppo_cfg.ppo_max_token_len,
+                attention=attention,
+                chunk_size=chunk_size,
+                temperature=temperature,
+                runtime=runtime,
+                multi_tree=ppo_cfg.multi_tree_rows,
+            )  # [n, t]
+            where = rest.cpu() if on_policy_first and rest is not None else torch.arange(batch.n_rows)
+            old_logprobs[where, : computed.shape[1]] = computed
+    else:
+        on_policy_first = False
+    timings = {"time_old_logprobs": time.perf_counter() - t0, "time_forward_backward": 0.0, "time_optimizer": 0.0}
+    rollout_logprobs = batch.rollout_logprobs[:, : old_logprobs.shape[1]].cpu()  # [N, T], aligned with old_logprobs
+    token_weights = tis_weights(old_logprobs, rollout_logprobs, ppo_cfg.tis_cap) if ppo_cfg.tis_cap > 0 else None  # [N, T]
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     tally = _Tally()
-    for _ in range(ppo_cfg.ppo_epochs):
-        for rows in question_mini_batches(batch.question_index, ppo_cfg.ppo_mini_batch_size, n_mini):
+    for epoch in range(ppo_cfg.ppo_epochs):
+        for k, rows in enumerate(minis):
             mini = batch.select(rows)
+            live = on_policy_first and epoch == 0 and k == 0
+            record = torch.zeros((rows.numel(), old_logprobs.shape[1]), dtype=torch.float32) if live else None  # [n, T]
             optimizer.zero_grad(set_to_none=True)
             t0 = time.perf_counter()
             accumulate_gradients(
                 model,
                 mini,
-                old_logprobs[rows.cpu()],
+                None if live else old_logprobs[rows.cpu()],
                 normalizer=minibatch_normalizer(mini, ppo_cfg.loss_agg, max_response_len, runtime),
                 clip_eps=ppo_cfg.clip_eps,
                 max_token_len=ppo_cfg.ppo_max_token_len,
@@ -415,7 +440,10 @@ def ppo_update(
                 runtime=runtime,
                 token_weights=token_weights[rows.cpu()] if token_weights is not None else None,
                 multi_tree=ppo_cfg.multi_tree_rows,
+                record_old=record,
             )
+            if record is not None:
+                old_logprobs[rows.cpu()] = record
             t1 = time.perf_counter()
             timings["time_forward_backward"] += t1 - t0
             grad_norm = _clip_grad_norm(params, ppo_cfg.grad_clip)
@@ -426,6 +454,7 @@ def ppo_update(
                 tally.skipped_steps += 1
             optimizer.zero_grad(set_to_none=True)
             timings["time_optimizer"] += time.perf_counter() - t1
+    agreement = rollout_agreement(old_logprobs, rollout_logprobs, batch.trainable_mask.cpu(), runtime)
     return {**tally.reduce(runtime).summary(ppo_cfg.ppo_epochs), **agreement, **timings}
 
 
