@@ -111,14 +111,21 @@ def _block_group(
     return _Group(rows, query_index, key_index, valid, mask)
 
 
-def _attend(group: _Group, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float | None) -> torch.Tensor:
-    """Outputs of the group's real queries ``[m, H, D]``, from ``query [N, H, T, D]`` and
-    ``key``/``value [N, H_kv, T, D]``."""
-    r = group.rows[:, None]  # [n, 1]
-    # gathered token-major: [N, T, H, D] is how the projections laid the heads out in memory
-    q = query.transpose(1, 2)[r, group.query_index].transpose(1, 2)  # [n, H, Q, D]
-    k = key.transpose(1, 2)[r, group.key_index].transpose(1, 2)  # [n, H_kv, K, D]
-    v = value.transpose(1, 2)[r, group.key_index].transpose(1, 2)  # [n, H_kv, K, D]
+def _attend(
+    group: _Group, tokens_q: torch.Tensor, tokens_k: torch.Tensor, tokens_v: torch.Tensor, width: int, scaling: float | None
+) -> torch.Tensor:
+    """Outputs of the group's real queries ``[m, H, D]``, from token-major ``[N·T, H, D]`` queries
+    and ``[N·T, H_kv, D]`` keys/values (``width`` = T).
+
+    ``index_select`` gathers (their backward is ``index_add``; advanced indexing's backward, an
+    accumulating ``index_put``, was the largest cost of this function on the CPU)."""
+    n, Q = group.query_index.shape
+    K = group.key_index.shape[1]
+    base = group.rows[:, None] * width  # [n, 1]
+    q = tokens_q.index_select(0, (base + group.query_index).flatten()).unflatten(0, (n, Q)).transpose(1, 2)  # [n, H, Q, D]
+    k_flat = (base + group.key_index).flatten()  # [n·K]
+    k = tokens_k.index_select(0, k_flat).unflatten(0, (n, K)).transpose(1, 2)  # [n, H_kv, K, D]
+    v = tokens_v.index_select(0, k_flat).unflatten(0, (n, K)).transpose(1, 2)  # [n, H_kv, K, D]
     gqa = q.shape[1] != k.shape[1]
     if group.mask is None:
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=gqa)  # [n, H, Q, D]
@@ -149,14 +156,15 @@ def tree_attention_forward(
     if (dropout and module.training) or kwargs.get("softcap") is not None or kwargs.get("sliding_window") is not None:
         raise ValueError("model.attention=tree: attention dropout, soft-capping and sliding windows are not supported")
     N, H, T, D = query.shape
+    # token-major [N·T, heads, D]: how the projections laid the heads out in memory
+    tokens_q, tokens_k, tokens_v = (x.transpose(1, 2).reshape(N * T, x.shape[1], D) for x in (query, key, value))
     groups = [g for g in (tree_layout.trunks, tree_layout.blocks) if g is not None]
-    outputs = [_attend(g, query, key, value, scaling) for g in groups]  # each [m, H, D] (autocast's dtype)
-    out = outputs[0].new_zeros(N, T, H, D)  # [N, T, H, D], padding stays 0
+    outputs = [_attend(g, tokens_q, tokens_k, tokens_v, T, scaling) for g in groups]  # each [m, H, D] (autocast's dtype)
+    out = outputs[0].new_zeros(N * T, H, D)  # [N·T, H, D], padding stays 0
     for group, values in zip(groups, outputs, strict=True):
-        rows = group.rows[:, None].expand_as(group.valid)[group.valid]  # [m]
-        cols = group.query_index[group.valid]  # [m]
-        out = out.index_put((rows, cols), values.to(out.dtype))
-    return out, None
+        where = (group.rows[:, None] * T + group.query_index)[group.valid]  # [m] real queries, each once
+        out = out.index_copy(0, where, values.to(out.dtype))
+    return out.view(N, T, H, D), None
 
 
 def placeholder_mask(batch: PackedBatch) -> torch.Tensor:
