@@ -27,7 +27,7 @@ import statistics
 import time
 
 import torch
-from common import random_rollouts
+from common import allowed_pairs, model_flops, random_rollouts
 
 NO_ATTENTION = "bench_no_attention"
 
@@ -59,27 +59,6 @@ def build_models(args: argparse.Namespace) -> dict[str, torch.nn.Module]:
         torch.manual_seed(0)
         models[name] = Qwen2ForCausalLM(config).float().train()
     return models
-
-
-def model_flops(model: torch.nn.Module, batch, pairs: int) -> float:
-    """Forward+backward FLOPs of one pass (see the module docstring)."""
-    cfg = model.config
-    head = model.get_output_embeddings().weight.numel()
-    embed = model.get_input_embeddings().weight.numel()
-    body = sum(p.numel() for p in model.parameters()) - head - embed
-    tokens = int(batch.lengths.sum())
-    scored = int(batch.trainable_mask.sum())
-    attention = 4 * cfg.hidden_size * pairs * cfg.num_hidden_layers
-    forward = 2 * body * tokens + attention + 2 * cfg.hidden_size * cfg.vocab_size * scored
-    return 3 * forward + 2 * cfg.hidden_size * cfg.vocab_size * scored
-
-
-def allowed_pairs(batch) -> int:
-    from anytime_reasoner.rollout.packing import allowed_attention
-
-    allowed = allowed_attention(batch.segment_ids, batch.visible_trunk, batch.doc_ids)  # [N, T, T]
-    real = batch.segment_ids != -1  # [N, T]
-    return int((allowed & real[:, :, None]).sum())
 
 
 def one_pass(name: str, model, batch, dtype: torch.dtype) -> float:

@@ -22,7 +22,7 @@ import statistics
 import time
 
 import torch
-from common import random_rollouts
+from common import allowed_pairs, model_flops, random_rollouts
 
 from anytime_reasoner.rollout.packing import PackedBatch, pack_rollouts, unpack_rollouts
 from anytime_reasoner.train.logprobs import packed_logprobs
@@ -144,9 +144,18 @@ def main() -> None:
             f"{int(rows.trainable_mask.sum()):>9} {medians[name]:>9.3f} {min(times[name]):>7.3f} {statistics.median(cpu_times[name]):>7.3f}"
         )
     bound = int(unpacked.lengths.sum()) / int(packed.lengths.sum())
+    flops = {name: model_flops(model, rows, allowed_pairs(rows)) for name, (rows, _, _) in layouts.items()}
+    flop_bound = flops["unpacked"] / flops["packed"]
+    print(
+        f"model GFLOP per pass (linear layers, allowed attention pairs, output head on the {int(packed.trainable_mask.sum())} "
+        f"scored tokens): packed {flops['packed'] / 1e9:.2f}, unpacked {flops['unpacked'] / 1e9:.2f} → FLOP bound {flop_bound:.2f}x"
+    )
     for name in ("packed", "tree"):
         speedup = medians["unpacked"] / medians[name]
-        print(f"unpacked / {name} time: {speedup:.2f}x (tokens {bound:.2f}x): {speedup / bound:.2f} of the token-count bound")
+        print(
+            f"unpacked / {name} time: {speedup:.2f}x: {speedup / bound:.2f} of the token-count bound ({bound:.2f}x), "
+            f"{speedup / flop_bound:.2f} of the FLOP bound ({flop_bound:.2f}x)"
+        )
 
 
 if __name__ == "__main__":

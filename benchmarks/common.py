@@ -30,3 +30,27 @@ def random_rollouts(args: argparse.Namespace, gen: torch.Generator) -> RolloutBa
         return Thinking(prompt_ids=ids(args.prompt), thinking_ids=ids(length), closed=closed, cuts=cuts, summaries=summaries)
 
     return RolloutBatch(budgets=budgets, thinkings=[[thinking() for _ in range(args.G)] for _ in range(args.B)])
+
+
+def model_flops(model: torch.nn.Module, batch, pairs: int) -> float:
+    """Forward+backward FLOPs of one training pass over ``batch`` attending ``pairs`` (query, key)
+    pairs: linear layers 2·P_body per token, attention 4·d per pair per layer, the output head
+    2·d·V per scored token; backward = 2× forward, plus one more forward of the (checkpointed) head."""
+    cfg = model.config
+    head = model.get_output_embeddings().weight.numel()
+    embed = model.get_input_embeddings().weight.numel()
+    body = sum(p.numel() for p in model.parameters()) - head - embed
+    tokens = int(batch.lengths.sum())
+    scored = int(batch.trainable_mask.sum())
+    attention = 4 * cfg.hidden_size * pairs * cfg.num_hidden_layers
+    forward = 2 * body * tokens + attention + 2 * cfg.hidden_size * cfg.vocab_size * scored
+    return 3 * forward + 2 * cfg.hidden_size * cfg.vocab_size * scored
+
+
+def allowed_pairs(batch) -> int:
+    """(query, key) pairs the tree rule allows between real tokens (causal pairs for plain rows)."""
+    from anytime_reasoner.rollout.packing import allowed_attention
+
+    allowed = allowed_attention(batch.segment_ids, batch.visible_trunk, batch.doc_ids)  # [N, T, T]
+    real = batch.segment_ids != -1  # [N, T]
+    return int((allowed & real[:, :, None]).sum())
