@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -65,6 +66,8 @@ class EngineStats:
     sampled_rows: int = 0
     prefill_tokens: int = 0  # prefix tokens run through the model (excluding left padding)
     padded_prefill_tokens: int = 0  # the same including left padding
+    prefill_seconds: float = 0.0  # in the shared-prefix prefill forwards
+    generate_seconds: float = 0.0  # in generate() (decoding, plus any prefix it encodes itself)
 
 
 @dataclass
@@ -132,7 +135,9 @@ class TransformersEngine:
         kwargs: dict[str, Any] = {}
         if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
             kwargs["logits_to_keep"] = 1
+        start = time.perf_counter()
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=True, **kwargs)
+        self.stats.prefill_seconds += time.perf_counter() - start
         self.stats.prefill_tokens += int(mask.sum())
         self.stats.padded_prefill_tokens += mask.numel()
         cache = _output_cache(out)
@@ -156,7 +161,9 @@ class TransformersEngine:
         recorder = LogprobRecorder(params.temperature) if params.logprobs else None
         if recorder is not None:
             kwargs["logits_processor"] = LogitsProcessorList([recorder])
+        start = time.perf_counter()
         out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)  # [rows, T + new]
+        self.stats.generate_seconds += time.perf_counter() - start
         self.stats.generate_calls += 1
         self.stats.sampled_rows += ids.shape[0]
         new = out[:, ids.shape[1] :]  # [rows, new]
