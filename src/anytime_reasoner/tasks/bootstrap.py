@@ -48,8 +48,9 @@ from anytime_reasoner.tasks.tokenizer import TokenizerSpec, build_tokenizer
 FORMAT_VERSION = 1  # bump when the bootstrap recipe changes in a way the settings do not show
 MARKER_FILE = "bootstrap.json"
 IGNORE = -100
-# The tiny model's steps are bound by per-op overhead: 2 threads are only ~15% faster than 1 on an
-# idle 2-core machine, and 2x slower as soon as another process competes for the cores.
+# The tiny model's steps are bound by per-op overhead: 2 threads are 1.1-1.5x faster than 1 on an
+# idle 2-core machine (by CPU), and 2x slower as soon as another process competes for the cores;
+# the demo, which bootstraps before anything else runs, asks for every core.
 DEFAULT_THREADS = 1
 
 
