@@ -45,7 +45,7 @@ def test_demo_learns_from_the_embedded_base_model(tmp_path, capsys):
     """
     from anytime_reasoner.tasks.bootstrap import ensure_base_model
 
-    base = ensure_base_model(progress=False, threads=2)
+    base = ensure_base_model(progress=False)
     out = tmp_path / "demo"
     args = ["demo", f"base_model={base}", f"out={out}", "steps=6", "eval_size=100", "eval_samples=1", "progress=false"]
     assert main(args) == 0
@@ -78,7 +78,7 @@ def test_lora_learns_the_demo_task(tmp_path):
     from anytime_reasoner.tasks.bootstrap import ensure_base_model
     from anytime_reasoner.train.build import build_trainer
 
-    base = ensure_base_model(progress=False, threads=2)
+    base = ensure_base_model(progress=False)
     cfg = train_config(RunScale(steps=6, lr=1e-3, val_every=6, val_size=64), base, "ar-uniform", 0, tmp_path / "lora", 524)
     cfg.model.lora_rank = 8
     trainer = build_trainer(cfg)

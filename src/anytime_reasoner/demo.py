@@ -337,9 +337,7 @@ def base_model(cfg: RunScale) -> Path:
     from anytime_reasoner.tasks.bootstrap import ensure_base_model
 
     print("bootstrapping the tiny base model, or reusing the cached one ...", flush=True)
-    # nothing else runs yet, so the bootstrap gets every core (docs/BENCHMARKS.md: 1.5x faster on 2 cores)
-    threads = os.cpu_count() or 1
-    return ensure_base_model(cfg.cache_dir, seed=cfg.bootstrap_seed, progress=cfg.progress, threads=threads)
+    return ensure_base_model(cfg.cache_dir, seed=cfg.bootstrap_seed, progress=cfg.progress)
 
 
 def run_demo(cfg: DemoConfig) -> int:

@@ -25,7 +25,7 @@ def test_training_with_the_vllm_engine_learns(tmp_path):
     from anytime_reasoner.tasks.bootstrap import ensure_base_model
     from anytime_reasoner.train.build import build_trainer
 
-    base = ensure_base_model(progress=False, threads=2)
+    base = ensure_base_model(progress=False)
     engine = EngineConfig(backend="vllm", enforce_eager=True, kv_cache_gib=0.5)
     cfg = train_config(RunScale(steps=6, val_every=6, val_size=64, engine=engine), base, "ar-uniform", 0, tmp_path / "run", 524)
     trainer = build_trainer(cfg)

@@ -48,10 +48,6 @@ from anytime_reasoner.tasks.tokenizer import TokenizerSpec, build_tokenizer
 FORMAT_VERSION = 1  # bump when the bootstrap recipe changes in a way the settings do not show
 MARKER_FILE = "bootstrap.json"
 IGNORE = -100
-# The tiny model's steps are bound by per-op overhead: 2 threads are 1.1-1.5x faster than 1 on an
-# idle 2-core machine (by CPU), and 2x slower as soon as another process competes for the cores;
-# the demo, which bootstraps before anything else runs, asks for every core.
-DEFAULT_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -64,6 +60,9 @@ class SFTSpec:
     grad_clip: float = 1.0
     cut_fraction: float = 0.3
     bare_question_fraction: float = 0.5
+    # Intra-op threads: part of the recipe, since the thread count changes the float summation order
+    # and so the model. 2 threads: 1.5x faster than 1 on an idle 2-core Xeon (docs/BENCHMARKS.md).
+    threads: int = 2
 
 
 @dataclass(frozen=True)
@@ -225,12 +224,11 @@ def bootstrap(
     seed: int = 0,
     spec: BootstrapSpec = BootstrapSpec(),
     progress: bool = True,
-    threads: int = DEFAULT_THREADS,
 ) -> Path:
     """Train the base model and save it (model, tokenizer, ``bootstrap.json``) in ``out_dir``."""
     out_dir = Path(out_dir)
     previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
+    torch.set_num_threads(spec.sft.threads)
     start, cpu_start = time.perf_counter(), time.process_time()
     try:
         model, tokenizer, loss = train_sft(spec, seed, progress)
@@ -245,7 +243,7 @@ def bootstrap(
         "parameters": count_parameters(model),
         "seconds": round(time.perf_counter() - start, 1),
         "cpu_seconds": round(time.process_time() - cpu_start, 1),
-        "threads": threads,
+        "threads": spec.sft.threads,
         "final_loss": round(loss, 4),
         "version": FORMAT_VERSION,
     }
@@ -258,11 +256,8 @@ def ensure_base_model(
     seed: int = 0,
     spec: BootstrapSpec = BootstrapSpec(),
     progress: bool = True,
-    threads: int = DEFAULT_THREADS,
 ) -> Path:
-    """The cached base model's folder (``<cache>/tiny-<hash>``), bootstrapped first if missing.
-
-    ``threads`` is an execution setting, not part of the cache key."""
+    """The cached base model's folder (``<cache>/tiny-<hash>``), bootstrapped first if missing."""
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = root / f"tiny-{spec.key(seed)}"
     if (target / MARKER_FILE).is_file():
@@ -270,7 +265,7 @@ def ensure_base_model(
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
     try:
-        bootstrap(tmp, seed=seed, spec=spec, progress=progress, threads=threads)
+        bootstrap(tmp, seed=seed, spec=spec, progress=progress)
         try:
             tmp.rename(target)
         except OSError:
