@@ -113,8 +113,8 @@ def multi_tree_micro_batches(
     """Several trees per row: rows (given their lengths ``[n]``) first-fit into bins, then as many
     bins per micro-batch as ``max_token_len`` allows (at least one). Bins are as wide as the longest
     row (a dense mask costs ``T²`` per row), or ``max_token_len`` wide when ``wide`` (tree
-    attention: the cost does not grow with the row, so one row per micro-batch, no padding but the
-    last row's tail). Returns micro-batches of bins of positions into ``lengths``, then empty
+    attention: the cost does not grow with the row, so one row per micro-batch, exactly as wide as
+    its trees: no padding). Returns micro-batches of bins of positions into ``lengths``, then empty
     entries up to ``min_count``."""
     sizes = [int(n) for n in lengths.tolist()]
     micro: list[list[list[int]]] = []
