@@ -27,7 +27,7 @@ import statistics
 import time
 
 import torch
-from common import allowed_pairs, model_flops, random_rollouts
+from common import allowed_pairs, model_flops, random_qwen2, random_rollouts
 
 NO_ATTENTION = "bench_no_attention"
 
@@ -38,26 +38,24 @@ def no_attention(module, query, key, value, attention_mask, **kwargs):
 
 
 def build_models(args: argparse.Namespace) -> dict[str, torch.nn.Module]:
-    from transformers import AttentionInterface, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AttentionInterface
 
     from anytime_reasoner.train.tree_attention import register
 
     AttentionInterface.register(NO_ATTENTION, no_attention)
     models = {}
     for name, impl in (("dense", "sdpa"), ("tree", register()), ("none", NO_ATTENTION)):
-        config = Qwen2Config(
-            vocab_size=args.vocab,
-            hidden_size=args.hidden,
-            intermediate_size=3 * args.hidden,
-            num_hidden_layers=args.layers,
-            num_attention_heads=args.hidden // 64,
-            num_key_value_heads=args.hidden // 128,
-            max_position_embeddings=8192,
+        models[name] = random_qwen2(
+            args.vocab,
+            args.hidden,
+            args.layers,
+            args.hidden // 64,
+            args.hidden // 128,
+            3 * args.hidden,
+            max_positions=8192,
+            attn=impl,
             tie_word_embeddings=False,
-        )
-        config._attn_implementation = impl
-        torch.manual_seed(0)
-        models[name] = Qwen2ForCausalLM(config).float().train()
+        ).train()
     return models
 
 

@@ -22,7 +22,7 @@ import statistics
 import time
 
 import torch
-from common import allowed_pairs, model_flops, random_rollouts
+from common import allowed_pairs, model_flops, random_qwen2, random_rollouts
 
 from anytime_reasoner.rollout.packing import PackedBatch, pack_rollouts, unpack_rollouts
 from anytime_reasoner.train.logprobs import packed_logprobs
@@ -37,20 +37,7 @@ from anytime_reasoner.train.update import (
 
 
 def tiny_qwen2(args: argparse.Namespace, attn: str = "sdpa"):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    config = Qwen2Config(
-        vocab_size=args.vocab,
-        hidden_size=args.hidden,
-        intermediate_size=2 * args.hidden,
-        num_hidden_layers=args.layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-    )
-    config._attn_implementation = attn
-    torch.manual_seed(0)
-    return Qwen2ForCausalLM(config).float().train()
+    return random_qwen2(args.vocab, args.hidden, args.layers, 4, 2, 2 * args.hidden, attn=attn).train()
 
 
 def update_pass(

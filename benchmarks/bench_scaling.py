@@ -25,27 +25,9 @@ import statistics
 import time
 
 import torch
+from common import random_qwen2
 
 VOCAB, PAD, THINK_END = 4096, 0, 2
-
-
-def make_model(attn: str):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    config = Qwen2Config(
-        vocab_size=VOCAB,
-        hidden_size=256,
-        intermediate_size=768,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        max_position_embeddings=4096,
-        pad_token_id=PAD,
-        eos_token_id=1,
-    )
-    config._attn_implementation = attn
-    torch.manual_seed(0)
-    return Qwen2ForCausalLM(config)
 
 
 def one_step(model, rows: int, length: int, S: int, A: int, summary: int, seed: int) -> dict[str, float]:
@@ -141,7 +123,7 @@ def main() -> None:
 
     from anytime_reasoner.train.tree_attention import register
 
-    model = make_model(register())
+    model = random_qwen2(VOCAB, 256, 4, 8, 4, 768, attn=register(), pad_token_id=PAD, eos_token_id=1)
     one_step(model, 2, 32, 2, 2, 4, seed=99)  # warm-up
     print(f"Qwen2 hidden 256, 4 layers, vocab {VOCAB}; {args.rows} thinkings; summaries of {args.summary} tokens")
     series(model, "thinking length (S = A = 4)", [(128, 4, 4), (256, 4, 4), (512, 4, 4), (1024, 4, 4)], args)

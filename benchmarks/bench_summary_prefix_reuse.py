@@ -24,7 +24,7 @@ import statistics
 import time
 
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from common import random_qwen2
 
 from anytime_reasoner.engine.base import SamplingParams
 from anytime_reasoner.engine.hf import TransformersEngine
@@ -37,20 +37,9 @@ PAD, EOS, THINK_END = 0, 1, 2
 BUDGETS = (100, 200, 300, 400)
 
 
-def make_model(device: str) -> Qwen2ForCausalLM:
-    config = Qwen2Config(
-        vocab_size=VOCAB,
-        hidden_size=256,
-        intermediate_size=768,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        max_position_embeddings=2048,
-        pad_token_id=PAD,
-        eos_token_id=EOS,
-    )
-    torch.manual_seed(0)
-    return Qwen2ForCausalLM(config).to(device).eval()
+def make_model(device: str):
+    model = random_qwen2(VOCAB, 256, 4, 8, 4, 768, max_positions=2048, pad_token_id=PAD, eos_token_id=EOS)
+    return model.to(device).eval()
 
 
 def make_thinkings(questions: int, per_question: int, rng: random.Random) -> list[list[Thinking]]:

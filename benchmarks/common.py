@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import torch
 
@@ -54,3 +55,34 @@ def allowed_pairs(batch) -> int:
     allowed = allowed_attention(batch.segment_ids, batch.visible_trunk, batch.doc_ids)  # [N, T, T]
     real = batch.segment_ids != -1  # [N, T]
     return int((allowed & real[:, :, None]).sum())
+
+
+def random_qwen2(
+    vocab: int,
+    hidden: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    intermediate: int,
+    *,
+    max_positions: int = 4096,
+    attn: str = "sdpa",
+    seed: int = 0,
+    **config: Any,
+) -> torch.nn.Module:
+    """A float32 Qwen2 with random weights (``torch.manual_seed(seed)``), attention ``attn``."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
+        **config,
+    )
+    cfg._attn_implementation = attn
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(cfg).float()

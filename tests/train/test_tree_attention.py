@@ -86,3 +86,14 @@ def test_without_a_layout_it_is_sdpa():
         out_tree = tree.generate(ids[:1], max_new_tokens=5, do_sample=False)
         out_dense = dense.generate(ids[:1], max_new_tokens=5, do_sample=False)
     assert torch.equal(out_tree, out_dense)
+
+
+def test_attention_setting_picks_the_path():
+    """tree/auto use tree attention on a tree model; dense and flex do not; tree on an sdpa model is an error."""
+    dense, tree = _pair("qwen2", seed=10)
+    batch = make_rollouts([[3, 7]], BUDGETS, n_summary=1, seed=2)
+    packed = pack_rollouts(batch, *random_advantages(batch))
+    assert uses_tree_attention(tree, "auto") and uses_tree_attention(tree, "tree")
+    assert not uses_tree_attention(tree, "dense") and not uses_tree_attention(tree, "flex")
+    with pytest.raises(ValueError, match="model.attention: 'tree' needs"):
+        packed_logprobs(dense, packed, attention="tree")

@@ -15,15 +15,16 @@ described per token by a few integer arrays, from which both attention masks are
 
 Query q may attend key k iff ``(seg[k] == seg[q] and k ≤ q) or (seg[k] == 0 and k < visible_trunk[q])``:
 the trunk is causal, a block sees its trunk prefix and itself causally, padding sees only padding
-(never an empty row, so no NaN).
+(never an empty row, so no NaN). :func:`dense_attention_mask` materializes this rule as an additive
+float ``[N, 1, T, T]`` mask (eager/sdpa); :func:`flex_block_mask` turns the same rule into a
+FlexAttention ``BlockMask`` (CUDA); ``train.tree_attention`` computes only the pairs it allows.
 
 Several trees per row (:func:`merge_rows`, what the update runs): ``doc_ids`` numbers the trees
 of a row (0, 1, …; −1 padding), the rule above holds within a tree (``doc[k] == doc[q]``), and
 every tree keeps its own position ids (restarting at 0) while ``prev_index`` and ``visible_trunk``
-are shifted by the tree's offset in the row. The first-fit placement (:func:`first_fit_bins`)
-fills rows of the longest tree's width with shorter trees, so padding is what no tree fits into. :func:`dense_attention_mask` materializes this rule as an additive
-float ``[N, 1, T, T]`` mask (CPU, eager/sdpa); :func:`flex_block_mask` turns the same rule into a
-FlexAttention ``BlockMask`` (CUDA).
+are shifted by the tree's offset in the row. The trees are placed first-fit
+(:func:`first_fit_bins`) into rows of a capacity the update chooses (``train.update``), so padding
+is what no tree fits into.
 
 Engine log-probs: ``rollout_logprobs`` holds, for every sampled token, the log-prob the engine
 reported when it sampled it (``Thinking.thinking_logprobs``, ``Summary.sampled_logprobs``), and
@@ -476,26 +477,18 @@ def merge_rows(batch: PackedBatch, placement: RowPlacement) -> PackedBatch:
     if bool((batch.doc_ids > 0).any()):
         raise ValueError("merge_rows: the rows already hold several trees")
     p = placement
-    shift = p.offset[p.src_row]  # [M] the offset of each token's tree
-    segment = batch.segment_ids[p.src_row, p.src_col]  # [M]
-    prev = batch.prev_index[p.src_row, p.src_col]  # [M]
-    visible = batch.visible_trunk[p.src_row, p.src_col]  # [M]
-
-    def put(values: torch.Tensor, fill: float | int | bool) -> torch.Tensor:
-        out = torch.full((p.n_bins, p.width), fill, dtype=values.dtype)  # [n_bins, W]
-        out[p.dst_row, p.dst_col] = values
-        return out
-
+    shift = p.offset[:, None]  # [n, 1] where each tree starts in its merged row
+    blocks = batch.segment_ids > TRUNK  # [n, t]
     starts = p.dst_col == 0  # [M] the first token of each merged row
     first_row = torch.zeros(p.n_bins, dtype=torch.long)  # [n_bins] the source row of each merged row's first tree
     first_row[p.dst_row[starts]] = p.src_row[starts]
     return PackedBatch(
         input_ids=p.place(batch.input_ids, 0),
         position_ids=p.place(batch.position_ids, 0),
-        segment_ids=put(segment, PADDING),
-        visible_trunk=put(torch.where(segment > TRUNK, visible + shift, visible), 0),
-        prev_index=put(torch.where(prev >= 0, prev + shift, prev), -1),
-        doc_ids=put(p.doc[p.src_row], PADDING),
+        segment_ids=p.place(batch.segment_ids, PADDING),
+        visible_trunk=p.place(torch.where(blocks, batch.visible_trunk + shift, batch.visible_trunk), 0),
+        prev_index=p.place(torch.where(batch.prev_index >= 0, batch.prev_index + shift, batch.prev_index), -1),
+        doc_ids=p.place(p.doc[:, None].expand_as(batch.segment_ids), PADDING),
         trainable_mask=p.place(batch.trainable_mask, False),
         advantages=p.place(batch.advantages, 0.0),
         rollout_logprobs=p.place(batch.rollout_logprobs, NAN),

@@ -31,6 +31,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from anytime_reasoner.rollout.packing import PADDING, PackedBatch, dense_attention_mask, flex_block_mask
+from anytime_reasoner.train.tree_attention import IMPLEMENTATION, TreeLayout, placeholder_mask, register
 
 Attention = Literal["auto", "dense", "flex", "tree"]
 DENSE_IMPLEMENTATIONS = ("eager", "sdpa")
@@ -43,52 +44,31 @@ def attn_implementation_for(attention: Attention, device: torch.device | str) ->
     if attention == "flex" or (attention == "auto" and torch.device(device).type == "cuda"):
         return "flex_attention"
     if attention in ("tree", "auto"):
-        from anytime_reasoner.train.tree_attention import register
-
         return register()
     return "sdpa"
 
 
 def uses_tree_attention(model: Any, attention: Attention = "auto") -> bool:
     """True when ``model``'s packed rows go through ``train.tree_attention`` (no ``[T, T]`` mask)."""
-    from anytime_reasoner.train.tree_attention import IMPLEMENTATION
-
-    return model.config._attn_implementation == IMPLEMENTATION and attention != "dense"
+    return model.config._attn_implementation == IMPLEMENTATION and attention in ("auto", "tree")
 
 
-def attention_inputs(model: Any, batch: PackedBatch, attention: Attention = "auto") -> tuple[Any, Any]:
+def attention_inputs(model: Any, batch: PackedBatch, attention: Attention = "auto") -> tuple[Any, TreeLayout | None]:
     """``(attention_mask, tree_layout)`` for ``batch`` under ``model``'s attention implementation.
 
-    A batch without summary blocks or second trees gets the ordinary 2-D padding mask ``[N, T]``;
-    a tree-packed batch gets a :class:`~anytime_reasoner.train.tree_attention.TreeLayout` (and an
-    empty placeholder mask) under tree attention, a FlexAttention ``BlockMask`` under ``flex_attention`` (unless
-    ``attention="dense"``), else an additive float ``[N, 1, T, T]`` mask (eager / sdpa).
+    A batch without summary blocks or second trees gets the ordinary 2-D padding mask ``[N, T]``.
+    A tree-packed batch gets, under tree attention, a :class:`TreeLayout` beside an empty
+    placeholder mask; under ``flex_attention`` a FlexAttention ``BlockMask``; with
+    ``attention="dense"`` or an eager/sdpa model an additive float ``[N, 1, T, T]`` mask.
     """
+    impl = model.config._attn_implementation
     if batch.is_causal:
         return (batch.segment_ids != PADDING).long(), None  # [N, T]
     if uses_tree_attention(model, attention):
-        from anytime_reasoner.train.tree_attention import TreeLayout, placeholder_mask
-
         return placeholder_mask(batch), TreeLayout.of(batch)
-    return attention_mask_for(model, batch, attention), None
-
-
-def attention_mask_for(model: Any, batch: PackedBatch, attention: Attention = "auto") -> Any:
-    """The ``attention_mask`` argument for ``batch`` under a mask-taking attention implementation.
-
-    A batch without summary blocks or second trees gets the ordinary 2-D padding mask ``[N, T]``;
-    a tree-packed batch gets a FlexAttention ``BlockMask`` when the model runs ``flex_attention``
-    (unless ``attention="dense"``), else an additive float ``[N, 1, T, T]`` mask (eager / sdpa,
-    and tree attention's sdpa fallback).
-    """
-    from anytime_reasoner.train.tree_attention import IMPLEMENTATION
-
-    impl = model.config._attn_implementation
-    if batch.is_causal:
-        return (batch.segment_ids != PADDING).long()  # [N, T]
     if impl == "flex_attention" and attention != "dense":
-        return flex_block_mask(batch)
-    if attention == "tree" and impl != IMPLEMENTATION:
+        return flex_block_mask(batch), None
+    if attention == "tree":
         raise ValueError(
             f"model.attention: 'tree' needs a model loaded with attn_implementation={IMPLEMENTATION!r}, got {impl!r}"
         )
@@ -98,7 +78,7 @@ def attention_mask_for(model: Any, batch: PackedBatch, attention: Attention = "a
         raise ValueError(
             f"model.attention: attn_implementation {impl!r} cannot take a tree mask; use sdpa, eager or flex_attention"
         )
-    return dense_attention_mask(batch, dtype=model.dtype)  # [N, 1, T, T]
+    return dense_attention_mask(batch, dtype=model.dtype), None  # [N, 1, T, T]
 
 
 def decoder_hidden_states(

@@ -397,12 +397,11 @@ def ppo_update(
     t0 = time.perf_counter()
     if old_logprobs is None:
         old_logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32)  # [N, T]
-        rest = torch.cat(minis[1:]) if on_policy_first and len(minis) > 1 else None
-        todo = batch if not on_policy_first else (batch.select(rest) if rest is not None and rest.numel() else None)
-        if todo is not None:
+        todo = torch.cat([torch.zeros(0, dtype=torch.long), *minis[1:]]) if on_policy_first else torch.arange(batch.n_rows)
+        if todo.numel() or not on_policy_first:  # off-policy, every rank joins the collective forwards
             computed = compute_old_logprobs(
                 model,
-                todo,
+                batch.select(todo) if on_policy_first else batch,
                 max_token_len=ppo_cfg.ppo_max_token_len,
                 attention=attention,
                 chunk_size=chunk_size,
@@ -410,8 +409,7 @@ def ppo_update(
                 runtime=runtime,
                 multi_tree=ppo_cfg.multi_tree_rows,
             )  # [n, t]
-            where = rest.cpu() if on_policy_first and rest is not None else torch.arange(batch.n_rows)
-            old_logprobs[where, : computed.shape[1]] = computed
+            old_logprobs[todo, : computed.shape[1]] = computed
     else:
         on_policy_first = False
     timings = {"time_old_logprobs": time.perf_counter() - t0, "time_forward_backward": 0.0, "time_optimizer": 0.0}
