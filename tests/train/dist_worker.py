@@ -8,7 +8,8 @@ parity verifier, and with DUMP_DIR saves what each rank's update receives at eac
 rollouts and advantages) to ``DUMP_DIR/step{t}_rank{r}.pt``, so a test can rebuild the global
 batch and train one process on it; after training, every rank streams the trained weights the way
 a vLLM engine receives them (``train.weight_sync.policy_weights``: one gathered tensor at a time)
-into ``DUMP_DIR/streamed_rank{r}.pt``.
+into ``DUMP_DIR/streamed_rank{r}.pt``; after the process group's shutdown it writes the names of
+the gloo threads still running to ``DUMP_DIR/threads_after_shutdown_rank{r}.txt`` (Linux).
 """
 
 from __future__ import annotations
@@ -22,39 +23,52 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 def main(argv: list[str]) -> int:
     import torch
 
-    from anytime_reasoner.train.build import build_trainer
     from anytime_reasoner.train.runtime import init_runtime, shutdown
-    from tests.train.test_trainer_smoke import ParityVerifier, _config
+    from tests.train.test_trainer_smoke import _config
 
     torch.set_num_threads(1)
     model_dir, out, steps, dump, *overrides = argv
-    extra = dict(o.split("=", 1) for o in overrides)
-    cfg = _config(model_dir, out, steps=int(steps), **extra)
+    cfg = _config(model_dir, out, steps=int(steps), **dict(o.split("=", 1) for o in overrides))
     runtime = init_runtime(cfg.model.device, cfg.model.dtype)
+    try:
+        _train(cfg, runtime, None if dump == "-" else Path(dump))
+    finally:
+        shutdown(runtime)
+    tasks = Path("/proc/self/task")  # Linux: one folder per thread, its name in comm
+    if dump != "-" and tasks.is_dir():  # what still runs after shutdown: gloo's threads must be gone
+        gloo = sorted(n for n in (t.read_text().strip() for t in tasks.glob("*/comm")) if "gloo" in n)
+        (Path(dump) / f"threads_after_shutdown_rank{runtime.rank}.txt").write_text("\n".join(gloo))
+    return 0
+
+
+def _train(cfg, runtime, dump: Path | None) -> None:
+    """Train (recording each update's inputs into ``dump``), then stream the trained weights;
+    the trainer is gone when this returns, as in ``anytime-reasoner train``."""
+    import torch
+
+    from anytime_reasoner.train.build import build_trainer
+    from tests.train.test_trainer_smoke import ParityVerifier
+
     trainer = build_trainer(cfg, runtime)
     trainer.verifier.close()
     trainer.verifier = ParityVerifier()
-    if dump != "-":
+    if dump is not None:
         update = trainer.update
         state = {"step": trainer.start_step}
 
         def recording_update(rollouts, think_adv, summ_adv):
             state["step"] += 1
-            path = Path(dump) / f"step{state['step']}_rank{runtime.rank}.pt"
+            path = dump / f"step{state['step']}_rank{runtime.rank}.pt"
             torch.save({"rollouts": rollouts, "think_adv": think_adv, "summ_adv": summ_adv}, path)
             return update(rollouts, think_adv, summ_adv)
 
         trainer.update = recording_update  # type: ignore[method-assign]
-    try:
-        trainer.fit()
-        if dump != "-":
-            from anytime_reasoner.train.weight_sync import policy_weights
+    trainer.fit()
+    if dump is not None:
+        from anytime_reasoner.train.weight_sync import policy_weights
 
-            streamed = {k: v.detach().cpu().clone() for k, v in policy_weights(trainer.policy, torch.float32)}
-            torch.save(streamed, Path(dump) / f"streamed_rank{runtime.rank}.pt")
-    finally:
-        shutdown(runtime)
-    return 0
+        streamed = {k: v.detach().cpu().clone() for k, v in policy_weights(trainer.policy, torch.float32)}
+        torch.save(streamed, dump / f"streamed_rank{runtime.rank}.pt")
 
 
 if __name__ == "__main__":

@@ -208,19 +208,24 @@ def build_policy(model: Any, cfg: TrainConfig, runtime: Runtime) -> tuple[Any, P
     return model, policy
 
 
+def _fit(cfg: TrainConfig, runtime: Runtime) -> list[dict[str, Any]]:
+    """Build the trainer, train, close its workers; the history of metrics."""
+    trainer = build_trainer(cfg, runtime)
+    try:
+        return trainer.fit()
+    finally:
+        for part in (trainer.verifier, trainer.engine):  # grading workers; a vLLM engine core
+            close = getattr(part, "close", None)
+            if close:
+                close()
+
+
 def run_train(cfg: TrainConfig) -> int:
     """``anytime-reasoner train``."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     runtime = init_runtime(cfg.model.device, cfg.model.dtype)
     try:
-        trainer = build_trainer(cfg, runtime)
-        try:
-            history = trainer.fit()
-        finally:
-            for part in (trainer.verifier, trainer.engine):  # grading workers; a vLLM engine core
-                close = getattr(part, "close", None)
-                if close:
-                    close()
+        history = _fit(cfg, runtime)  # the trainer is gone when it returns: shutdown can free the group
     finally:
         shutdown(runtime)
     if not runtime.is_main:

@@ -64,8 +64,8 @@ def shard_policy(scorer: PolicyScorer, runtime: Runtime) -> PolicyScorer:
 
     policy = MixedPrecisionPolicy(param_dtype=runtime.compute_dtype, reduce_dtype=torch.float32)
     for layer in decoder_layers(scorer.lm):
-        fully_shard(layer, mp_policy=policy)
-    fully_shard(scorer, mp_policy=policy)
+        fully_shard(layer, mesh=runtime.mesh, mp_policy=policy)
+    fully_shard(scorer, mesh=runtime.mesh, mp_policy=policy)
     for unit in fsdp_units(scorer):
         unit.set_gradient_divide_factor(1.0)
         unit.set_force_sum_reduction_for_comms(True)  # a plain SUM: gloo has no pre-multiplied sum

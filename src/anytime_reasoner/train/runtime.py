@@ -4,8 +4,9 @@ One :class:`Runtime` is built per process by :func:`init_runtime` and passed exp
 trainer, the update and the checkpoint code; nothing here is module-level state.
 
 - **Processes.** ``torchrun`` sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; with
-  ``WORLD_SIZE > 1`` a process group is created (``nccl`` on CUDA, ``gloo`` on CPU) and each rank
-  uses ``cuda:LOCAL_RANK``. Without them the run is a single process and no group is created.
+  ``WORLD_SIZE > 1`` a process group is created (``nccl`` on CUDA, ``gloo`` on CPU), with a 1-D
+  device mesh over it for FSDP2, and each rank uses ``cuda:LOCAL_RANK``; :func:`shutdown` frees
+  both before the process exits. Without them the run is a single process and no group is created.
 - **Question sharding.** A step's questions are dealt out strided: question q goes to rank
   ``q % world_size``. All G thinkings of a question stay on its rank, so the group baselines
   (GRPO, BRPO) are exact without communication, and a global mini-batch of M consecutive
@@ -20,10 +21,11 @@ trainer, the update and the checkpoint code; nothing here is module-level state.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -47,6 +49,7 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     sharded: bool = False  # the policy is FSDP2-sharded (train.fsdp); init_runtime: when world_size > 1
+    mesh: Any = field(default=None, compare=False, repr=False)  # the 1-D DeviceMesh FSDP2 shards over
 
     @property
     def is_main(self) -> bool:
@@ -130,14 +133,35 @@ def init_runtime(device: str, dtype: str, env: dict[str, str] | None = None) -> 
     if not dist.is_initialized():
         backend = "nccl" if kind == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=timedelta(minutes=30), device_id=where if kind == "cuda" else None)
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh(where.type, (world_size,))  # over the default group: no new group
     log.info("rank %d of %d on %s", rank, world_size, where)
-    return Runtime(device=where, compute_dtype=compute_dtype, rank=rank, world_size=world_size, sharded=True)
+    return Runtime(device=where, compute_dtype=compute_dtype, rank=rank, world_size=world_size, sharded=True, mesh=mesh)
 
 
 def shutdown(runtime: Runtime) -> None:
-    """Destroy the process group (if this process created one)."""
-    if runtime.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+    """Destroy the process group (if this process created one) and free it, so that its worker
+    threads stop here and not during interpreter exit.
+
+    The caller drops the trainer first (FSDP2 keeps the group in the model's state).
+    ``destroy_process_group`` only unregisters the group: gloo's worker threads run until the last
+    reference to it is gone, and DTensor's sharding caches keep the device mesh, which keeps the
+    group (``DeviceMesh._pg_registry``), for the life of the process. A worker thread still alive
+    at interpreter exit can be releasing a finished collective's tensors, which needs the GIL, and
+    the process aborts after a run that succeeded (SIGABRT, "terminate called without an active
+    exception"). So the collections below free the model's reference cycles and the mesh's
+    registry is emptied (the mesh is unusable after the group is gone anyway): the group's
+    destructor then joins its threads here.
+    """
+    if not (runtime.distributed and dist.is_initialized()):
+        return
+    gc.collect()
+    dist.destroy_process_group()
+    registry = getattr(runtime.mesh, "_pg_registry", None)  # private in torch 2.13: a dict name -> group
+    if isinstance(registry, dict):
+        registry.clear()
+    gc.collect()
 
 
 @contextlib.contextmanager
