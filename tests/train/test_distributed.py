@@ -21,7 +21,7 @@ from anytime_reasoner.algo.advantages import summary_advantages, thinking_advant
 from anytime_reasoner.rollout.types import RolloutBatch
 from anytime_reasoner.train.loggers import read_metrics
 from anytime_reasoner.train.runtime import Runtime
-from tests.train.test_trainer_smoke import _build, _config
+from tests.train.test_trainer_smoke import _build, _config, _overrides
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]  # launches torchrun with a tiny model
 
@@ -128,6 +128,17 @@ def test_two_processes_train_as_one_on_the_global_batch(
     assert len(logged["val/accuracy"]) == len(reference.val_plan.budgets)  # validation gathered from both ranks
     for key in ("loss", "tokens", "clip_frac", "grad_norm"):  # reduced over ranks = one process's
         assert logged[key] == pytest.approx(metrics[key], rel=1e-4, abs=1e-7), key
+
+
+def test_the_train_command_under_torchrun_trains_and_exits_cleanly(tiny_model_dir, tmp_path):
+    """``torchrun -m anytime_reasoner train``: the command users launch, with the real grader."""
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD}"]
+    cmd += ["-m", "anytime_reasoner", "train", "ar-uniform", *_overrides(tiny_model_dir, out, 1, **SETTINGS)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert f"model saved to {out / 'final'}" in done.stdout  # rank 0 prints it
+    assert (out / "final" / "config.json").is_file()
 
 
 def test_two_process_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path):

@@ -35,7 +35,12 @@ def _build(cfg):
 
 
 def _config(model_dir, out, preset="ar-uniform", steps=2, **extra):
-    overrides = [
+    return build_config(TrainConfig, preset=preset, overrides=_overrides(model_dir, out, steps, **extra))
+
+
+def _overrides(model_dir, out, steps=2, **extra) -> list[str]:
+    """The tiny-model test run as ``key=value`` overrides (what ``anytime-reasoner train`` takes)."""
+    return [
         f"model.path={model_dir}",
         "model.device=cpu",
         "rollout.n=2",
@@ -54,7 +59,6 @@ def _config(model_dir, out, preset="ar-uniform", steps=2, **extra):
         f"trainer.out={out}",
         *[f"{k}={v}" for k, v in extra.items()],
     ]
-    return build_config(TrainConfig, preset=preset, overrides=overrides)
 
 
 def test_two_steps_update_log_checkpoint_and_resume(tiny_model_dir, tmp_path):
