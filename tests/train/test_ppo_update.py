@@ -164,19 +164,25 @@ def test_on_policy_first_mini_batch_trains_as_with_old_logprobs_given(mini, epoc
     batch = make_rollouts([[3, 6], [8, 5]], BUDGETS, n_summary=2, seed=8)
     packed = pack_rollouts(batch, *random_advantages(batch, seed=4))
     cfg = PPOConfig(lr=1e-3, ppo_mini_batch_size=mini, ppo_epochs=epochs, grad_clip=10.0)
-    results = []
+    results, forwards = [], []
     for given in (False, True):
         model = tiny_model("qwen2", "sdpa", seed=6)
         old = compute_old_logprobs(model, packed, max_token_len=30720) if given else None
+        calls: list[int] = []  # one per forward pass: the embedding runs once in each
+        hook = model.get_input_embeddings().register_forward_hook(lambda *_, calls=calls: calls.append(1))
         metrics = ppo_update(model, build_optimizer(model, cfg), packed, cfg, max_response_len=64, old_logprobs=old)
+        hook.remove()
+        forwards.append(len(calls))
         results.append((metrics, [p.detach().clone() for p in model.parameters()]))
     (on_policy, weights), (precomputed, expected) = results
+    # one micro-batch per mini-batch: the on-policy update runs the training forwards plus one
+    # no-grad pass for the mini-batches after the first (none with one mini-batch, one with two)
+    assert forwards[0] == forwards[1] + (0 if mini == 2 else 1)
     for a, b in zip(weights, expected, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     for key in ("loss", "clip_frac", "approx_kl", "ratio_min", "ratio_max", "grad_norm", "tokens"):
         assert on_policy[key] == pytest.approx(precomputed[key], abs=1e-6), key
     assert on_policy["optimizer_steps"] == (2 // mini) * epochs
-    assert on_policy["time_old_logprobs"] >= 0
 
 
 def test_engine_logprobs_are_compared_and_tis_weighs_the_loss():

@@ -27,12 +27,15 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from anytime_reasoner.errors import UserError
+
+if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,7 +52,7 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     sharded: bool = False  # the policy is FSDP2-sharded (train.fsdp); init_runtime: when world_size > 1
-    mesh: Any = field(default=None, compare=False, repr=False)  # the 1-D DeviceMesh FSDP2 shards over
+    mesh: DeviceMesh | None = field(default=None, compare=False, repr=False)  # the 1-D mesh FSDP2 shards over
 
     @property
     def is_main(self) -> bool:
@@ -150,13 +153,12 @@ def shutdown(runtime: Runtime) -> None:
     group (``DeviceMesh._pg_registry``), for the life of the process. A worker thread still alive
     at interpreter exit can be releasing a finished collective's tensors, which needs the GIL, and
     the process aborts after a run that succeeded (SIGABRT, "terminate called without an active
-    exception"). So the collections below free the model's reference cycles and the mesh's
-    registry is emptied (the mesh is unusable after the group is gone anyway): the group's
-    destructor then joins its threads here.
+    exception"). So the mesh's registry is emptied (the mesh is unusable after the group is gone
+    anyway) and a collection frees the model's reference cycles: the group's destructor then joins
+    its threads here.
     """
     if not (runtime.distributed and dist.is_initialized()):
         return
-    gc.collect()
     dist.destroy_process_group()
     registry = getattr(runtime.mesh, "_pg_registry", None)  # private in torch 2.13: a dict name -> group
     if isinstance(registry, dict):
