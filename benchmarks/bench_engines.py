@@ -37,8 +37,8 @@ import torch
 
 from anytime_reasoner.engine.base import SamplingParams
 from anytime_reasoner.engine.hf import TransformersEngine
+from anytime_reasoner.protocol import InsertedIds
 from anytime_reasoner.rollout.anytime import summary_requests
-from anytime_reasoner.rollout.protocol import InsertedIds
 from anytime_reasoner.rollout.types import Thinking
 
 VOCAB, PAD = 512, 0

@@ -60,8 +60,8 @@ def build_models(args: argparse.Namespace) -> dict[str, torch.nn.Module]:
 
 
 def one_pass(name: str, model, batch, dtype: torch.dtype) -> float:
-    from anytime_reasoner.rollout.packing import dense_attention_mask
     from anytime_reasoner.train.logprobs import PolicyScorer
+    from anytime_reasoner.train.masks import dense_attention_mask
     from anytime_reasoner.train.tree_attention import TreeLayout, placeholder_mask
 
     rows, cols = batch.trainable_mask.nonzero(as_tuple=True)
@@ -120,7 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from anytime_reasoner.rollout.packing import pack_rollouts
+    from anytime_reasoner.train.packing import pack_rollouts
 
     gen = torch.Generator().manual_seed(args.seed)
     rollouts = random_rollouts(args, gen)

@@ -30,12 +30,12 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from anytime_reasoner.data.codec import TokenizerCodec
 from anytime_reasoner.data.schema import Example
 from anytime_reasoner.engine.hf import TransformersEngine
 from anytime_reasoner.eval.runner import EvalSettings, evaluate
+from anytime_reasoner.protocol import AnytimeProtocol
 from anytime_reasoner.rewards.base import Grade
-from anytime_reasoner.rollout.codec import TokenizerCodec
-from anytime_reasoner.rollout.protocol import AnytimeProtocol
 
 SPECIALS = ("<pad>", "<eos>", "<think>", "</think>")
 

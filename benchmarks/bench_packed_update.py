@@ -24,8 +24,8 @@ import time
 import torch
 from common import allowed_pairs, model_flops, random_qwen2, random_rollouts
 
-from anytime_reasoner.rollout.packing import PackedBatch, pack_rollouts, unpack_rollouts
 from anytime_reasoner.train.logprobs import packed_logprobs
+from anytime_reasoner.train.packing import PackedBatch, pack_rollouts, unpack_rollouts
 from anytime_reasoner.train.tree_attention import register
 from anytime_reasoner.train.update import (
     accumulate_gradients,

@@ -34,10 +34,11 @@ def one_step(model, rows: int, length: int, S: int, A: int, summary: int, seed: 
     """Seconds of each phase and the token counts, for one setting."""
     from anytime_reasoner.engine.base import SamplingParams
     from anytime_reasoner.engine.hf import TransformersEngine
+    from anytime_reasoner.protocol import InsertedIds
     from anytime_reasoner.rollout.anytime import summary_requests
-    from anytime_reasoner.rollout.packing import allowed_attention, pack_rollouts
-    from anytime_reasoner.rollout.protocol import InsertedIds
     from anytime_reasoner.rollout.types import RolloutBatch, Summary, Thinking
+    from anytime_reasoner.train.masks import allowed_attention
+    from anytime_reasoner.train.packing import pack_rollouts
     from anytime_reasoner.train.update import accumulate_gradients, compute_old_logprobs
 
     gen = torch.Generator().manual_seed(seed)

@@ -28,8 +28,8 @@ from common import random_qwen2
 
 from anytime_reasoner.engine.base import SamplingParams
 from anytime_reasoner.engine.hf import TransformersEngine
+from anytime_reasoner.protocol import InsertedIds
 from anytime_reasoner.rollout.anytime import summary_requests
-from anytime_reasoner.rollout.protocol import InsertedIds
 from anytime_reasoner.rollout.types import Thinking
 
 VOCAB = 4096

@@ -50,7 +50,7 @@ def model_flops(model: torch.nn.Module, batch, pairs: int) -> float:
 
 def allowed_pairs(batch) -> int:
     """(query, key) pairs the tree rule allows between real tokens (causal pairs for plain rows)."""
-    from anytime_reasoner.rollout.packing import allowed_attention
+    from anytime_reasoner.train.masks import allowed_attention
 
     allowed = allowed_attention(batch.segment_ids, batch.visible_trunk, batch.doc_ids)  # [N, T, T]
     real = batch.segment_ids != -1  # [N, T]

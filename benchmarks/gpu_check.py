@@ -37,8 +37,8 @@ import time
 import torch
 import torch.distributed as dist
 
-from anytime_reasoner.rollout.packing import pack_rollouts, unpack_rollouts
 from anytime_reasoner.rollout.types import RolloutBatch, Summary, Thinking
+from anytime_reasoner.train.packing import pack_rollouts, unpack_rollouts
 
 SHAPES = {
     # DeepSeek-R1-Distill-Qwen-1.5B (its config.json); the vocabulary is the padded embedding size

@@ -21,7 +21,7 @@ Memory per GPU (GiB = 2**30 bytes).
 - Activations of one micro-batch, bf16. Tokens = ``ppo.ppo_max_token_len`` (rows × longest row ≤
   that; the bound when rows are shorter than the longest possible one); longest row s =
   ``data.max_prompt_tokens`` + ``ppo.max_response_len`` (or, when that is unset, the derived
-  bound of ``rollout.packing.max_response_len``: b_max + S·A·(inserted + summary cap)).
+  bound of ``train.packing.max_response_len``: b_max + S·A·(inserted + summary cap)).
   * Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models",
     arXiv:2205.05198, eq. 2): per layer s·b·h·(34 + 5·a·s/h) bytes for a GPT block (4h GeLU MLP,
     multi-head attention, dropout). With flash/flex attention the 5·a·s²·b score term is dropped.
@@ -195,7 +195,7 @@ class Recipe:
 
 
 def packed_response_len_bound(max_budget: int, n_budgets: int, n_summary: int, inserted_len: int, summary_max_tokens: int) -> int:
-    """``rollout.packing.packed_response_len_bound`` without torch: b_max + S·A·(inserted + cap)."""
+    """``train.packing.packed_response_len_bound`` without torch: b_max + S·A·(inserted + cap)."""
     return max_budget + n_budgets * n_summary * (inserted_len + summary_max_tokens)
 
 

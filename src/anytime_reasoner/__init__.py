@@ -1,8 +1,9 @@
 """anytime-reasoner: train and evaluate reasoning LLMs for anytime reasoning (AnytimeReasoner, BRPO).
 
-Layout: ``algo`` (budgets, advantages, losses: pure tensors), ``engine`` (generation backends),
-``rollout`` (the anytime rollout tree and packing), ``rewards`` (math grading), ``train``,
-``eval``, ``data``, ``tasks`` (the embedded synthetic task), ``cli``.
+The package is a stack of layers (docs/ARCHITECTURE.md), from the bottom: ``protocol``, ``errors``,
+``seeding`` → ``algo`` (pure tensors) → ``config`` → ``data`` → ``tasks`` → ``engine``, ``rewards`` →
+``models``, ``rollout`` → ``train``, ``eval`` → ``demo`` → ``compare`` → ``cli``, ``api``. Script
+against :mod:`anytime_reasoner.api`; importing this package alone loads nothing.
 """
 
 __version__ = "0.1.0"

@@ -7,7 +7,7 @@ One option convention for every subcommand::
 Arguments are parsed and the configuration validated here, importing only pydantic and PyYAML;
 the subcommand's module (torch, transformers, …) is imported afterwards, so ``--help`` and
 configuration errors are instant. Between the two, the command's cheap checks run
-(``Command.check``, :mod:`anytime_reasoner.checks`: output folder writable, data sources found,
+(``Command.check``, each command's preflight module: output folder writable, data sources found,
 model config and tokenizer usable, budgets within the model's context), so a bad input is one
 line before any weights load. Exit status: 2 for a bad command line or configuration
 (:class:`ConfigError`), 1 for bad input found while checking or running (:class:`UserError`);
@@ -25,9 +25,8 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 
-from anytime_reasoner.checks import did_you_mean
-from anytime_reasoner.config import PRESETS, ConfigError, build_config
-from anytime_reasoner.errors import UserError
+from anytime_reasoner.config import PRESETS, ConfigError, build_config, deep_merge, parse_overrides
+from anytime_reasoner.errors import UserError, did_you_mean
 
 PROG = "anytime-reasoner"
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
@@ -43,7 +42,7 @@ class Command:
     presets: bool = False
     positional: str | None = None  # config field that collects positional arguments
     positional_list: bool = False
-    check: str | None = None  # cheap checks (anytime_reasoner.checks) run before ``run`` is imported
+    check: str | None = None  # the command's cheap preflight checks, run before ``run`` is imported
 
 
 COMMANDS: dict[str, Command] = {
@@ -51,32 +50,32 @@ COMMANDS: dict[str, Command] = {
         summary="the main job on CPU: bootstrap a tiny model, train GRPO and AnytimeReasoner, compare at 8+ budgets",
         run="anytime_reasoner.demo:run_demo",
         config="anytime_reasoner.config:DemoConfig",
-        check="anytime_reasoner.checks:preflight_run_scale",
+        check="anytime_reasoner.demo:preflight_run_scale",
     ),
     "compare": Command(
         summary="presets x seeds on the embedded task from one base model: one table (mean ± std), curves, learning curves",
         run="anytime_reasoner.compare:run_compare",
         config="anytime_reasoner.config:CompareConfig",
-        check="anytime_reasoner.checks:preflight_run_scale",
+        check="anytime_reasoner.demo:preflight_run_scale",
     ),
     "train": Command(
         summary="RL training: anytime rollout, BRPO advantages, tree-packed PPO update (presets: docs/ALGORITHM.md section 8 and docs/BASELINES.md)",
         run="anytime_reasoner.train.build:run_train",
         config="anytime_reasoner.config:TrainConfig",
-        check="anytime_reasoner.checks:preflight_train",
+        check="anytime_reasoner.train.preflight:preflight_train",
         presets=True,
     ),
     "grade": Command(
         summary="grade model responses against ground truths (JSONL in, JSONL out)",
         run="anytime_reasoner.rewards.cli:run_grade",
         config="anytime_reasoner.config:GradeConfig",
-        check="anytime_reasoner.checks:preflight_grade",
+        check="anytime_reasoner.rewards.preflight:preflight_grade",
     ),
     "data": Command(
         summary="build training/evaluation sets in one schema (JSONL, + parquet with pyarrow)",
         run="anytime_reasoner.data.build:run_data",
         config="anytime_reasoner.config:DataBuildConfig",
-        check="anytime_reasoner.checks:preflight_data",
+        check="anytime_reasoner.data.preflight:preflight_data",
         positional="sources",
         positional_list=True,
     ),
@@ -84,13 +83,13 @@ COMMANDS: dict[str, Command] = {
         summary="one-pass anytime evaluation: accuracy per benchmark x budget, anytime and final scores",
         run="anytime_reasoner.eval.cli:run_eval",
         config="anytime_reasoner.config:EvalConfig",
-        check="anytime_reasoner.checks:preflight_eval",
+        check="anytime_reasoner.eval.preflight:preflight_eval",
     ),
     "plot": Command(
         summary="overlay accuracy-vs-budget curves of results files into one PNG (one panel per benchmark)",
         run="anytime_reasoner.eval.plot:run_plot",
         config="anytime_reasoner.config:PlotConfig",
-        check="anytime_reasoner.checks:preflight_plot",
+        check="anytime_reasoner.eval.preflight:preflight_plot",
         positional="inputs",
         positional_list=True,
     ),
@@ -98,7 +97,7 @@ COMMANDS: dict[str, Command] = {
         summary="answer a question at several thinking budgets from one thinking, printing each as it is reached",
         run="anytime_reasoner.eval.ask:run_ask",
         config="anytime_reasoner.config:AskConfig",
-        check="anytime_reasoner.checks:preflight_ask",
+        check="anytime_reasoner.eval.preflight:preflight_ask",
         positional="question",
     ),
 }
@@ -203,8 +202,6 @@ def parse_args(name: str, cmd: Command, argv: Sequence[str]) -> BaseModel:
             extra[key] = positionals[0]
         else:
             raise ConfigError(f"{key}: expected one value, got {len(positionals)}")
-    from anytime_reasoner.config import deep_merge, parse_overrides
-
     merged = deep_merge(parse_overrides(overrides), extra)
     return build_config(_load(cmd.config), preset=preset, files=files, overrides=merged)
 

@@ -52,6 +52,7 @@ from anytime_reasoner.demo import (
     twins,
     write_held_out,
 )
+from anytime_reasoner.eval.plot import curves_of, draw, draw_steps
 
 RATIOS = ("ratio_R_minus_V", "ratio_R_minus_V1", "ratio_R_minus_V2")
 
@@ -181,8 +182,6 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
 
 def write_report(summary: Mapping[str, Any], out: Path) -> tuple[str, str]:
     """``results.md`` and the plots of a ``results.json`` summary in ``out``; returns the two tables."""
-    from anytime_reasoner.eval.plot import curves_of, draw, draw_steps
-
     table, spent = markdown_table(summary), tokens_table(summary)
     (out / "results.md").write_text(table + "\n\nThinking tokens spent per budget:\n\n" + spent + "\n", encoding="utf-8")
     seeds = ", ".join(map(str, summary["seeds"]))

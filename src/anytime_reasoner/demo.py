@@ -28,9 +28,27 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tqdm.auto import tqdm
 
-from anytime_reasoner.config import PRESETS, DemoConfig, EngineConfig, RunScale, TrainConfig, build_config, dump
-from anytime_reasoner.errors import UserError
+from anytime_reasoner.config import (
+    PRESETS,
+    CompareConfig,
+    DemoConfig,
+    EngineConfig,
+    LengthConfig,
+    RolloutConfig,
+    RunScale,
+    TrainConfig,
+    build_config,
+    dump,
+)
+from anytime_reasoner.data.codec import TokenizerCodec
+from anytime_reasoner.errors import UserError, check_writable
+from anytime_reasoner.eval.plot import curves_of, draw
+from anytime_reasoner.models.loading import load_tokenizer
+from anytime_reasoner.tasks.bootstrap import ensure_base_model
+from anytime_reasoner.tasks.synthetic import synthetic_held_out
+from anytime_reasoner.train.packing import max_response_len
 
 TASK = "synthetic"
 HELD_OUT_FILE = "heldout.jsonl"
@@ -76,13 +94,16 @@ def train_config(cfg: RunScale, base_model: Path, preset: str, seed: int, out: P
     return build_config(TrainConfig, preset=preset, overrides=overrides)
 
 
+def preflight_run_scale(cfg: DemoConfig | CompareConfig) -> None:
+    """``demo`` / ``compare``'s cheap check, before anything runs: the output folder is writable."""
+    check_writable(cfg.out, "out")
+
+
 PROMPT_SUFFIX = "@prompt"  # model name of a preset's prompt-budget evaluation
 
 
 def prompt_budget_of(preset: str) -> str | None:
     """The budget sentence of a preset that states its budget in the prompt (L1), else None."""
-    from anytime_reasoner.config import LengthConfig
-
     length = LengthConfig(**PRESETS.get(preset, {}).get("length", {}))
     return length.budget_prompt if length.prompt_budget else None
 
@@ -171,8 +192,6 @@ def run_jobs(jobs: list[Job], parallel: int, progress: Any) -> dict[str, float]:
 
 
 def write_held_out(cfg: RunScale, path: Path) -> Path:
-    from anytime_reasoner.train.sources import synthetic_held_out
-
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [json.dumps(e.to_row()) for e in synthetic_held_out(cfg.eval_size)]
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
@@ -184,11 +203,6 @@ def shared_response_len(cfg: RunScale, base: Path) -> int:
     use (``n_budget_support`` budgets × ``n_summary`` summaries) with the base model's tokenizer."""
     if cfg.max_response_len is not None:
         return cfg.max_response_len
-    from anytime_reasoner.config import RolloutConfig
-    from anytime_reasoner.models import load_tokenizer
-    from anytime_reasoner.rollout.codec import TokenizerCodec
-    from anytime_reasoner.rollout.packing import max_response_len
-
     tree = RolloutConfig(
         n_summary=cfg.n_summary,
         n_budget_support=cfg.n_budget_support,
@@ -314,8 +328,6 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 def progress_bar(total_steps: int, runs: Sequence[Path], n_evals: int, enabled: bool, desc: str) -> tuple[Any, Any]:
     """A bar over the RL steps of ``runs`` (read from their metrics files) and the evaluations."""
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=total_steps + n_evals, desc=desc, disable=not enabled, dynamic_ncols=True)
 
     def update(done: set[str]) -> None:
@@ -334,15 +346,11 @@ def base_model(cfg: RunScale) -> Path:
     """The base model folder: ``base_model`` if given, else the cached (or new) bootstrap."""
     if cfg.base_model:
         return Path(cfg.base_model)
-    from anytime_reasoner.tasks.bootstrap import ensure_base_model
-
     print("bootstrapping the tiny base model, or reusing the cached one ...", flush=True)
     return ensure_base_model(cfg.cache_dir, seed=cfg.bootstrap_seed, progress=cfg.progress)
 
 
 def run_demo(cfg: DemoConfig) -> int:
-    from anytime_reasoner.eval.plot import curves_of, draw
-
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

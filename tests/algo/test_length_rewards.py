@@ -72,11 +72,11 @@ def test_hard_limit_zeroes_thinkings_not_closed_within_it():
 
 def test_defaults_scale_the_papers_per_token_coefficients_to_the_budget():
     # α = 0.0003 at 4,000 tokens: at a 108-token budget 0.0003 · 4000 / 108 = 0.01111 (a full-budget gap costs 1.2)
-    spec = LengthShaping.from_config(LengthConfig(), max_budget=108)
+    spec = LengthShaping.at_budget(108, **LengthConfig().shaping_knobs())
     assert spec.l1_alpha == pytest.approx(0.0003 * 4000 / 108) and spec.l1_alpha * 108 == pytest.approx(1.2)
     assert spec.sb_beta == pytest.approx(0.001 * 4000 / 108)
     assert not spec.active
-    explicit = LengthShaping.from_config(LengthConfig(l1_alpha=0.0003, sb_beta=0.001), max_budget=4000)
+    explicit = LengthShaping.at_budget(4000, **LengthConfig(l1_alpha=0.0003, sb_beta=0.001).shaping_knobs())
     assert (explicit.l1_alpha, explicit.sb_beta) == (0.0003, 0.001)
 
 

@@ -12,10 +12,10 @@ import torch
 
 from anytime_reasoner.config import EngineConfig
 from anytime_reasoner.engine.base import SamplingParams
-from anytime_reasoner.engine.build import check_engine
 from anytime_reasoner.engine.hf import TransformersEngine
 from anytime_reasoner.engine.vllm import VLLMSettings, check_head_size, llm_kwargs
 from anytime_reasoner.errors import UserError
+from anytime_reasoner.models.engines import check_engine
 from anytime_reasoner.train.logprobs import PolicyScorer
 from anytime_reasoner.train.weight_sync import policy_weights, sync_engine
 from tests.conftest import PAD

@@ -14,7 +14,7 @@ from __future__ import annotations
 from anytime_reasoner.cli import main
 from anytime_reasoner.engine.scripted import ScriptedEngine
 from anytime_reasoner.eval.ask import AskOptions, answers_at_budgets, iter_answers_at_budgets
-from anytime_reasoner.rollout.protocol import AnytimeProtocol
+from anytime_reasoner.protocol import AnytimeProtocol
 
 EOS, THINK, THINK_END = 257, 258, 259
 FULL = list(b"abcdef!hij") + [THINK_END]

@@ -20,12 +20,12 @@ import re
 import pytest
 from scripted_world import ExactVerifier
 
+from anytime_reasoner.data.codec import TokenizerCodec
 from anytime_reasoner.data.schema import Example
 from anytime_reasoner.engine.scripted import ScriptedEngine
 from anytime_reasoner.eval.report import markdown, results_json
 from anytime_reasoner.eval.runner import EvalSettings, evaluate
-from anytime_reasoner.rollout.codec import TokenizerCodec
-from anytime_reasoner.rollout.protocol import AnytimeProtocol
+from anytime_reasoner.protocol import AnytimeProtocol
 
 EOS, THINK_END = 257, 259
 BUDGETS = (4, 8, 12)

@@ -20,10 +20,10 @@ import json
 import pytest
 from scripted_world import ExactVerifier, scripted_engine, scripted_examples
 
+from anytime_reasoner.data.codec import TokenizerCodec
 from anytime_reasoner.eval.report import markdown, results_json, write_results
 from anytime_reasoner.eval.runner import CACHE_FILE, EvalSettings, ResultCache, evaluate
-from anytime_reasoner.rollout.codec import TokenizerCodec
-from anytime_reasoner.rollout.protocol import AnytimeProtocol
+from anytime_reasoner.protocol import AnytimeProtocol
 
 BUDGETS = (4, 8, 12)
 

@@ -21,15 +21,15 @@ import pytest
 
 from anytime_reasoner.algo.budgets import BudgetPlan
 from anytime_reasoner.config import RolloutConfig
+from anytime_reasoner.data.codec import TokenizerCodec
 from anytime_reasoner.engine.scripted import ScriptedEngine
+from anytime_reasoner.protocol import AnytimeProtocol
 from anytime_reasoner.rewards.base import Grade
 from anytime_reasoner.rollout.anytime import (
     RolloutParams,
     anytime_rollout,
     cut_groups,
 )
-from anytime_reasoner.rollout.codec import TokenizerCodec
-from anytime_reasoner.rollout.protocol import AnytimeProtocol
 from anytime_reasoner.seeding import derive_seed
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from anytime_reasoner.config import EngineConfig
-from anytime_reasoner.engine.build import model_for_engine
+from anytime_reasoner.models.engines import model_for_engine
 from anytime_reasoner.tasks.widen import head_size, widen_heads
 from tests.conftest import PAD, make_tiny_qwen2, make_tokenizer
 

@@ -11,7 +11,7 @@ from rollout_cases import make_rollouts, random_advantages, tiny_model
 
 from anytime_reasoner.config import ConfigError, PPOConfig, TrainConfig, build_config
 from anytime_reasoner.errors import UserError
-from anytime_reasoner.rollout.packing import pack_rollouts
+from anytime_reasoner.train.packing import pack_rollouts
 from anytime_reasoner.train.runtime import Runtime, check_train_dtype
 from anytime_reasoner.train.update import build_optimizer, ppo_update
 

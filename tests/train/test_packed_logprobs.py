@@ -6,8 +6,8 @@ import pytest
 import torch
 from rollout_cases import make_rollouts, random_advantages, tiny_model
 
-from anytime_reasoner.rollout.packing import pack_rollouts, unpack_rollouts
 from anytime_reasoner.train.logprobs import attn_implementation_for, packed_logprobs, sequence_logprobs
+from anytime_reasoner.train.packing import pack_rollouts, unpack_rollouts
 
 BUDGETS = (4, 8, 12)
 # Thinking lengths: before b1 (2), exactly at b1 (4), between (7); at b2 (8), between (10),
@@ -120,7 +120,7 @@ def test_flex_attention_model_matches_dense_on_cuda():
 @pytest.mark.parametrize("arch,attn", [("qwen2", "sdpa"), ("llama", "eager")])
 def test_several_trees_per_row_give_the_same_logprobs(arch, attn):
     """Six trees first-fit into rows as wide as the longest: every token's log-prob unchanged."""
-    from anytime_reasoner.rollout.packing import RowPlacement, first_fit_bins, merge_rows
+    from anytime_reasoner.train.packing import RowPlacement, first_fit_bins, merge_rows
 
     model = tiny_model(arch, attn, seed=4)
     batch = make_rollouts(LENGTHS, BUDGETS, n_summary=2, seed=5)

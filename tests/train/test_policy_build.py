@@ -5,9 +5,9 @@ import pytest
 import torch
 from rollout_cases import make_rollouts, random_advantages, tiny_model
 
-from anytime_reasoner.rollout.packing import pack_rollouts
 from anytime_reasoner.train.fsdp import decoder_layers, enable_activation_checkpointing
 from anytime_reasoner.train.logprobs import packed_logprobs
+from anytime_reasoner.train.packing import pack_rollouts
 from anytime_reasoner.train.update import _Tally, accumulate_gradients, compute_old_logprobs
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -7,8 +7,8 @@ import torch
 from rollout_cases import make_rollouts, random_advantages, tiny_model
 
 from anytime_reasoner.config import PPOConfig
-from anytime_reasoner.rollout.packing import pack_rollouts, unpack_rollouts
 from anytime_reasoner.train.logprobs import packed_logprobs
+from anytime_reasoner.train.packing import pack_rollouts, unpack_rollouts
 from anytime_reasoner.train.tree_attention import register
 from anytime_reasoner.train.update import (
     _Tally,

@@ -6,9 +6,9 @@ import pytest
 import torch
 from rollout_cases import make_rollouts, random_advantages, tiny_model
 
-from anytime_reasoner.rollout.packing import RowPlacement, first_fit_bins, merge_rows, pack_rollouts
 from anytime_reasoner.rollout.types import RolloutBatch, Summary, Thinking
 from anytime_reasoner.train.logprobs import packed_logprobs, uses_tree_attention
+from anytime_reasoner.train.packing import RowPlacement, first_fit_bins, merge_rows, pack_rollouts
 from anytime_reasoner.train.tree_attention import IMPLEMENTATION, TreeLayout, register
 
 BUDGETS = (4, 8, 12)

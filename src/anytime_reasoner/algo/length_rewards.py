@@ -22,7 +22,7 @@ forced summary); docs/BASELINES.md lists them with the presets:
   one evaluation reports as tokens used. The summary is capped at ``summary_max_tokens`` for every
   method alike.
 - Per-token coefficients (L1's α, ShorterBetter's β) default to the papers' values at 4,000 tokens
-  scaled by 4000 / ``rollout.max_budget`` (:meth:`LengthShaping.from_config`), so a full-budget
+  scaled by 4000 / ``rollout.max_budget`` (:meth:`LengthShaping.at_budget`), so a full-budget
   length gap costs what it costs in the paper.
 - ShorterBetter's SOL is taken per budget over all G·A summaries of the question at that budget
   (with S = A = 1, the paper's group of G).
@@ -40,12 +40,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
-
-if TYPE_CHECKING:
-    from anytime_reasoner.config import LengthConfig
 
 PAPER_BUDGET = 4000  # the length at which L1's α = 0.0003 and ShorterBetter's β = 0.001 are quoted
 L1_ALPHA = 0.0003
@@ -118,19 +114,32 @@ class LengthShaping:
     overlong_filter: bool = False
 
     @classmethod
-    def from_config(cls, cfg: LengthConfig, max_budget: int) -> LengthShaping:
-        """Per-token defaults: the papers' value at 4,000 tokens times 4000 / ``max_budget``, so a
-        full-budget length gap costs what it costs in the paper (α = 0.0003 → 1.2 for L1)."""
+    def at_budget(
+        cls,
+        max_budget: int,
+        *,
+        reward: str = "none",
+        l1_alpha: float | None = None,
+        l1_delta: float = 0.5,
+        sb_alpha: float = 2.0,
+        sb_beta: float | None = None,
+        hard_limit: bool = False,
+        overlong_cache: float = 0.0,
+        overlong_filter: bool = False,
+    ) -> LengthShaping:
+        """The knobs with the per-token defaults filled in (``None``): the papers' value at 4,000
+        tokens times 4000 / ``max_budget``, so a full-budget length gap costs what it costs in the
+        paper (α = 0.0003 → 1.2 for L1). The trainer passes ``length.*`` here (``LengthConfig.shaping_knobs``)."""
         scale = PAPER_BUDGET / max_budget
         return cls(
-            reward=cfg.reward,
-            l1_alpha=cfg.l1_alpha if cfg.l1_alpha is not None else L1_ALPHA * scale,
-            l1_delta=cfg.l1_delta,
-            sb_alpha=cfg.sb_alpha,
-            sb_beta=cfg.sb_beta if cfg.sb_beta is not None else SB_BETA * scale,
-            hard_limit=cfg.hard_limit,
-            overlong_cache=cfg.overlong_cache,
-            overlong_filter=cfg.overlong_filter,
+            reward=reward,
+            l1_alpha=l1_alpha if l1_alpha is not None else L1_ALPHA * scale,
+            l1_delta=l1_delta,
+            sb_alpha=sb_alpha,
+            sb_beta=sb_beta if sb_beta is not None else SB_BETA * scale,
+            hard_limit=hard_limit,
+            overlong_cache=overlong_cache,
+            overlong_filter=overlong_filter,
         )
 
     @property

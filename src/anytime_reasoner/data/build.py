@@ -15,17 +15,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from anytime_reasoner.config import DataBuildConfig
 from anytime_reasoner.data.prompts import encode_prompt
 from anytime_reasoner.data.schema import Example
 from anytime_reasoner.data.sources import read_records, resolve
 from anytime_reasoner.data.validate import DataReport, build_examples
 from anytime_reasoner.errors import UserError
-from anytime_reasoner.rollout.protocol import THINK_START
-
-if TYPE_CHECKING:
-    from anytime_reasoner.config import DataBuildConfig
+from anytime_reasoner.protocol import THINK_START
 
 
 def load_source(
@@ -69,8 +67,8 @@ def write_jsonl(examples: Sequence[Example], path: Path) -> None:
 def write_parquet(examples: Sequence[Example], path: Path) -> bool:
     """Write parquet next to the JSONL; ``False`` (nothing written) when pyarrow is missing."""
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow as pa  # optional: pyarrow (the [parquet] extra)
+        import pyarrow.parquet as pq  # optional: pyarrow
     except ImportError:
         return False
     pq.write_table(pa.Table.from_pylist([e.to_row() for e in examples]), path)
@@ -86,7 +84,7 @@ def read_examples(path: str | Path) -> list[Example]:
 def _load_tokenizer(path: str | None) -> Any:
     if path is None:
         return None
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # heavy: transformers, only when prompts are counted
 
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=False)

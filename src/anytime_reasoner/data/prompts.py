@@ -3,7 +3,8 @@
 The prompt is rendered by the tokenizer's own chat template with the generation prompt; when the
 rendered text does not already end with the think-start tag plus a newline (R1-Distill's template
 adds it, many others do not), ``think_start + "\\n"`` is appended so every thinking starts the same
-way (docs/ALGORITHM.md §8) — the one place this rule lives (``rollout.codec.build_prompt_ids`` calls it).
+way (docs/ALGORITHM.md §8) — the one place this rule lives (:func:`build_prompt_ids` renders a bare question
+with it).
 A tokenizer without a chat template gets a plain ``User: … / Assistant:`` layout — a departure
 from the seed, which only ran templated models, so that tiny test tokenizers work.
 """
@@ -13,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from anytime_reasoner.rollout.protocol import THINK_START
-
-BUDGET_PROMPT = "Think for {n} tokens."  # L1's budget sentence (training targets, prompt-budget evaluation)
+from anytime_reasoner.data.codec import TokenizerCodec
+from anytime_reasoner.data.schema import Example
+from anytime_reasoner.protocol import THINK_START
 
 
 def render_prompt(tokenizer: Any, messages: Sequence[dict[str, str]], think_start: str = THINK_START) -> str:
@@ -44,3 +45,10 @@ def with_budget(messages: Sequence[dict[str, str]], template: str, n: int) -> li
         raise ValueError("with_budget: the prompt has no user message to state the budget in")
     out[last]["content"] = f"{out[last]['content']}\n\n{template.format(n=n)}"
     return out
+
+
+def build_prompt_ids(codec: TokenizerCodec, question: str) -> list[int]:
+    """Chat-template prompt for a bare ``question`` (the docs/ALGORITHM.md §8 instruction appended),
+    ending with ``think_start + "\\n"``."""
+    example = Example.from_problem("question", "user", question, ())
+    return encode_prompt(codec.tokenizer, example.messages, codec.think_start)

@@ -14,15 +14,16 @@ Each failure is one :class:`UserError` line naming the source and what is allowe
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from anytime_reasoner.errors import UserError
+from anytime_reasoner.errors import UserError, did_you_mean
 
 DATA_ENV = "ANYTIME_REASONER_DATA"
 BENCHMARKS: dict[str, str] = {
@@ -88,8 +89,6 @@ def resolve(source: str, data_dir: str | None = None) -> Source:
         raise UserError(f"{source}: file not found")
     if _HUB.match(source):
         return Source(source, "hub", source)
-    from anytime_reasoner.checks import did_you_mean
-
     raise UserError(
         f"{source}: unknown data source{did_you_mean(source, [*NAMED, *ALIASES])}; allowed: {', '.join(NAMED)} "
         f"(in the data directory), a {'/'.join(FILE_SUFFIXES)} file, or a Hugging Face dataset owner/name"
@@ -99,8 +98,6 @@ def resolve(source: str, data_dir: str | None = None) -> Source:
 def check_available(source: Source) -> None:
     """Raise :class:`UserError` now if reading ``source`` would need a package that is missing, so
     a run fails before its model loads rather than after."""
-    import importlib.util
-
     needs = {"hub": ("datasets", "hub"), "parquet": ("pyarrow", "parquet")}
     kind = "parquet" if source.location.endswith(".parquet") else source.kind
     if kind in needs and importlib.util.find_spec(needs[kind][0]) is None:
@@ -109,6 +106,16 @@ def check_available(source: Source) -> None:
             f"{source.name}: reading it needs the optional {module} package (pip install 'anytime-reasoner[{extra}]'), "
             "or pass a local .json/.jsonl file"
         )
+
+
+def check_sources(sources: Sequence[str], data_dir: str | None, key: str | None) -> None:
+    """A preflight check: every source resolves (a name in the data directory, a file, a hub
+    dataset) and its reader's optional package is installed; errors are prefixed with ``key``."""
+    for name in sources:
+        try:
+            check_available(resolve(name, data_dir))
+        except UserError as err:
+            raise UserError(f"{key}: {err}" if key else str(err)) from None
 
 
 def read_records(source: Source, split: str = "train") -> Iterator[tuple[str, Any]]:
@@ -168,7 +175,7 @@ def _read_jsonl(path: Path, name: str) -> Iterator[tuple[str, Any]]:
 
 def _read_parquet(path: Path, name: str) -> list[Any]:
     try:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # optional: pyarrow (the [parquet] extra)
     except ImportError:
         raise UserError(
             f"{name}: reading .parquet needs the optional pyarrow package "
@@ -185,7 +192,7 @@ def _read_parquet(path: Path, name: str) -> list[Any]:
 
 def _read_hub(name: str, split: str) -> Iterator[tuple[str, Any]]:
     try:
-        import datasets
+        import datasets  # optional: datasets (the [hub] extra)
     except ImportError:
         raise UserError(
             f"{name}: reading a Hugging Face dataset needs the optional datasets package "

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, cache_utils
 
 from anytime_reasoner.engine.base import Completion, SampleCounts, SamplingParams, sample_counts
 
@@ -263,8 +263,6 @@ def finish(tokens: Sequence[int], stop_ids: Sequence[int]) -> Completion:
 
 def expandable(cache: Any) -> bool:
     """True when a prefill cache can be gathered by rows: every layer is plain attention KV."""
-    from transformers import cache_utils
-
     if cache is None or not isinstance(cache, cache_utils.Cache) or not hasattr(cache, "batch_select_indices"):
         return False
     linear = getattr(cache_utils, "LinearAttentionCacheLayerMixin", None)

@@ -46,11 +46,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from anytime_reasoner.engine.base import Completion, FinishReason, SampleCounts, SamplingParams, sample_counts
 from anytime_reasoner.errors import UserError
 from anytime_reasoner.seeding import derive_seed
+from anytime_reasoner.tasks.widen import head_size
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +97,7 @@ class VLLMEngine:
     asleep: bool = False
 
     def sample(self, prefixes: Sequence[Sequence[int]], n: SampleCounts, params: SamplingParams) -> list[list[Completion]]:
-        from vllm.inputs import TokensPrompt
+        from vllm.inputs import TokensPrompt  # optional: vLLM, only once an engine runs
 
         counts = sample_counts(n, len(prefixes))
         if any(len(p) == 0 for p in prefixes):
@@ -146,7 +148,7 @@ class VLLMEngine:
 
 def vllm_sampling_params(params: SamplingParams, n: int, seed: int | None) -> Any:
     """vLLM's ``SamplingParams`` for ``n`` samples of one prefix under ``params``."""
-    import vllm
+    import vllm  # optional: vLLM
 
     return vllm.SamplingParams(
         n=n,
@@ -176,8 +178,6 @@ def completion(output: Any, params: SamplingParams) -> Completion:
 
 def check_head_size(model_config: Any, device: str) -> None:
     """On CPU, one line naming the model's head size when vLLM has no attention kernel for it."""
-    from anytime_reasoner.tasks.widen import head_size
-
     if device != "cpu" or not getattr(model_config, "num_attention_heads", None):
         return
     head = head_size(model_config)
@@ -193,7 +193,7 @@ def create_engine(model_path: str, settings: VLLMSettings, *, device: str, distr
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: weights sync by reference
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # vLLM's per-call INFO lines would drown the trainer's
     try:
-        import vllm
+        import vllm  # optional: vLLM (the [vllm] extra)
     except ImportError:
         raise UserError(NOT_INSTALLED) from None
     # vLLM warms a chat template up at start and logs a traceback when, as here, it has no tokenizer
@@ -246,8 +246,6 @@ def llm_kwargs(model_path: str, settings: VLLMSettings, *, device: str, distribu
 @contextlib.contextmanager
 def preserved_rng() -> Iterator[None]:
     """Restore Python's, NumPy's and torch's global generators after the block."""
-    import numpy as np
-
     py_state, np_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         yield

@@ -21,9 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from anytime_reasoner.algo.budgets import check_budgets
+from anytime_reasoner.config import AskConfig
+from anytime_reasoner.data.codec import TokenizerCodec
 from anytime_reasoner.data.prompts import encode_prompt
 from anytime_reasoner.data.schema import INSTRUCTION
-from anytime_reasoner.rollout.protocol import AnytimeProtocol
+from anytime_reasoner.engine.base import SamplingParams
+from anytime_reasoner.engine.hf import TransformersEngine
+from anytime_reasoner.models.engines import load_for_inference
+from anytime_reasoner.protocol import AnytimeProtocol
+from anytime_reasoner.rewards.extract import extract_answer
+from anytime_reasoner.rollout.anytime import cut_groups
 
 
 @dataclass(frozen=True)
@@ -48,8 +55,6 @@ def _engine(model: Any, pad_id: int) -> Any:
     """``model`` may already be a generation engine; else wrap the HF model."""
     if hasattr(model, "sample"):
         return model
-    from anytime_reasoner.engine.hf import TransformersEngine
-
     return TransformersEngine(model, pad_token_id=pad_id)
 
 
@@ -61,14 +66,10 @@ def iter_answers_at_budgets(
     model: Any, tokenizer: Any, question: str, budgets: Sequence[int], options: AskOptions | None = None
 ) -> Iterator[BudgetAnswer]:
     """Yield one :class:`BudgetAnswer` per budget (increasing), as soon as its budget is reached."""
-    from anytime_reasoner.engine.base import SamplingParams
-    from anytime_reasoner.rewards.extract import extract_answer
-    from anytime_reasoner.rollout.anytime import cut_groups
-
     opts = options or AskOptions()
     protocol = opts.protocol
     budgets = check_budgets(list(budgets), "budgets")
-    codec = protocol.codec(tokenizer)
+    codec = TokenizerCodec.for_protocol(tokenizer, protocol)
     engine = _engine(model, codec.pad_id)
     prompt = encode_prompt(tokenizer, [{"role": "user", "content": question + opts.instruction}], protocol.think_start)
     inserted = protocol.inserted_ids(codec)
@@ -108,10 +109,8 @@ def answers_at_budgets(
     return list(iter_answers_at_budgets(model, tokenizer, question, budgets, options))
 
 
-def run_ask(config: Any) -> int:
+def run_ask(config: AskConfig) -> int:
     """``anytime-reasoner ask "QUESTION" model=M budgets=…``: print each answer as its budget is reached."""
-    from anytime_reasoner.models import load_for_inference
-
     protocol = config.protocol()
     loaded = load_for_inference(config.model, config.tokenizer, config.dtype, config.device, protocol, config.engine)
     options = AskOptions(temperature=config.temperature, top_p=config.top_p, seed=config.seed, protocol=protocol)

@@ -6,15 +6,19 @@ name or file fails before the model loads) → model → grading workers → eva
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
+from anytime_reasoner.config import EvalConfig
 from anytime_reasoner.data.build import load_source
 from anytime_reasoner.data.schema import Example
 from anytime_reasoner.data.sources import resolve
 from anytime_reasoner.errors import UserError
-
-if TYPE_CHECKING:
-    from anytime_reasoner.config import EvalConfig
+from anytime_reasoner.eval.report import markdown, write_results
+from anytime_reasoner.eval.runner import CACHE_FILE, EvalResults, EvalSettings, ResultCache, evaluate, model_fingerprint
+from anytime_reasoner.models.engines import load_for_inference
+from anytime_reasoner.models.loading import codec_for, load_tokenizer
+from anytime_reasoner.rewards.grader import GraderSettings, MathVerifier
 
 
 def load_benchmarks(config: EvalConfig, tokenizer: Any) -> dict[str, list[Example]]:
@@ -39,9 +43,7 @@ def load_benchmarks(config: EvalConfig, tokenizer: Any) -> dict[str, list[Exampl
     return out
 
 
-def settings_of(config: EvalConfig) -> Any:
-    from anytime_reasoner.eval.runner import EvalSettings, model_fingerprint
-
+def settings_of(config: EvalConfig) -> EvalSettings:
     return EvalSettings(
         model=config.model,
         budgets=tuple(config.budgets),
@@ -57,14 +59,9 @@ def settings_of(config: EvalConfig) -> Any:
     )
 
 
-def run_eval(config: EvalConfig) -> int:
-    from pathlib import Path
-
-    from anytime_reasoner.eval.report import markdown, write_results
-    from anytime_reasoner.eval.runner import CACHE_FILE, ResultCache, evaluate
-    from anytime_reasoner.models import codec_for, load_for_inference, load_tokenizer
-    from anytime_reasoner.rewards.grader import GraderSettings, MathVerifier
-
+def evaluate_model(config: EvalConfig) -> EvalResults:
+    """What ``anytime-reasoner eval`` computes, from Python: tokenizer, benchmarks, model, grader,
+    then the one-pass evaluation (resuming from ``out``'s cache); writes nothing else."""
     protocol = config.protocol()
     tokenizer = load_tokenizer(config.tokenizer or config.model)
     codec_for(tokenizer, protocol)
@@ -84,6 +81,12 @@ def run_eval(config: EvalConfig) -> int:
             cache=cache,
             progress=config.progress,
         )
+    return results
+
+
+def run_eval(config: EvalConfig) -> int:
+    """``anytime-reasoner eval``: evaluate, write ``results.json``/``.csv``/``.md``, print the table."""
+    results = evaluate_model(config)
     paths = write_results(results, config.out)
     print(markdown(results))
     print(

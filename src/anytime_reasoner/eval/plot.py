@@ -19,12 +19,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from anytime_reasoner.config import PlotConfig
 from anytime_reasoner.errors import UserError
-
-if TYPE_CHECKING:
-    from anytime_reasoner.config import PlotConfig
 
 AVERAGE = "average"
 TITLES = {
@@ -118,10 +116,10 @@ def _legend(ax: Any, outside: bool, inside: bool) -> None:
 
 def draw(curves: Sequence[Curve], out: str | Path, title: str | None = None) -> Path:
     """Write the figure; one panel per benchmark, three per row."""
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, loaded only to draw
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib
 
     panels = panel_order(curves)
     ncols = min(3, len(panels))
@@ -156,7 +154,7 @@ def draw(curves: Sequence[Curve], out: str | Path, title: str | None = None) -> 
 
 def _save(fig: Any, out: str | Path) -> Path:
     """Lay out, write the PNG (parent folders made) and free the figure."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib
 
     fig.tight_layout()
     path = Path(out)
@@ -176,10 +174,10 @@ def draw_steps(
 ) -> Path:
     """One line per name of ``{name: (xs, values)}``: learning curves against the RL step, or any
     other x (e.g. the thinking tokens spent)."""
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, loaded only to draw
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib
 
     outside = len(lines) > CROWDED
     fig, ax = plt.subplots(figsize=(6.4 + 2.4 * outside, 4.4))

@@ -37,20 +37,20 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from tqdm.auto import tqdm
 
 from anytime_reasoner.algo.budgets import BudgetPlan, prior_weights
-from anytime_reasoner.data.prompts import BUDGET_PROMPT, encode_prompt
+from anytime_reasoner.data.codec import TokenizerCodec
+from anytime_reasoner.data.prompts import encode_prompt, with_budget
 from anytime_reasoner.data.schema import Example
+from anytime_reasoner.engine.base import GenerationEngine
 from anytime_reasoner.eval.metrics import BenchmarkScores, ProblemResult, Scores, average_scores, score_benchmark
-from anytime_reasoner.rollout.protocol import AnytimeProtocol
+from anytime_reasoner.protocol import BUDGET_PROMPT, AnytimeProtocol
+from anytime_reasoner.rewards.base import Verifier
+from anytime_reasoner.rollout.anytime import RolloutParams, anytime_rollout
 from anytime_reasoner.seeding import derive_seed
-
-if TYPE_CHECKING:
-    from anytime_reasoner.engine.base import GenerationEngine
-    from anytime_reasoner.rewards.base import Verifier
-    from anytime_reasoner.rollout.anytime import RolloutParams
-    from anytime_reasoner.rollout.codec import TokenizerCodec
 
 CACHE_FILE = "cache.jsonl"
 
@@ -159,8 +159,6 @@ def chunks(examples: Sequence[Example], size: int) -> Iterator[tuple[int, Sequen
 
 def _params(settings: EvalSettings, seed: int) -> RolloutParams:
     """Evaluation sampling: G = samples, A = 1, the settings' temperature, top-p and protocol."""
-    from anytime_reasoner.rollout.anytime import RolloutParams
-
     return RolloutParams(
         n_thinking=settings.samples,
         n_summary=1,
@@ -182,8 +180,6 @@ def run_chunk(
 ) -> list[ProblemResult]:
     """ONE anytime rollout for a chunk: G = samples, A = 1, budgets = the grid (prompt-budget
     mode: one rollout per budget, :func:`run_prompt_budget_chunk`)."""
-    from anytime_reasoner.rollout.anytime import anytime_rollout
-
     if settings.mode == "prompt-budget":
         return run_prompt_budget_chunk(engine, codec, verifier, benchmark, index, examples, settings)
     plan = BudgetPlan(settings.budgets, prior_weights("uniform", settings.budgets))
@@ -215,9 +211,6 @@ def run_prompt_budget_chunk(
 ) -> list[ProblemResult]:
     """One single-budget anytime rollout per budget b, each prompt stating b; the thinking
     lengths and closed flags reported are those of the largest budget's generation."""
-    from anytime_reasoner.data.prompts import with_budget
-    from anytime_reasoner.rollout.anytime import anytime_rollout
-
     truths = [list(e.ground_truths) for e in examples]
     per_budget = []  # [S] of [B][K] thinkings
     for budget in settings.budgets:
@@ -258,8 +251,6 @@ def evaluate(
     progress: bool = False,
 ) -> EvalResults:
     """Evaluate every benchmark at every budget of ``settings.budgets`` (see module docstring)."""
-    from tqdm.auto import tqdm
-
     prior = prior if isinstance(prior, str) else [float(w) for w in prior]
     probs = prior_weights(prior, settings.budgets)
     empty = [name for name, examples in benchmarks.items() if not examples]

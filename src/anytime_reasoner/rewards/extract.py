@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 
-from anytime_reasoner.rollout.protocol import ANSWER_DELIMITER, THINK_END, answer_marker_of
+from anytime_reasoner.protocol import ANSWER_DELIMITER, THINK_END, answer_marker_of
 
 ANSWER_MARKER = answer_marker_of(ANSWER_DELIMITER)  # "**Final Answer**\n"
 PARAGRAPH_BREAK = "\n\n"

@@ -57,16 +57,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pebble import ProcessExpired, ProcessPool
 
+from anytime_reasoner.protocol import AnytimeProtocol
 from anytime_reasoner.rewards.base import Grade
 from anytime_reasoner.rewards.extract import ANSWER_MARKER, THINK_END, extract_answer, is_well_formed
 from anytime_reasoner.rewards.normalize import same_text
-
-if TYPE_CHECKING:
-    from anytime_reasoner.rollout.protocol import AnytimeProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +150,7 @@ def as_truth_list(ground_truth: GroundTruths) -> tuple[str, ...]:
 
 def _init_worker(memory_limit_mb: int | None, extra: WorkerInitializer | None = None) -> None:
     """Worker start-up; imports math-verify there, never in the caller; then ``extra()``, if any."""
+    # heavy: math-verify and sympy load in the sandboxed grading workers only, never in the caller
     from anytime_reasoner.rewards.equivalence import init_worker
 
     init_worker(memory_limit_mb)
@@ -176,7 +175,7 @@ def _match_in_worker(answer: str, truths: tuple[str, ...]) -> bool:
     Out of memory: a MemoryError, or this task taking the peak RSS across the pressure line (a worker
     already past it at start, under an address-space cap too small for its imports, is never ended for it).
     """
-    from anytime_reasoner.rewards.equivalence import answers_match
+    from anytime_reasoner.rewards.equivalence import answers_match  # heavy: math-verify, in the worker only
 
     line, before = _memory_pressure_line(), _peak_rss_bytes()
     try:

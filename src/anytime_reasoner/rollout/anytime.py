@@ -8,7 +8,7 @@ For a batch of B questions:
    - closed with think-end and L ≤ b_j: keep z whole, insert the answer delimiter;
    - otherwise (cut inside, unfinished at b_m, or ended by EOS): keep z[:min(b_j, L)], insert
      cut marker + think-end + answer delimiter (the texts and the summary cap:
-     :class:`~anytime_reasoner.rollout.protocol.AnytimeProtocol`, ``params.protocol``).
+     :class:`~anytime_reasoner.protocol.AnytimeProtocol`, ``params.protocol``).
    Budgets that give the same cut share one summary prefix ``prompt + z[:cut] + inserted``; it is
    sent to the engine once with ``n = A × (budgets sharing it)`` and the samples are dealt out A
    per budget in budget order (each budget keeps its own A samples). All prefixes of the batch go
@@ -36,18 +36,15 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from anytime_reasoner.algo.budgets import BudgetPlan
+from anytime_reasoner.config import RolloutConfig
+from anytime_reasoner.data.codec import TokenizerCodec
 from anytime_reasoner.engine.base import Completion, GenerationEngine, SamplingParams
+from anytime_reasoner.protocol import AnytimeProtocol, InsertedIds
 from anytime_reasoner.rewards.base import Verifier
-from anytime_reasoner.rollout.codec import TokenizerCodec
-from anytime_reasoner.rollout.protocol import AnytimeProtocol, InsertedIds
 from anytime_reasoner.rollout.types import RolloutBatch, Summary, Thinking
 from anytime_reasoner.seeding import derive_seed
-
-if TYPE_CHECKING:
-    from anytime_reasoner.config import RolloutConfig
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
+from anytime_reasoner import protocol
 from anytime_reasoner.data.prompts import encode_prompt
 from anytime_reasoner.data.schema import Example as Row
-from anytime_reasoner.rollout import protocol
 from anytime_reasoner.tasks import synthetic
 from anytime_reasoner.tasks.tiny_model import TinyModelSpec, build_tiny_model, count_parameters
 from anytime_reasoner.tasks.tokenizer import TokenizerSpec, build_tokenizer

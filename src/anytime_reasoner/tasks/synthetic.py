@@ -51,7 +51,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 # the texts of the cut protocol (docs/ALGORITHM.md §3) come from the one place that defines them
-from anytime_reasoner.rollout.protocol import ANSWER_DELIMITER, CUT_MARKER, THINK_END, THINK_START
+from anytime_reasoner.data.schema import Example
+from anytime_reasoner.protocol import ANSWER_DELIMITER, CUT_MARKER, THINK_END, THINK_START
 
 INSTRUCTION = "Let's think step by step and output the final answer within \\boxed{}."
 HELD_OUT_SHARDS = 16  # one problem in 16 (by hash of its values) belongs to the held-out side
@@ -191,3 +192,18 @@ def teacher_accuracy(n: int = 2000, seed: int = 0, spec: TaskSpec = TaskSpec()) 
     rng = random.Random(seed)
     problems = held_out(n, seed=seed, spec=spec)
     return sum(p.solution(rng).answer == p.answer for p in problems) / n
+
+
+def synthetic_example(problem: Problem, id: str) -> Example:
+    """The data pipeline's row of a synthetic problem (question + the docs/ALGORITHM.md §8 instruction)."""
+    return Example.from_problem(id, "synthetic", problem.question, (problem.answer,))
+
+
+def held_out_examples(problems: list[Problem] | tuple[Problem, ...]) -> list[Example]:
+    """The rows of held-out problems, named ``heldout-<i>`` (the demo's held-out file holds them)."""
+    return [synthetic_example(p, f"heldout-{i}") for i, p in enumerate(problems)]
+
+
+def synthetic_held_out(n: int, seed: int = 0, spec: TaskSpec | None = None) -> list[Example]:
+    """The first ``n`` held-out problems of ``seed`` as rows."""
+    return held_out_examples(held_out(n, seed=seed, spec=spec or TaskSpec()))

@@ -23,6 +23,7 @@ import math
 from typing import Any
 
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 
 def head_size(config: Any) -> int:
@@ -42,8 +43,6 @@ def _place(weight: torch.Tensor, n_heads: int, old: int, new: int) -> torch.Tens
 
 def widen_heads(model: Any, head_dim: int) -> Any:
     """A ``LlamaForCausalLM`` with heads of ``head_dim`` computing what ``model`` computes (Qwen2 or Llama)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     cfg = model.config
     if cfg.model_type not in ("qwen2", "llama"):
         raise ValueError(f"widen_heads: model_type {cfg.model_type!r} not supported; allowed: qwen2, llama")

@@ -16,15 +16,22 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from anytime_reasoner.checks import check_writable, load_model_config
 from anytime_reasoner.config import TrainConfig, dump
+from anytime_reasoner.data.build import load_source
+from anytime_reasoner.data.codec import TokenizerCodec
 from anytime_reasoner.data.schema import Example
-from anytime_reasoner.errors import UserError
-from anytime_reasoner.models import load_model_and_tokenizer, load_tokenizer
+from anytime_reasoner.data.sources import check_sources
+from anytime_reasoner.errors import UserError, check_writable
+from anytime_reasoner.models.checks import load_model_config
+from anytime_reasoner.models.engines import build_engine, check_engine, model_for_engine
+from anytime_reasoner.models.loading import load_model_and_tokenizer, load_tokenizer
+from anytime_reasoner.rewards.grader import GraderSettings, MathVerifier
+from anytime_reasoner.tasks.bootstrap import ensure_base_model
+from anytime_reasoner.tasks.synthetic import synthetic_held_out
 from anytime_reasoner.train.checkpoint import (
     config_changes,
     has_train_state,
@@ -32,12 +39,13 @@ from anytime_reasoner.train.checkpoint import (
     load_train_state,
     load_trainer_state,
 )
-from anytime_reasoner.train.logprobs import PolicyScorer
+from anytime_reasoner.train.fsdp import enable_activation_checkpointing, shard_policy
+from anytime_reasoner.train.logprobs import PolicyScorer, attn_implementation_for
+from anytime_reasoner.train.lora import apply_lora
 from anytime_reasoner.train.runtime import Runtime, init_runtime, main_first, shutdown
-from anytime_reasoner.train.sources import FiniteSource, QuestionSource, SyntheticSource, synthetic_held_out
-
-if TYPE_CHECKING:
-    from anytime_reasoner.train.trainer import Trainer
+from anytime_reasoner.train.sources import FiniteSource, QuestionSource, SyntheticSource
+from anytime_reasoner.train.trainer import Trainer
+from anytime_reasoner.train.update import build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +56,6 @@ def base_model_path(cfg: TrainConfig) -> str:
     """The path or hub name of the model to start from (bootstrapping the tiny default if needed)."""
     if cfg.model.path != TINY:
         return cfg.model.path
-    from anytime_reasoner.tasks.bootstrap import ensure_base_model
-
     return str(ensure_base_model(progress=cfg.trainer.progress))
 
 
@@ -71,22 +77,13 @@ def check_data(cfg: TrainConfig) -> None:
     """Resolve every training and validation source (names in ``data_dir``, files, hub datasets)
     and check the packages they need, before anything heavy loads: a missing data directory or
     extra is one line, not a failure after the model is loaded."""
-    from anytime_reasoner.data.sources import check_available, resolve
-
     for key, spec in (("data.train", cfg.data.train), ("data.val", cfg.data.val)):
-        if spec == "synthetic":
-            continue
-        for name in [s for s in spec.split(",") if s]:
-            try:
-                check_available(resolve(name, cfg.data.data_dir))
-            except UserError as err:
-                raise UserError(f"{key}: {err}") from None
+        if spec != "synthetic":
+            check_sources([s for s in spec.split(",") if s], cfg.data.data_dir, key)
 
 
 def _load_examples(spec: str, cfg: TrainConfig, tokenizer: Any) -> list[Example]:
     """Comma-separated sources (files, names in ``data_dir``, hub datasets), validated rows."""
-    from anytime_reasoner.data.build import load_source
-
     examples: list[Example] = []
     for source in [s for s in spec.split(",") if s]:
         rows, report = load_source(
@@ -105,11 +102,6 @@ def _load_examples(spec: str, cfg: TrainConfig, tokenizer: Any) -> list[Example]
 
 def build_trainer(cfg: TrainConfig, runtime: Runtime | None = None) -> Trainer:
     """Every component of a run; ``runtime`` defaults to :func:`init_runtime` (torchrun's environment)."""
-    from anytime_reasoner.engine.build import build_engine, check_engine, model_for_engine
-    from anytime_reasoner.rewards.grader import GraderSettings, MathVerifier
-    from anytime_reasoner.train.trainer import Trainer
-    from anytime_reasoner.train.update import build_optimizer
-
     check_data(cfg)
     check_writable(cfg.trainer.out, "trainer.out")
     runtime = runtime or init_runtime(cfg.model.device, cfg.model.dtype)
@@ -124,7 +116,8 @@ def build_trainer(cfg: TrainConfig, runtime: Runtime | None = None) -> Trainer:
         check_engine(cfg.engine, model_config, runtime.device.type)
         tokenizer = load_tokenizer(cfg.model.tokenizer or path)
         source, val = build_sources(cfg, tokenizer)  # the data is validated before any weights load
-        model, tokenizer = load_model_and_tokenizer(path, cfg, runtime.device, tokenizer, model_config)
+        attention = attn_implementation_for(cfg.model.attention, runtime.device)
+        model, tokenizer = load_model_and_tokenizer(path, cfg, runtime.device, attention, tokenizer, model_config)
     model, policy = build_policy(model, cfg, runtime)
     optimizer = build_optimizer(policy, cfg.ppo)
     start = 0
@@ -143,7 +136,7 @@ def build_trainer(cfg: TrainConfig, runtime: Runtime | None = None) -> Trainer:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(dump(cfg), indent=2), encoding="utf-8")
     protocol = cfg.protocol()
-    codec = protocol.codec(tokenizer)
+    codec = TokenizerCodec.for_protocol(tokenizer, protocol)
     grading = GraderSettings.from_protocol(protocol)
     return Trainer(
         cfg=cfg,
@@ -193,14 +186,10 @@ def check_resumable(checkpoint: Path, cfg: TrainConfig) -> None:
 def build_policy(model: Any, cfg: TrainConfig, runtime: Runtime) -> tuple[Any, PolicyScorer]:
     """Activation checkpointing, LoRA and sharding around a loaded float32 model → (the model
     that generates and is saved, the module that trains)."""
-    from anytime_reasoner.train.fsdp import enable_activation_checkpointing, shard_policy
-
     mcfg = cfg.model
     if mcfg.activation_checkpointing:
         enable_activation_checkpointing(model)
     if mcfg.lora_rank:
-        from anytime_reasoner.train.lora import apply_lora
-
         model = apply_lora(model, rank=mcfg.lora_rank, alpha=mcfg.lora_alpha, target_modules=mcfg.lora_target_modules)
     policy = PolicyScorer(model)
     if runtime.sharded:
@@ -220,14 +209,22 @@ def _fit(cfg: TrainConfig, runtime: Runtime) -> list[dict[str, Any]]:
                 close()
 
 
+def train(cfg: TrainConfig, runtime: Runtime | None = None) -> list[dict[str, Any]]:
+    """Train as ``anytime-reasoner train`` does (in the processes ``torchrun`` started, or this one),
+    then shut the runtime down; the history of metrics, one dict per logged step. The model is
+    saved in ``trainer.out/final``."""
+    runtime = runtime or init_runtime(cfg.model.device, cfg.model.dtype)
+    try:
+        return _fit(cfg, runtime)  # the trainer is gone when it returns: shutdown can free the group
+    finally:
+        shutdown(runtime)
+
+
 def run_train(cfg: TrainConfig) -> int:
     """``anytime-reasoner train``."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     runtime = init_runtime(cfg.model.device, cfg.model.dtype)
-    try:
-        history = _fit(cfg, runtime)  # the trainer is gone when it returns: shutdown can free the group
-    finally:
-        shutdown(runtime)
+    history = train(cfg, runtime)
     if not runtime.is_main:
         return 0
     last = history[-1] if history else {}

@@ -31,8 +31,9 @@ from typing import Any
 import torch
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
-from anytime_reasoner.train.logprobs import PolicyScorer
+from anytime_reasoner.train.logprobs import PolicyScorer, packed_logprobs
 from anytime_reasoner.train.runtime import Runtime
+from anytime_reasoner.train.update import stand_in_row
 
 
 def _transformers_model(lm: Any) -> Any:
@@ -59,9 +60,6 @@ def shard_policy(scorer: PolicyScorer, runtime: Runtime) -> PolicyScorer:
     """``fully_shard`` each decoder layer, then the scorer (the root); gradients sum over ranks.
     Runs one stand-in forward so the root is initialized before anything else calls a layer, then
     reshards (the root keeps its parameters whole after a forward): build the optimizer after this."""
-    from anytime_reasoner.train.logprobs import packed_logprobs
-    from anytime_reasoner.train.update import stand_in_row
-
     policy = MixedPrecisionPolicy(param_dtype=runtime.compute_dtype, reduce_dtype=torch.float32)
     for layer in decoder_layers(scorer.lm):
         fully_shard(layer, mesh=runtime.mesh, mp_policy=policy)

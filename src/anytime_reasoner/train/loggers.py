@@ -52,14 +52,14 @@ class MetricLogger:
         self._tb = self._wandb = None
         if "tensorboard" in sinks:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # optional: tensorboard (the [logging] extra)
 
                 self._tb = SummaryWriter(str(out / "tensorboard"))
             except ImportError:
                 log.warning("loggers: tensorboard is not installed; pip install tensorboard")
         if "wandb" in sinks:
             try:
-                import wandb
+                import wandb  # optional: wandb (the [logging] extra)
 
                 self._wandb = wandb.init(project="anytime-reasoner", dir=str(out), config=dict(run_config or {}))
             except ImportError:

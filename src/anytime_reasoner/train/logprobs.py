@@ -7,7 +7,7 @@ are on — wrapped in activation checkpointing, so at most ``[chunk_size, vocab]
 exist at any time, in the forward *and* the backward pass.
 
 Only the tokens asked for are scored (by default the trainable ones of a :class:`PackedBatch`);
-the hidden state that predicts token t is the one at ``prev_index[t]`` (see ``rollout.packing``),
+the hidden state that predicts token t is the one at ``prev_index[t]`` (see ``train.packing``),
 which is what makes the first token of a summary block read the last thinking token it sees.
 
 Output head: ``lm_head(h)``, then Gemma-style ``final_logit_softcapping`` when the config sets it,
@@ -30,7 +30,8 @@ from typing import Any, Literal
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from anytime_reasoner.rollout.packing import PADDING, PackedBatch, dense_attention_mask, flex_block_mask
+from anytime_reasoner.train.masks import dense_attention_mask, flex_block_mask
+from anytime_reasoner.train.packing import PADDING, PackedBatch
 from anytime_reasoner.train.tree_attention import IMPLEMENTATION, TreeLayout, placeholder_mask, register
 
 Attention = Literal["auto", "dense", "flex", "tree"]

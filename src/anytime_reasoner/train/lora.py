@@ -37,7 +37,7 @@ import torch
 from anytime_reasoner.errors import UserError
 
 if TYPE_CHECKING:
-    from peft import PeftModel
+    from peft import PeftModel  # optional: peft (the [lora] extra)
     from transformers import PreTrainedModel
 
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -72,7 +72,7 @@ def apply_lora(model: PreTrainedModel, *, rank: int, alpha: float, target_module
     """Wrap ``model`` (modified in place: peft swaps the targeted layers) in LoRA adapters of
     rank ``rank`` and scale ``alpha / rank``; only the adapter tensors require grad."""
     try:
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, get_peft_model  # optional: peft (the [lora] extra)
     except ImportError as e:
         raise UserError(_MISSING_PEFT) from e
     _check_targets(model, target_modules)
@@ -95,7 +95,7 @@ def apply_lora(model: PreTrainedModel, *, rank: int, alpha: float, target_module
 def is_lora(model: object) -> bool:
     """Whether ``model`` is a peft model (False when peft is not installed)."""
     try:
-        from peft import PeftModel
+        from peft import PeftModel  # optional: peft (the [lora] extra)
     except ImportError:
         return False
     return isinstance(model, PeftModel)
@@ -104,7 +104,7 @@ def is_lora(model: object) -> bool:
 def trainable_state_dict(model: PeftModel) -> dict[str, torch.Tensor]:
     """The adapter tensors only, keyed as in the adapter file (``…q_proj.lora_A.weight``, no
     adapter name); the tensors share storage with the live parameters."""
-    from peft import get_peft_model_state_dict
+    from peft import get_peft_model_state_dict  # optional: peft (the [lora] extra)
 
     return get_peft_model_state_dict(model)
 
@@ -123,7 +123,7 @@ def load_adapter(model_base: PreTrainedModel, path: str | Path, trainable: bool 
     """Wrap ``model_base`` (modified in place) in the adapter saved at ``path``; ``trainable``
     leaves the adapter tensors requiring grad (resume), else none does (inference)."""
     try:
-        from peft import PeftModel
+        from peft import PeftModel  # optional: peft (the [lora] extra)
     except ImportError as e:
         raise UserError(_MISSING_PEFT) from e
     with _quiet_peft():
@@ -170,7 +170,7 @@ def merged_state_dict(
 
 def _merged_items(model: PeftModel, state: Mapping[str, torch.Tensor] | None) -> Iterator[tuple[str, torch.Tensor, bool]]:
     """``(plain name, tensor, merged?)``: merged weights are new tensors, the rest ``state``'s own."""
-    from peft.tuners.lora import LoraLayer
+    from peft.tuners.lora import LoraLayer  # optional: peft (the [lora] extra)
 
     base = model.get_base_model()
     layers: dict[str, Any] = {name: m for name, m in base.named_modules() if isinstance(m, LoraLayer)}

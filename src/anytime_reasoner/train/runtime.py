@@ -27,15 +27,14 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
 from anytime_reasoner.errors import UserError
-
-if TYPE_CHECKING:
-    from torch.distributed.device_mesh import DeviceMesh
+from anytime_reasoner.models.loading import resolve_device
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,8 +116,6 @@ def check_train_dtype(dtype: str) -> torch.dtype:
 def init_runtime(device: str, dtype: str, env: dict[str, str] | None = None) -> Runtime:
     """The runtime of this process: ``torchrun``'s environment (``env``, default ``os.environ``)
     decides the rank and world size; ``device`` is ``model.device`` (``auto``, ``cpu``, ``cuda``)."""
-    from anytime_reasoner.models import resolve_device
-
     env = dict(os.environ) if env is None else env
     compute_dtype = check_train_dtype(dtype)
     kind = resolve_device(device)
@@ -136,8 +133,6 @@ def init_runtime(device: str, dtype: str, env: dict[str, str] | None = None) -> 
     if not dist.is_initialized():
         backend = "nccl" if kind == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=timedelta(minutes=30), device_id=where if kind == "cuda" else None)
-    from torch.distributed.device_mesh import init_device_mesh
-
     mesh = init_device_mesh(where.type, (world_size,))  # over the default group: no new group
     log.info("rank %d of %d on %s", rank, world_size, where)
     return Runtime(device=where, compute_dtype=compute_dtype, rank=rank, world_size=world_size, sharded=True, mesh=mesh)

@@ -15,13 +15,11 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from anytime_reasoner.data.schema import Example
 from anytime_reasoner.seeding import derive_seed
-
-if TYPE_CHECKING:
-    from anytime_reasoner.tasks.synthetic import Problem, TaskSpec
+from anytime_reasoner.tasks.synthetic import TaskSpec, synthetic_example, train_stream
 
 
 class QuestionSource(Protocol):
@@ -92,18 +90,5 @@ class SyntheticSource:
     spec: TaskSpec | None = None  # None: the task's defaults
 
     def batch(self, step: int, size: int) -> list[Example]:
-        from anytime_reasoner.tasks.synthetic import TaskSpec, train_stream
-
         stream = train_stream(seed=derive_seed(self.seed, step, "questions"), spec=self.spec or TaskSpec())
         return [synthetic_example(next(stream), f"train-{step}-{i}") for i in range(size)]
-
-
-def synthetic_example(problem: Problem, id: str) -> Example:
-    return Example.from_problem(id, "synthetic", problem.question, (problem.answer,))
-
-
-def synthetic_held_out(n: int, seed: int = 0, spec: TaskSpec | None = None) -> list[Example]:
-    from anytime_reasoner.tasks.synthetic import TaskSpec, held_out
-
-    problems = held_out(n, seed=seed, spec=spec or TaskSpec())
-    return [synthetic_example(p, f"heldout-{i}") for i, p in enumerate(problems)]

@@ -43,29 +43,33 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from tqdm.auto import tqdm
 
 from anytime_reasoner.algo.advantages import brpo_diagnostics, summary_advantages, thinking_advantages
 from anytime_reasoner.algo.budgets import BudgetPlan
 from anytime_reasoner.algo.length_rewards import LengthShaping, shape_rewards
 from anytime_reasoner.config import TrainConfig, dump
+from anytime_reasoner.data.codec import TokenizerCodec
+from anytime_reasoner.data.prompts import encode_prompt, with_budget
 from anytime_reasoner.data.schema import Example
+from anytime_reasoner.engine.base import GenerationEngine
 from anytime_reasoner.errors import UserError
-from anytime_reasoner.rollout.packing import PackedBatch, empty_batch
+from anytime_reasoner.rewards.base import Verifier
+from anytime_reasoner.rollout.anytime import RolloutParams, anytime_rollout
 from anytime_reasoner.rollout.types import RolloutBatch
 from anytime_reasoner.seeding import derive_seed
 from anytime_reasoner.train.checkpoint import TrainerState, export_model, prune_checkpoints, save_checkpoint
 from anytime_reasoner.train.fsdp import unsharded
 from anytime_reasoner.train.loggers import MetricLogger
 from anytime_reasoner.train.logprobs import PolicyScorer
+from anytime_reasoner.train.packing import PackedBatch, empty_batch, max_response_len, pack_rollouts
 from anytime_reasoner.train.runtime import Runtime
 from anytime_reasoner.train.sources import QuestionSource
+from anytime_reasoner.train.update import ppo_update
+from anytime_reasoner.train.weight_sync import WeightLoadingEngine, sync_engine
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-    from anytime_reasoner.engine.base import GenerationEngine
-    from anytime_reasoner.rewards.base import Verifier
-    from anytime_reasoner.rollout.codec import TokenizerCodec
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase  # heavy: annotations only
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +105,7 @@ class Trainer:
 
     @cached_property
     def shaping(self) -> LengthShaping:
-        return LengthShaping.from_config(self.cfg.length, self.cfg.rollout.max_budget)
+        return LengthShaping.at_budget(self.cfg.rollout.max_budget, **self.cfg.length.shaping_knobs())
 
     @cached_property
     def val_plan(self) -> BudgetPlan:
@@ -113,8 +117,6 @@ class Trainer:
     def max_response_len(self) -> int:
         """The constant of the Dr. GRPO normalizer: ``ppo.max_response_len`` if set, else the
         longest possible packed response of the rollout config."""
-        from anytime_reasoner.rollout.packing import max_response_len
-
         if self.cfg.ppo.max_response_len is not None:
             return self.cfg.ppo.max_response_len
         return max_response_len(self.cfg.rollout, self.codec)
@@ -205,8 +207,6 @@ class Trainer:
 
     def sync_engine(self) -> bool:
         """Stream the weights into an engine that holds its own copy (True if it does)."""
-        from anytime_reasoner.train.weight_sync import sync_engine
-
         return sync_engine(self.engine, self.policy, self.runtime.compute_dtype)
 
     def _stream(self, *parts: int | str) -> int:
@@ -232,10 +232,6 @@ class Trainer:
         prompt stating its target when ``length.prompt_budget`` (validation: ``val_n`` ×
         ``val_n_summary`` at the validation budgets, no targets); None for no questions (the rank
         still joins the gathers)."""
-        from anytime_reasoner.data.prompts import encode_prompt, with_budget
-        from anytime_reasoner.rollout.anytime import RolloutParams, anytime_rollout
-        from anytime_reasoner.train.weight_sync import WeightLoadingEngine
-
         params = RolloutParams.from_config(self.cfg.rollout, seed=seed, protocol=self.cfg.protocol())
         params = replace(params, logprobs=train)
         plan = self.plan if plan is None else plan
@@ -261,8 +257,6 @@ class Trainer:
 
     def update(self, rollouts: RolloutBatch, think_adv: torch.Tensor, summ_adv: torch.Tensor) -> dict[str, float]:
         """Pack this rank's rollouts with their advantages and train on them."""
-        from anytime_reasoner.rollout.packing import pack_rollouts
-
         t0 = time.perf_counter()
         packed = pack_rollouts(rollouts, think_adv, summ_adv, pad_token_id=self.codec.pad_id)
         t_packing = time.perf_counter() - t0
@@ -271,8 +265,6 @@ class Trainer:
 
     def train_on(self, packed: PackedBatch) -> dict[str, float]:
         """PPO on this rank's packed rows (question ids global); all ranks call it together."""
-        from anytime_reasoner.train.update import ppo_update
-
         self.policy.train()
         return ppo_update(
             self.policy,
@@ -393,6 +385,5 @@ def rollout_metrics(stats: RolloutStats, plan: BudgetPlan) -> dict[str, Any]:
 def _progress(iterable: Any, *, enabled: bool, desc: str) -> Any:
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, dynamic_ncols=True)

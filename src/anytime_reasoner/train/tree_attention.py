@@ -1,9 +1,9 @@
 """Tree attention: the packed rows' attention computed only over the pairs the tree rule allows.
 
-A dense tree mask (``rollout.packing.dense_attention_mask``) makes every layer attend over all
+A dense tree mask (``train.masks.dense_attention_mask``) makes every layer attend over all
 ``T × T`` pairs of a row and then throws most of them away: a summary block of ~16 tokens sees a
 trunk prefix and itself, yet pays for the whole row. Here each row is cut into its segments
-(``rollout.packing``: a trunk per tree, then its summary blocks) and attention runs twice per
+(``train.packing``: a trunk per tree, then its summary blocks) and attention runs twice per
 layer, both times through ``scaled_dot_product_attention``:
 
 - trunks: every trunk gathered into ``[n_trunks, H, L, D]`` (L = the longest trunk), causal;
@@ -33,8 +33,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-from anytime_reasoner.rollout.packing import PADDING, TRUNK, PackedBatch
+from anytime_reasoner.train.packing import PADDING, TRUNK, PackedBatch
 
 IMPLEMENTATION = "anytime_tree"
 
@@ -150,8 +153,6 @@ def tree_attention_forward(
     ``query [N, H, T, D]``, ``key``/``value [N, H_kv, T, D]`` → ``[N, T, H, D]``.
     """
     if tree_layout is None:
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     if (dropout and module.training) or kwargs.get("softcap") is not None or kwargs.get("sliding_window") is not None:
         raise ValueError("model.attention=tree: attention dropout, soft-capping and sliding windows are not supported")
@@ -176,9 +177,6 @@ def placeholder_mask(batch: PackedBatch) -> torch.Tensor:
 
 def register() -> str:
     """Make ``anytime_tree`` a transformers attention implementation (idempotent); returns its name."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-
     AttentionInterface.register(IMPLEMENTATION, tree_attention_forward)
     AttentionMaskInterface.register(IMPLEMENTATION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
     return IMPLEMENTATION

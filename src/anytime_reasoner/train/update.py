@@ -10,7 +10,7 @@ One call of :func:`ppo_update`:
 3. each mini-batch is split into micro-batches whose padded size (rows × longest row) stays
    within ``ppo_max_token_len`` (rows sorted by length, filled greedily; a row longer than the
    budget goes alone); with ``ppo.multi_tree_rows`` several trees share a row first
-   (``rollout.packing.merge_rows``: first-fit into rows as wide as the mini-batch's longest, or
+   (``train.packing.merge_rows``: first-fit into rows as wide as the mini-batch's longest, or
    as wide as the token budget under tree attention), so padding is what no tree fits into; every micro-batch loss is divided by the *mini-batch*
    normalizer (:func:`minibatch_normalizer`), so the accumulated gradient does not depend on the split;
 4. gradient clipping at ``grad_clip`` (the pre-clip norm is reported); a step whose norm is not
@@ -49,8 +49,8 @@ import torch
 from anytime_reasoner.algo.losses import LossAgg, normalizer_of_count, ppo_policy_loss
 from anytime_reasoner.algo.off_policy import MAXS, MINS, SUMS, mismatch_metrics, mismatch_sums, tis_weights
 from anytime_reasoner.config import PPOConfig
-from anytime_reasoner.rollout.packing import PackedBatch, RowPlacement, first_fit_bins, merge_rows
 from anytime_reasoner.train.logprobs import Attention, packed_logprobs, uses_tree_attention
+from anytime_reasoner.train.packing import PackedBatch, RowPlacement, first_fit_bins, merge_rows
 from anytime_reasoner.train.runtime import Runtime
 
 
@@ -379,7 +379,7 @@ def ppo_update(
         ppo_cfg: clip_eps, loss_agg, ppo_epochs, ppo_mini_batch_size (questions),
             ppo_max_token_len (padded tokens per micro-batch), grad_clip.
         max_response_len: the constant of ``loss_agg="constant"``: the longest possible packed
-            response for the config (``rollout.packing.max_response_len``).
+            response for the config (``train.packing.max_response_len``).
         old_logprobs: ``[N, T]``; recomputed here (no grad) when None.
         runtime: ranks, device and compute dtype (default: one process, the model's device, float32).
 

@@ -21,7 +21,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from anytime_reasoner.train.fsdp import is_sharded
 from anytime_reasoner.train.logprobs import PolicyScorer
+from anytime_reasoner.train.lora import is_lora, merged_tensors
 
 
 @runtime_checkable
@@ -37,9 +39,6 @@ class WeightLoadingEngine(Protocol):
 
 def policy_weights(policy: PolicyScorer, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
     """The trained model's tensors as ``(hf_name, tensor)`` in ``dtype`` (see the module docstring)."""
-    from anytime_reasoner.train.fsdp import is_sharded
-    from anytime_reasoner.train.lora import is_lora, merged_tensors
-
     lm: Any = policy.lm
     if is_lora(lm):
         yield from merged_tensors(lm, dtype, Gathered(lm.state_dict()) if is_sharded(policy) else None)

@@ -1,13 +1,12 @@
-"""The tokenizer facts the rollout needs, read once from a Hugging Face tokenizer, and the prompt.
+"""The tokenizer facts the rollout needs, read once from a Hugging Face tokenizer.
 
 :class:`TokenizerCodec` holds the think-start / think-end / EOS / pad ids (never hard-coded:
 docs/ALGORITHM.md §10) and encodes/decodes text without adding or skipping special tokens, so ``</think>`` survives a
 round trip into the grader. The think-end marker must be a single token: the rollout stops the
 thinking on it and counts it when checking the format.
 
-:func:`build_prompt_ids` renders a bare question with the tokenizer's chat template (docs/ALGORITHM.md §8
-prompt) through :func:`anytime_reasoner.data.prompts.encode_prompt`, which makes sure the prompt
-ends with ``<think>\\n``.
+The prompt a question becomes is :mod:`anytime_reasoner.data.prompts`' business
+(:func:`~anytime_reasoner.data.prompts.build_prompt_ids`).
 
 Departure: when the tokenizer has no pad token, the EOS id is used for padding (only ever
 attention-masked, so it never reaches the model's view of the text).
@@ -19,9 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from anytime_reasoner.data.schema import INSTRUCTION as PROMPT_SUFFIX  # noqa: F401  (re-exported for callers)
 from anytime_reasoner.errors import UserError
-from anytime_reasoner.rollout.protocol import THINK_END, THINK_START
+from anytime_reasoner.protocol import THINK_END, THINK_START, AnytimeProtocol
 
 
 @dataclass(frozen=True)
@@ -46,6 +44,11 @@ class TokenizerCodec:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
         return cls(tokenizer, think_start, think_end, start_id, end_id, int(eos), int(pad))
 
+    @classmethod
+    def for_protocol(cls, tokenizer: Any, protocol: AnytimeProtocol) -> TokenizerCodec:
+        """The tokenizer facts for ``protocol``'s think markers (each must be one token)."""
+        return cls.from_tokenizer(tokenizer, protocol.think_start, protocol.think_end)
+
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` exactly (no BOS/EOS added)."""
         return list(self.tokenizer.encode(text, add_special_tokens=False))
@@ -63,13 +66,3 @@ def _single_token(tokenizer: Any, text: str, key: str) -> int:
             "(add it as a special token or pick the model's own marker)"
         )
     return int(ids[0])
-
-
-def build_prompt_ids(codec: TokenizerCodec, question: str) -> list[int]:
-    """Chat-template prompt for a bare ``question`` (the docs/ALGORITHM.md §8 instruction appended), ending with
-    ``think_start + "\\n"``; the rendering rule lives in :mod:`anytime_reasoner.data.prompts`."""
-    from anytime_reasoner.data.prompts import encode_prompt
-    from anytime_reasoner.data.schema import Example
-
-    example = Example.from_problem("question", "user", question, ())
-    return encode_prompt(codec.tokenizer, example.messages, codec.think_start)

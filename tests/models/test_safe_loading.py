@@ -6,7 +6,7 @@ import json
 import pytest
 
 from anytime_reasoner.errors import UserError
-from anytime_reasoner.models import load_causal_lm
+from anytime_reasoner.models.loading import load_causal_lm
 from tests.conftest import make_tiny_qwen2
 
 

@@ -1,4 +1,4 @@
-"""``tasks.curve.anytime_curve``: the embedded task's anytime check IS the evaluation (eval.runner).
+"""``eval.curve.anytime_curve``: the embedded task's anytime check IS the evaluation (eval.runner).
 
 A tiny random Qwen2 scores about 0; what is checked is that the curve comes from the project's
 evaluation path — the same rows as the demo's held-out file, and, on those rows, the same rewards
@@ -12,9 +12,9 @@ import json
 import pytest
 
 from anytime_reasoner.cli import main
+from anytime_reasoner.eval.curve import BENCHMARK, anytime_curve, problem_rows
 from anytime_reasoner.tasks import synthetic
-from anytime_reasoner.tasks.curve import BENCHMARK, anytime_curve, problem_rows
-from anytime_reasoner.train.sources import synthetic_held_out
+from anytime_reasoner.tasks.synthetic import synthetic_held_out
 
 pytestmark = pytest.mark.slow  # trains or generates with a tiny model
 

@@ -15,9 +15,9 @@ described per token by a few integer arrays, from which both attention masks are
 
 Query q may attend key k iff ``(seg[k] == seg[q] and k ≤ q) or (seg[k] == 0 and k < visible_trunk[q])``:
 the trunk is causal, a block sees its trunk prefix and itself causally, padding sees only padding
-(never an empty row, so no NaN). :func:`dense_attention_mask` materializes this rule as an additive
-float ``[N, 1, T, T]`` mask (eager/sdpa); :func:`flex_block_mask` turns the same rule into a
-FlexAttention ``BlockMask`` (CUDA); ``train.tree_attention`` computes only the pairs it allows.
+(never an empty row, so no NaN). ``train.masks`` materializes this rule as an additive float
+``[N, 1, T, T]`` mask (eager/sdpa) or a FlexAttention ``BlockMask`` (CUDA);
+``train.tree_attention`` computes only the pairs it allows.
 
 Several trees per row (:func:`merge_rows`, what the update runs): ``doc_ids`` numbers the trees
 of a row (0, 1, …; −1 padding), the rule above holds within a tree (``doc[k] == doc[q]``), and
@@ -49,15 +49,13 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from anytime_reasoner.config import RolloutConfig
+from anytime_reasoner.data.codec import TokenizerCodec
 from anytime_reasoner.rollout.types import RolloutBatch, Summary, Thinking
-
-if TYPE_CHECKING:
-    from anytime_reasoner.config import RolloutConfig
-    from anytime_reasoner.rollout.codec import TokenizerCodec
 
 TRUNK = 0
 PADDING = -1
@@ -379,7 +377,7 @@ def max_response_len(rollout_cfg: RolloutConfig, codec: TokenizerCodec) -> int:
     The inserted text is the longest one (a cut inside the thinking): cut marker + think-end +
     answer delimiter, each encoded on its own as the rollout does (the length of
     ``inserted_ids(codec).forced`` of the config's
-    :class:`~anytime_reasoner.rollout.protocol.AnytimeProtocol`; only ``codec.encode`` is needed).
+    :class:`~anytime_reasoner.protocol.AnytimeProtocol`; only ``codec.encode`` is needed).
     """
     plan = rollout_cfg.plan()
     protocol = rollout_cfg.protocol()
@@ -496,75 +494,4 @@ def merge_rows(batch: PackedBatch, placement: RowPlacement) -> PackedBatch:
         prompt_lengths=batch.prompt_lengths[first_row],
         question_index=batch.question_index[first_row],
         rollout_index=batch.rollout_index[first_row],
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Attention masks
-# ---------------------------------------------------------------------------------------------
-
-
-def allowed_attention(
-    segment_ids: torch.Tensor, visible_trunk: torch.Tensor, doc_ids: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Dense visibility: ``[N, T]`` per-token arrays → bool ``[N, T(query), T(key)]``."""
-    T = segment_ids.shape[1]
-    pos = torch.arange(T, device=segment_ids.device)  # [T]
-    causal = pos[None, :, None] >= pos[None, None, :]  # [1, T, T] key <= query
-    same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [N, T, T]
-    trunk_key = (segment_ids == TRUNK)[:, None, :]  # [N, 1, T]
-    in_prefix = pos[None, None, :] < visible_trunk[:, :, None]  # [N, T, T]
-    allowed = (same & causal) | (trunk_key & in_prefix)  # [N, T, T]
-    if doc_ids is not None:
-        allowed &= doc_ids[:, :, None] == doc_ids[:, None, :]  # [N, T, T] within one tree
-    return allowed
-
-
-def dense_attention_mask(batch: PackedBatch, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Additive ``[N, 1, T, T]`` mask (0 where allowed, ``finfo(dtype).min`` elsewhere).
-
-    transformers 5.x passes a 4-D mask through unchanged (``_preprocess_mask_arguments``); the
-    eager kernel *adds* it to the scores (a bool mask would be wrong there) and sdpa accepts an
-    additive float mask too, so the float form works for both.
-    """
-    allowed = allowed_attention(batch.segment_ids, batch.visible_trunk, batch.doc_ids)  # [N, T, T]
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)  # [N, T, T]
-    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-    return mask[:, None]  # [N, 1, T, T]
-
-
-def tree_mask_mod(segment_ids: torch.Tensor, visible_trunk: torch.Tensor, doc_ids: torch.Tensor):
-    """FlexAttention ``mask_mod(b, h, q, k)`` for the same rule as :func:`allowed_attention`."""
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        seg_q = segment_ids[b, q_idx]
-        seg_k = segment_ids[b, kv_idx]
-        own = (seg_q == seg_k) & (kv_idx <= q_idx)
-        prefix = (seg_k == TRUNK) & (kv_idx < visible_trunk[b, q_idx])
-        return (own | prefix) & (doc_ids[b, q_idx] == doc_ids[b, kv_idx])
-
-    return mask_mod
-
-
-def flex_block_mask(batch: PackedBatch, block_size: int = 128, compile_mask: bool | None = None):
-    """A FlexAttention ``BlockMask`` ``[N, 1, T, T]`` on the batch's device.
-
-    ``compile_mask`` (default: on CUDA) builds the mask with ``torch.compile`` instead of
-    materializing ``[N, T, T]`` booleans.
-    """
-    from torch.nn.attention.flex_attention import create_block_mask
-
-    device = batch.segment_ids.device
-    if compile_mask is None:
-        compile_mask = device.type == "cuda"
-    N, T = batch.segment_ids.shape
-    return create_block_mask(
-        tree_mask_mod(batch.segment_ids, batch.visible_trunk, batch.doc_ids),
-        N,
-        None,
-        T,
-        T,
-        device=device,
-        BLOCK_SIZE=block_size,
-        _compile=compile_mask,
     )

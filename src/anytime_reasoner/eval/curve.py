@@ -1,4 +1,4 @@
-"""The anytime curve of a model on synthetic problems, through the project's evaluation.
+"""The anytime curve of a model on the embedded task's problems, through the project's evaluation.
 
 :func:`anytime_curve` is the task's quick check of a base (or trained) model, and it is exactly
 ``anytime-reasoner eval`` on those problems: the problems become the data pipeline's rows
@@ -24,22 +24,24 @@ distilled base model approaches, is :func:`anytime_reasoner.tasks.synthetic.teac
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from anytime_reasoner.data.schema import Example
-    from anytime_reasoner.eval.runner import EvalResults
-    from anytime_reasoner.rewards.base import Verifier
-    from anytime_reasoner.tasks.synthetic import Problem
+from anytime_reasoner.config import EvalConfig
+from anytime_reasoner.data.schema import Example
+from anytime_reasoner.engine.hf import TransformersEngine
+from anytime_reasoner.eval.cli import settings_of
+from anytime_reasoner.eval.runner import EvalResults, evaluate
+from anytime_reasoner.models.loading import codec_for
+from anytime_reasoner.rewards.base import Verifier
+from anytime_reasoner.rewards.grader import GraderSettings, MathVerifier
+from anytime_reasoner.tasks.synthetic import Problem, held_out_examples
 
 BENCHMARK = "heldout"  # the stem of demo.HELD_OUT_FILE: the name ``eval`` gives the demo's held-out set
 
 
 def problem_rows(problems: Sequence[Problem]) -> list[Example]:
     """The evaluation rows of synthetic problems, as the demo's held-out file holds them."""
-    from anytime_reasoner.train.sources import synthetic_example
-
-    return [synthetic_example(p, f"heldout-{i}") for i, p in enumerate(problems)]
+    return held_out_examples(list(problems))
 
 
 def anytime_curve(
@@ -63,13 +65,6 @@ def anytime_curve(
     per-problem rewards in ``.problems[BENCHMARK]``. ``verifier``: a grader to use instead of a
     fresh :class:`MathVerifier` (which is then closed on return).
     """
-    from anytime_reasoner.config import EvalConfig
-    from anytime_reasoner.engine.hf import TransformersEngine
-    from anytime_reasoner.eval.cli import settings_of
-    from anytime_reasoner.eval.runner import evaluate
-    from anytime_reasoner.models import codec_for
-    from anytime_reasoner.rewards.grader import GraderSettings, MathVerifier
-
     config = EvalConfig(
         model=str(getattr(model, "name_or_path", "") or "in-memory"),
         data=[BENCHMARK],

@@ -1,5 +1,8 @@
 """The anytime cut protocol (docs/ALGORITHM.md §3): the one place its texts and the summary cap are defined.
 
+The bottom of the package (docs/ARCHITECTURE.md): it imports nothing of ``anytime_reasoner``, so the
+configuration, the data pipeline, the grader, the rollout and the trainer all read the same texts.
+
 A thinking opens after ``think_start`` and closes with ``think_end`` (one token each). To read an
 answer at a budget, the thinking is cut there and forced text is inserted before a summary is
 sampled (at most ``summary_max_tokens`` new tokens):
@@ -13,26 +16,26 @@ The grader then reads the summary after the last ``think_end`` and the paragraph
 
 :class:`AnytimeProtocol` is what a serving-side processor would use: it carries exactly what a
 server needs to cut a thinking at a budget and force the summary the model was trained on (the
-token ids: :meth:`AnytimeProtocol.inserted_ids`). Training, evaluation, ``ask`` and the grader all
-build it from their configuration (:meth:`AnytimeProtocol.from_config`); the module constants
+token ids: :meth:`AnytimeProtocol.inserted_ids`, given the tokenizer facts of
+:class:`anytime_reasoner.data.codec.TokenizerCodec`). Training, evaluation, ``ask`` and the grader
+all build it from their configuration (:meth:`AnytimeProtocol.from_config`); the module constants
 below are the defaults of every configuration key that spells one of its fields.
 
-This module imports nothing heavy (the CLI reads its constants before torch is loaded).
+:data:`BUDGET_PROMPT` is the other text a model is trained on: the budget sentence that methods told
+their budget (L1) find appended to the question.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from anytime_reasoner.rollout.codec import TokenizerCodec
+from typing import Any, Protocol
 
 THINK_START = "<think>"
 THINK_END = "</think>"
 CUT_MARKER = "...\n\n...\n\n"
 ANSWER_DELIMITER = "\n\n**Final Answer**\n"
 SUMMARY_MAX_TOKENS = 118
+BUDGET_PROMPT = "Think for {n} tokens."  # L1's budget sentence (training targets, prompt-budget evaluation)
 
 # One-line descriptions of the fields, for the configuration keys that spell them (``--help``).
 DESCRIPTIONS = {
@@ -47,6 +50,16 @@ DESCRIPTIONS = {
 def answer_marker_of(answer_delimiter: str) -> str:
     """The paragraph marker the grader looks for: the inserted delimiter without leading newlines."""
     return answer_delimiter.lstrip("\n") or answer_delimiter
+
+
+class Encoder(Protocol):
+    """What :meth:`AnytimeProtocol.inserted_ids` needs of a tokenizer codec
+    (:class:`anytime_reasoner.data.codec.TokenizerCodec` is one)."""
+
+    @property
+    def think_end_id(self) -> int: ...
+
+    def encode(self, text: str) -> list[int]: ...
 
 
 @dataclass(frozen=True)
@@ -93,13 +106,7 @@ class AnytimeProtocol:
         """What the grader looks for at the start of the answer paragraph (``**Final Answer**\\n``)."""
         return answer_marker_of(self.answer_delimiter)
 
-    def codec(self, tokenizer: Any) -> TokenizerCodec:
-        """The rollout's tokenizer facts for this protocol's think markers (each must be one token)."""
-        from anytime_reasoner.rollout.codec import TokenizerCodec
-
-        return TokenizerCodec.from_tokenizer(tokenizer, self.think_start, self.think_end)
-
-    def inserted_ids(self, codec: TokenizerCodec) -> InsertedIds:
+    def inserted_ids(self, codec: Encoder) -> InsertedIds:
         """The forced token ids after a cut. Each text is encoded on its own (as the model was
         trained); the think-end id is the codec's."""
         delimiter = tuple(codec.encode(self.answer_delimiter))

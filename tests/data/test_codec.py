@@ -2,8 +2,10 @@
 
 import pytest
 
+from anytime_reasoner.data.codec import TokenizerCodec
+from anytime_reasoner.data.prompts import build_prompt_ids
+from anytime_reasoner.data.schema import INSTRUCTION as PROMPT_SUFFIX
 from anytime_reasoner.errors import UserError
-from anytime_reasoner.rollout.codec import PROMPT_SUFFIX, TokenizerCodec, build_prompt_ids
 
 
 def test_multi_token_think_end_is_a_one_line_error(tiny_tokenizer):

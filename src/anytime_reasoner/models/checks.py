@@ -1,93 +1,36 @@
-"""Cheap checks of user input that run before anything heavy loads (docs/ERRORS.md).
+"""Checks of a model that run before its weights load (docs/ERRORS.md).
 
-Each check raises :class:`~anytime_reasoner.errors.UserError` with one line naming the key and what
-is allowed. Nothing here loads model weights: the model checks read ``config.json`` only
-(``AutoConfig``), the tokenizer checks load the tokenizer only.
+Each raises :class:`~anytime_reasoner.errors.UserError` with one line naming the key and what is
+allowed. Nothing here loads model weights: the model checks read ``config.json`` only
+(``AutoConfig``), and the context check counts tokens with an already loaded tokenizer.
 
-- :func:`did_you_mean`: the ``(did you mean 'x'?)`` suffix of an unknown name (``difflib``);
-- :func:`check_writable`: an output path can be created and written (before hours of work);
 - :func:`load_model_config` / :func:`check_causal_lm`: the model is a causal LM (an empty folder or
   a BERT checkpoint is refused by name);
 - :func:`check_context`: the longest sequence a run builds (prompt + largest budget + inserted
-  text + summary) fits the model's ``max_position_embeddings``;
-- ``preflight_<command>``: what the CLI runs (``cli.COMMANDS[...].check``) after the configuration
-  is validated and before the command's own module is imported.
+  text + summary) fits the model's ``max_position_embeddings``.
 
-Module level imports only the standard library: :mod:`anytime_reasoner.data.sources` imports
-:func:`did_you_mean` from here, and the CLI imports this before torch.
+The commands' preflight checks (``train/preflight.py``, ``eval/preflight.py``, …) call these.
 """
 
 from __future__ import annotations
 
-import difflib
-import os
-from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from anytime_reasoner.errors import UserError
-
-if TYPE_CHECKING:
-    from anytime_reasoner.config import (
-        AskConfig,
-        CompareConfig,
-        DataBuildConfig,
-        DemoConfig,
-        EvalConfig,
-        GradeConfig,
-        PlotConfig,
-        TrainConfig,
-    )
+from anytime_reasoner.config import AskConfig, EvalConfig, TrainConfig
+from anytime_reasoner.data.prompts import encode_prompt
+from anytime_reasoner.data.schema import Example
+from anytime_reasoner.errors import UserError, first_line
+from anytime_reasoner.tasks.synthetic import Problem, TaskSpec
 
 # attributes that hold a model's context length, most common first (GPT-2: n_positions)
 CONTEXT_ATTRIBUTES = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 
-def did_you_mean(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str:
-    """``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""`` when none is close."""
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
-# --------------------------------------------------------------------------------------------
-# Output paths
-# --------------------------------------------------------------------------------------------
-
-
-def check_writable(path: str | Path, key: str, *, folder: bool = True) -> None:
-    """``path`` (a folder, or a file when ``folder=False``) exists as that kind and is writable, or
-    can be created: its nearest existing ancestor is a folder this process may write into."""
-    target = Path(path).expanduser()
-    kind = "a folder" if folder else "a file"
-    if target.exists():
-        if folder != target.is_dir():
-            what = "a folder" if target.is_dir() else "a file"
-            raise UserError(f"{key}: {target} is {what}; allowed: {kind} path (created if missing)")
-        where = target if folder else target.parent
-        if not os.access(target, os.W_OK) or not os.access(where, os.W_OK | os.X_OK):
-            raise UserError(f"{key}: {target} is not writable; allowed: {kind} you can write to")
-        return
-    ancestor = next((p for p in target.absolute().parents if p.exists()), None)
-    if ancestor is None:  # pragma: no cover - the root always exists
-        return
-    if not ancestor.is_dir():
-        raise UserError(
-            f"{key}: cannot create {target}: {ancestor} is a file, not a folder; allowed: a path whose parents are folders"
-        )
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UserError(
-            f"{key}: cannot create {target}: {ancestor} is not writable; allowed: a path under a folder you can write to"
-        )
-
-
 # --------------------------------------------------------------------------------------------
 # Model config (config.json only, no weights)
 # --------------------------------------------------------------------------------------------
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [""])[0][:200]
 
 
 def load_model_config(path: str, key: str = "model.path") -> Any:
@@ -102,12 +45,12 @@ def load_model_config(path: str, key: str = "model.path") -> Any:
         )
     if not local.exists() and path.startswith(("/", "./", "../", "~")):
         raise UserError(f"{key}: {path} does not exist; allowed: a model folder or a Hugging Face model name (owner/name)")
-    from transformers import AutoConfig
+    from transformers import AutoConfig  # heavy: transformers loads only once a model is checked
 
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     except Exception as err:
-        raise UserError(f"{key}: cannot read the model config of {path!r} ({type(err).__name__}: {_first_line(err)})") from None
+        raise UserError(f"{key}: cannot read the model config of {path!r} ({type(err).__name__}: {first_line(err)})") from None
     check_causal_lm(config, path, key)
     return config
 
@@ -116,7 +59,7 @@ def check_causal_lm(config: Any, path: str, key: str = "model.path") -> None:
     """Refuse a config that ``AutoModelForCausalLM`` would not load as a decoder-only LM: a model
     type without a causal-LM class (T5, ...), or a checkpoint whose ``architectures`` name another head
     (``BertForMaskedLM``: BERT has a causal-LM class, but its checkpoints are not one)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES  # heavy: transformers
 
     model_type = getattr(config, "model_type", "") or "unknown"
     names = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
@@ -158,20 +101,14 @@ def _count(tokenizer: Any, text: str) -> int:
 
 def _prompt_tokens(tokenizer: Any, question: str, think_start: str) -> int:
     """Tokens of ``question``'s templated prompt (the instruction appended, as every run does)."""
-    from anytime_reasoner.data.schema import Example
-
     messages = Example.from_problem("check", "check", question, ("0",)).messages
     if tokenizer is None:
         return len((messages[0]["content"] + think_start + "\n").encode("utf-8"))
-    from anytime_reasoner.data.prompts import encode_prompt
-
     return len(encode_prompt(tokenizer, messages, think_start))
 
 
 def synthetic_prompt_tokens(tokenizer: Any, think_start: str) -> int:
     """Tokens of the longest prompt of the embedded synthetic task (the most items, two digits each)."""
-    from anytime_reasoner.tasks.synthetic import Problem, TaskSpec
-
     spec = TaskSpec()
     return _prompt_tokens(tokenizer, Problem(values=(spec.high,) * spec.max_items, spec=spec).question, think_start)
 
@@ -188,8 +125,6 @@ def check_context(model_config: Any, cfg: TrainConfig | EvalConfig | AskConfig, 
     model's config (``AutoConfig``: no weights); ``tokenizer`` (optional) makes the counts exact,
     without it texts count one token per UTF-8 byte.
     """
-    from anytime_reasoner.config import AskConfig, EvalConfig, TrainConfig
-
     limit = context_length(model_config)
     if limit is None:
         return
@@ -226,75 +161,3 @@ def check_context(model_config: Any, cfg: TrainConfig | EvalConfig | AskConfig, 
         f"{key}: {budget} thinking tokens do not fit the model's context of {limit} positions (max_position_embeddings): "
         f"{prompt_key} {prompt} + {budget} + {inserted} inserted + {summary_key} {summary} = {need}; allowed: {allowed}"
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Preflight of each CLI command: after the config validates, before the command's module loads
-# --------------------------------------------------------------------------------------------
-
-
-def _check_device(device: str, key: str) -> None:
-    if device == "cuda":
-        from anytime_reasoner.models import resolve_device
-
-        resolve_device(device, key=key)
-
-
-def _check_sources(sources: Sequence[str], data_dir: str | None, key: str | None) -> None:
-    """Every data source resolves (name in the data directory, file, hub dataset) and its reader's
-    optional package is installed; errors are prefixed with ``key`` when given."""
-    from anytime_reasoner.data.sources import check_available, resolve
-
-    for name in sources:
-        try:
-            check_available(resolve(name, data_dir))
-        except UserError as err:
-            raise UserError(f"{key}: {err}" if key else str(err)) from None
-
-
-def preflight_train(cfg: TrainConfig) -> None:
-    """``train``: the output folder and the device. The model checks (config.json, tokenizer,
-    context length) run in :func:`anytime_reasoner.models.load_model_and_tokenizer`, after the
-    model path is resolved (``tiny`` is bootstrapped first) and before the weights load."""
-    check_writable(cfg.trainer.out, "trainer.out")
-    _check_device(cfg.model.device, "model.device")
-
-
-def _preflight_generation(cfg: EvalConfig | AskConfig) -> None:
-    """``eval`` / ``ask``: the model is a causal LM, its tokenizer has the think markers as single
-    tokens, the largest budget fits its context; then the device."""
-    from anytime_reasoner.models import codec_for, load_tokenizer
-
-    model_config = load_model_config(cfg.model, "model")
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
-    codec_for(tokenizer, cfg.protocol())
-    check_context(model_config, cfg, tokenizer)
-    _check_device(cfg.device, "device")
-
-
-def preflight_eval(cfg: EvalConfig) -> None:
-    check_writable(cfg.out, "out")
-    _check_sources(cfg.data, cfg.data_dir, "data")
-    _preflight_generation(cfg)
-
-
-def preflight_ask(cfg: AskConfig) -> None:
-    _preflight_generation(cfg)
-
-
-def preflight_grade(cfg: GradeConfig) -> None:
-    check_writable(cfg.output, "output", folder=False)
-
-
-def preflight_data(cfg: DataBuildConfig) -> None:
-    check_writable(cfg.out, "out", folder=not cfg.out.endswith(".jsonl"))
-    _check_sources(cfg.sources, cfg.data_dir, None)
-
-
-def preflight_plot(cfg: PlotConfig) -> None:
-    check_writable(cfg.out, "out", folder=False)
-
-
-def preflight_run_scale(cfg: DemoConfig | CompareConfig) -> None:
-    """``demo`` / ``compare``: the output folder."""
-    check_writable(cfg.out, "out")

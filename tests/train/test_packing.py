@@ -5,19 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anytime_reasoner.rollout.packing import (
+from anytime_reasoner.rollout.types import RolloutBatch, Summary, Thinking
+from anytime_reasoner.train.masks import allowed_attention, dense_attention_mask, tree_mask_mod
+from anytime_reasoner.train.packing import (
     RowPlacement,
-    allowed_attention,
-    dense_attention_mask,
     first_fit_bins,
     max_response_len,
     merge_rows,
     pack_rollouts,
     packed_response_len_bound,
-    tree_mask_mod,
     unpack_rollouts,
 )
-from anytime_reasoner.rollout.types import RolloutBatch, Summary, Thinking
 
 
 def _summary(inserted, sampled):
@@ -128,7 +126,7 @@ def test_mask_mod_matches_dense_rule():
 def test_flex_attention_matches_dense_mask_on_cpu():
     """FlexAttention (eager, forward only on CPU) with the BlockMask == sdpa with the dense mask."""
     flex = pytest.importorskip("torch.nn.attention.flex_attention")
-    from anytime_reasoner.rollout.packing import flex_block_mask
+    from anytime_reasoner.train.masks import flex_block_mask
 
     batch, think_adv, summ_adv = hand_batch()
     p = pack_rollouts(batch, think_adv, summ_adv)

@@ -1,0 +1,27 @@
+"""``engine.*``: the generation backend's keys, shared by ``train``, ``eval``, ``ask``, ``demo`` and
+``compare``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from anytime_reasoner.config.base import StrictModel
+
+
+class EngineConfig(StrictModel):
+    """The generation backend (``engine.*``): transformers ``generate`` or vLLM (``engine.vllm``)."""
+
+    backend: Literal["hf", "vllm"] = Field("hf", description="hf: transformers generate; vllm: needs the [vllm] extra")
+    block_size: int | None = Field(
+        None, ge=16, multiple_of=16, description="vllm: KV block (tokens); prefix caching reuses whole blocks (default 32 on CPU)"
+    )
+    kv_cache_gib: float | None = Field(
+        None, gt=0.0, description="vllm: KV cache size (default: 1 on CPU; on GPU the memory share)"
+    )
+    gpu_memory_utilization: float = Field(0.4, gt=0.0, le=1.0, description="vllm: GPU memory share (weights + KV cache)")
+    enforce_eager: bool = Field(False, description="vllm: no CUDA graphs / compilation (faster start, slower decode)")
+    max_model_len: int | None = Field(None, ge=16, description="vllm: longest sequence (default: the model's context)")
+    max_num_seqs: int | None = Field(None, ge=1, description="vllm: sequences decoded at once (default: vLLM's)")
+    sleep: bool = Field(True, description="vllm on GPU: free the KV cache and offload weights while training")

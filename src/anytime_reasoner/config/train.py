@@ -1,0 +1,303 @@
+"""The schema of ``anytime-reasoner train`` (:class:`TrainConfig`), one section per concern:
+``model``, ``engine``, ``data``, ``rollout``, ``length``, ``ppo``, ``trainer``.
+
+The cut protocol's keys (``think_start``, ``think_end``, ``cut_marker``, ``answer_delimiter``,
+``summary_max_tokens``) keep their names in each section that spells them; their defaults and
+descriptions come from :mod:`anytime_reasoner.protocol`, and ``.protocol()`` builds the
+:class:`~anytime_reasoner.protocol.AnytimeProtocol` they spell. The seed's five rollout knobs keep
+their names under ``rollout.``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from anytime_reasoner.algo.budgets import BudgetError, BudgetPlan
+from anytime_reasoner.config.base import (
+    StrictModel,
+    budget_prompt_field,
+    cap_schedule_field,
+    grid_field,
+    prior_field,
+    protocol_field,
+    split_list,
+)
+from anytime_reasoner.config.engine import EngineConfig
+from anytime_reasoner.protocol import BUDGET_PROMPT, AnytimeProtocol
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class ModelConfig(StrictModel):
+    path: str = Field("tiny", description="Hugging Face model name or local path; 'tiny' = embedded default")
+    tokenizer: str | None = Field(None, description="tokenizer path if different from the model's")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="compute dtype: forward/backward run in it (autocast, or FSDP2 mixed precision); weights, "
+        "gradients and optimizer state stay float32. float16 is refused (no gradient scaler)",
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    attention: Literal["auto", "dense", "flex", "tree"] = Field(
+        "auto",
+        description="packed-row attention: tree (only the pairs the tree rule allows, sdpa per segment group), "
+        "dense (a 4-D mask over every pair), flex (FlexAttention BlockMask, CUDA); auto: flex on CUDA, else tree",
+    )
+    activation_checkpointing: bool = Field(False, description="recompute each decoder layer in backward (saves memory)")
+    lora_rank: int = Field(0, ge=0, description="LoRA rank (0 = train every weight); needs the [lora] extra")
+    lora_alpha: float = Field(32.0, gt=0.0, description="LoRA scaling numerator (scale = alpha / rank)")
+    lora_target_modules: list[str] = Field(LORA_TARGETS, min_length=1, description="module names that get adapters")
+    think_start: str = protocol_field("think_start")
+    think_end: str = protocol_field("think_end")
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _train_dtype(cls, value: Any) -> Any:
+        if value == "float16":
+            raise ValueError(
+                "float16 is not trained here: it needs a gradient scaler, which this trainer does not use; allowed: float32, bfloat16"
+            )
+        return value
+
+    @field_validator("lora_target_modules", mode="before")
+    @classmethod
+    def _targets(cls, value: Any) -> Any:
+        return split_list(value)
+
+
+class RolloutConfig(StrictModel):
+    n: int = Field(8, ge=1, description="thinkings sampled per question (G)")
+    n_summary: int = Field(4, ge=1, description="summaries sampled per budget (A)")
+    summary_method: Literal["grpo", "brpo"] = "brpo"
+    n_budget_support: int = Field(4, ge=1, description="number of evenly spaced budgets (m)")
+    budget_probs: str | list[float] = Field(
+        "uniform", description="prior over budgets: base, uniform, linear, or explicit weights"
+    )
+    variance_reduction: Literal["brpo", "v1only", "v2only", "none"] = "brpo"
+    max_budget: int = Field(8000, ge=1, description="largest thinking budget b_m (seed: max_gen_len)")
+    budgets: list[int] | None = Field(None, description="explicit increasing budgets; overrides n_budget_support")
+    summary_max_tokens: int = protocol_field("summary_max_tokens", ge=1)
+    temperature: float = Field(1.0, gt=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    cut_marker: str = protocol_field("cut_marker")
+    answer_delimiter: str = protocol_field("answer_delimiter")
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _grid(cls, value: Any) -> Any:
+        return grid_field(value, "budgets", optional=True)
+
+    @field_validator("budget_probs", mode="before")
+    @classmethod
+    def _probs(cls, value: Any) -> Any:
+        return prior_field(value)
+
+    @model_validator(mode="after")
+    def _plan_is_valid(self) -> RolloutConfig:
+        try:
+            self.plan()
+        except BudgetError as err:
+            raise ValueError(str(err)) from None
+        return self
+
+    def plan(self) -> BudgetPlan:
+        """The budget support and normalized prior this rollout uses."""
+        return BudgetPlan.build(
+            max_budget=self.max_budget,
+            n_support=self.n_budget_support,
+            budgets=self.budgets,
+            prior=self.budget_probs,
+        )
+
+    def protocol(self, model: ModelConfig | None = None) -> AnytimeProtocol:
+        """The cut protocol of this rollout; the think markers are ``model``'s (default ones without)."""
+        return AnytimeProtocol.from_config(*([model] if model is not None else []), self)
+
+
+class LengthConfig(StrictModel):
+    """The pieces of the budget-aware RL methods (``length.*``; docs/BASELINES.md): a length-aware
+    reward term, a budget stated in the prompt, a cap schedule, DAPO's overlong shaping. Lengths
+    count thinking tokens; fractions are of the step's largest budget (``rollout.max_budget`` scaled
+    by the cap schedule), so a preset means the same at any scale."""
+
+    reward: Literal["none", "l1-exact", "l1-max", "shorter-better"] = Field(
+        "none", description="length-aware reward: L1 (LCPO) Exact or Max, or ShorterBetter; none = correctness only"
+    )
+    l1_alpha: float | None = Field(
+        None, ge=0.0, description="L1's alpha per token (default: the paper's 0.0003 at 4,000 tokens, scaled to the budget)"
+    )
+    l1_delta: float = Field(0.5, description="L1-Max's delta")
+    target_min: float = Field(0.025, gt=0.0, le=1.0, description="L1 targets N ~ U[min, max] x the budget (paper: 100-4000)")
+    target_max: float = Field(1.0, gt=0.0, le=1.0, description="upper end of the L1 target range (fraction of the budget)")
+    prompt_budget: bool = Field(False, description="state the target N in the prompt (budget_prompt appended to the question)")
+    budget_prompt: str = Field(BUDGET_PROMPT, description="the budget sentence; {n} is the target")
+    sb_alpha: float = Field(2.0, gt=0.0, description="ShorterBetter's alpha (correctness weight)")
+    sb_beta: float | None = Field(
+        None, ge=0.0, description="ShorterBetter's beta per token (default: the paper's 0.001 at 4,000 tokens, scaled)"
+    )
+    hard_limit: bool = Field(
+        False, description="ThinkPrune: reward 0 for a thinking not closed within the cap (no answer trained)"
+    )
+    cap_schedule: list[tuple[int, float]] | None = Field(
+        None,
+        description="thinking cap per step as STEP:FRACTION of every budget, e.g. 1:1.0,13:0.75,25:0.5 (ThinkPrune; E1: 1:0.5)",
+    )
+    overlong_cache: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="DAPO soft overlong punishment over the last fraction of the cap (paper 4096/20480 = 0.2; 0 = off)",
+    )
+    overlong_filter: bool = Field(False, description="DAPO overlong filtering: thinkings cut at the cap get no loss")
+
+    @field_validator("cap_schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: Any) -> Any:
+        return cap_schedule_field(value)
+
+    @field_validator("budget_prompt")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        return budget_prompt_field(value)
+
+    @model_validator(mode="after")
+    def _range(self) -> LengthConfig:
+        if self.target_min > self.target_max:
+            raise ValueError(f"target_min: {self.target_min} is above target_max {self.target_max}")
+        if self.reward in ("l1-exact", "l1-max") and not self.prompt_budget:
+            raise ValueError(
+                f"reward: {self.reward} rewards the distance to a target the prompt states; set length.prompt_budget=true"
+            )
+        return self
+
+    def shaping_knobs(self) -> dict[str, Any]:
+        """The reward terms' knobs, for ``algo.length_rewards.LengthShaping.at_budget`` (which fills
+        in the per-token defaults left ``None``)."""
+        return self.model_dump(
+            include={"reward", "l1_alpha", "l1_delta", "sb_alpha", "sb_beta", "hard_limit", "overlong_cache", "overlong_filter"}
+        )
+
+    def cap_fraction(self, step: int) -> float:
+        """The fraction of every budget that caps the thinking at ``step`` (1 without a schedule)."""
+        fraction = 1.0
+        for start, frac in self.cap_schedule or []:
+            if step >= start:
+                fraction = frac
+        return fraction
+
+
+class PPOConfig(StrictModel):
+    clip_eps: float = Field(0.2, gt=0.0, lt=1.0)
+    loss_agg: Literal["constant", "token-mean"] = Field(
+        "constant", description="constant: token-loss sum / (rows × max_response_len) (Dr. GRPO)"
+    )
+    max_response_len: int | None = Field(
+        None,
+        ge=1,
+        description="the constant of loss_agg=constant; default: the longest packed response of the rollout "
+        "config (b_max + S·A·(inserted + summary cap)); the original used 10176 for every preset",
+    )
+    ppo_epochs: int = Field(1, ge=1)
+    ppo_mini_batch_size: int = Field(32, ge=1, description="questions per optimizer step")
+    ppo_max_token_len: int = Field(30720, ge=64, description="token budget of one micro-batch")
+    multi_tree_rows: bool = Field(
+        True,
+        description="several rollout trees per row (document ids in the tree mask, first-fit into rows as wide as the "
+        "longest), so micro-batches carry little padding; false: one tree per row, right-padded",
+    )
+    lr: float = Field(1e-6, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay (the original's 0.01)")
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = Field(1.0, gt=0.0)
+    tis_cap: float = Field(
+        0.0,
+        ge=0.0,
+        description="truncated importance sampling: weight each token's loss by min(pi_old / pi_rollout, tis_cap) with "
+        "the engine's log-probs (0 = off; verl and TRL use 2)",
+    )
+
+    @field_validator("betas", mode="before")
+    @classmethod
+    def _betas(cls, value: Any) -> Any:
+        return split_list(value)
+
+
+class DataConfig(StrictModel):
+    train: str = Field("synthetic", description="'synthetic', a file, a name in data_dir, or a hub dataset")
+    val: str = Field("synthetic", description="validation set, same forms as train")
+    data_dir: str | None = Field(None, description="folder holding train/ and test/ JSON files")
+    max_prompt_tokens: int = Field(1024, ge=1)
+    val_size: int = Field(256, ge=1, description="held-out questions used for validation")
+
+
+class TrainerConfig(StrictModel):
+    steps: int = Field(100, ge=0, description="RL steps (0 = only evaluate)")
+    batch_size: int = Field(64, ge=1, description="questions per RL step")
+    val_every: int = Field(10, ge=0, description="validate every N steps (0 = never)")
+    val_budgets: list[int] | None = Field(None, description="validation budgets (default: the rollout's)")
+    val_n: int = Field(8, ge=1, description="thinkings per validation question (the original's 8)")
+    val_n_summary: int = Field(4, ge=1, description="summaries per validation budget (the original's 4)")
+    val_temperature: float = Field(0.6, gt=0.0)
+    save_every: int = Field(0, ge=0, description="checkpoint every N steps (0 = only at the end)")
+    out: str = Field("runs/anytime", description="output folder: metrics.jsonl, checkpoints, final model")
+    resume: Literal["auto", "never", "force"] = Field(
+        "auto",
+        description="auto: continue from the newest complete checkpoint in out (refused if the config changes the "
+        "training); force: continue even so; never: start over",
+    )
+    keep_checkpoints: int = Field(0, ge=0, description="keep only the newest K checkpoints (0 = keep all)")
+    max_bad_steps: int = Field(
+        8, ge=1, description="stop (saving a checkpoint) after this many optimizer steps in a row with a non-finite gradient"
+    )
+    seed: int = 0
+    loggers: list[Literal["jsonl", "tensorboard", "wandb"]] = ["jsonl"]
+    progress: bool = True
+
+    @field_validator("loggers", mode="before")
+    @classmethod
+    def _loggers(cls, value: Any) -> Any:
+        return split_list(value)
+
+    @field_validator("val_budgets", mode="before")
+    @classmethod
+    def _val_grid(cls, value: Any) -> Any:
+        return grid_field(value, "val_budgets", optional=True)
+
+
+class TrainConfig(StrictModel):
+    """Everything ``anytime-reasoner train`` needs."""
+
+    model: ModelConfig = ModelConfig()
+    engine: EngineConfig = EngineConfig()
+    data: DataConfig = DataConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    length: LengthConfig = LengthConfig()
+    ppo: PPOConfig = PPOConfig()
+    trainer: TrainerConfig = TrainerConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_shorthand(cls, data: Any) -> Any:
+        """``model=PATH_OR_NAME`` is short for ``model.path=PATH_OR_NAME``."""
+        if isinstance(data, dict) and isinstance(data.get("model"), str):
+            data = {**data, "model": {"path": data["model"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _caps_fit(self) -> TrainConfig:
+        plan = self.rollout.plan()
+        for _, fraction in self.length.cap_schedule or []:
+            try:
+                plan.scaled(fraction)
+            except BudgetError as err:
+                raise ValueError(f"{err}; budgets {list(plan.budgets)} x {fraction} collide") from None
+        return self
+
+    def protocol(self) -> AnytimeProtocol:
+        """The cut protocol: think markers from ``model``, the rest from ``rollout``."""
+        return self.rollout.protocol(self.model)
+
+    def plan_at(self, step: int) -> BudgetPlan:
+        """The training budgets of ``step``: the rollout's, scaled by the cap schedule."""
+        return self.rollout.plan().scaled(self.length.cap_fraction(step))
