@@ -1,38 +1,46 @@
-"""One-GPU check of the scale-out path on a randomly initialised model of the recipe's shape.
+"""The device check's stages (``scripts/gpu_check.sh`` runs them in order; each one here is a subcommand).
 
-    bash scripts/gpu_check.sh                          # R1-Distill-Qwen-1.5B shape, CUDA, < 8 min
-    python benchmarks/gpu_check.py --shape tiny --device cpu   # the same code path in seconds (CI)
+    python -u benchmarks/gpu_check.py versions --device cuda
+    python -u benchmarks/gpu_check.py make-model --out DIR          # the embedded architecture, random
+    python -u benchmarks/gpu_check.py resume --out RUN --steps 3    # after the CLI's two runs
+    torchrun --nproc-per-node 1 benchmarks/gpu_check.py launcher --model DIR --device cuda
+    python -u benchmarks/gpu_check.py step --shape r1-1.5b --device cuda
 
-Nothing is downloaded: the model is built from a ``Qwen2Config`` of the DeepSeek-R1-Distill-Qwen-1.5B
-shape (hidden 1536, 28 layers, 12 heads / 2 KV heads, MLP 8960, vocabulary 151936, untied head).
-It prints, as ``key: value`` lines:
+Every figure is printed as ``key: value`` and every check as ``check NAME: PASS|FAIL (value, threshold)``;
+a subcommand exits 1 when any of its checks fails, so the script fails loudly. Everything runs on the
+CPU too (``--device cpu``: tiny shapes, FlexAttention forward only, vLLM's CPU build when installed),
+which is how CI knows the script works before a GPU is at hand (``tests/test_gpu_check.py``).
 
-1. packed vs unpacked log-probs on the same anytime rollouts (tree-packed rows with FlexAttention
-   on CUDA, dense masks on CPU, against plain causal rows), max and mean absolute difference;
-2. one FSDP2 training step (a one-process group, ``MixedPrecisionPolicy`` bf16 compute / fp32
-   reduce, activation checkpointing, the trainer's ``ppo_update`` on packed rows of the recipe's
-   length), update tokens/s (tokens run through the model per second of forward+backward+step)
-   and MFU against the card's bf16 dense peak (``--peak-tflops``, default from the device name);
-3. peak GPU memory of the step;
-4. (run before the FSDP2 step) where vLLM is installed (``--vllm auto``), the vLLM engine on the same model: thinking tokens/s
-   of a rollout (``--vllm-prompts`` × ``--vllm-samples`` to ``--vllm-tokens``), the seconds of a
-   weight sync from the trained model (``train.weight_sync``, the trainer's path), sleep/wake on
-   GPU, and the engine's log-probs against the trainer's on the sampled tokens (bf16 both).
+``step`` builds a randomly initialised model of the DeepSeek-R1-Distill-Qwen-1.5B shape (nothing is
+downloaded: hidden 1536, 28 layers, 12 heads / 2 KV heads, MLP 8960, vocabulary 151936, untied
+head) and runs, in order:
 
-A timed step is what the trainer does per mini-batch: the no-grad old-log-prob pass, then forward,
-backward (recomputing each layer: activation checkpointing) and the optimizer step. That is three
-forward passes and one backward (= two forwards), so MFU counts ``10 · P · tokens`` for the
-matmul parameters P (all but the input embedding) plus the causal attention ``10 · layers · hidden
-· Σ row_len²`` (QKᵀ and AV: 4·T²·h per layer and forward, halved by causality) — the work done,
-not only the work "useful" to the model.
+1. packed vs unpacked log-probs on the same anytime rollouts (bf16 autocast);
+2. the compile sweep: packed log-probs over micro-batch shapes as the trainer makes them (several
+   widths, N = 1 and N > 1, the causal stand-in row; with and without gradients on CUDA, without on
+   the CPU, where FlexAttention has no backward), counting dynamo's compiled graphs, which must stay
+   below the recompile limit (past it FlexAttention runs uncompiled and materializes the scores);
+3. with vLLM installed: the engine on the same weights, its sampled log-probs against the trainer's;
+   then one optimizer step at a large learning rate, a weight sync, and the engine's teacher-forced
+   log-probs of a fixed sequence must move and agree with the trainer's (mean |Δ| < 0.05);
+4. timed FSDP2 update steps (a one-process group, bf16 compute, activation checkpointing, the
+   trainer's ``ppo_update`` on packed rows of the recipe's length): update tokens/s, and MFU from the
+   passes actually run — a hook in the first layer counts its forwards in a step (the no-grad old-log-prob pass,
+   the training forward, the recomputation in backward), and the backward counts as two: with one
+   mini-batch in one process the on-policy step runs no old-log-prob pass, so 8·P·T, not 10·P·T.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -67,24 +75,146 @@ PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10"
 MARKER, THINK_END, DELIMITER = [5, 6, 5, 6], 7, [8, 9, 10]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shape", choices=sorted(SHAPES), default="r1-1.5b")
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--rows", type=int, default=3, help="packed rows per micro-batch (the recipe: 30720 // 10240)")
-    p.add_argument("--thinking", type=int, default=8000, help="thinking tokens per row (the recipe's largest budget)")
-    p.add_argument("--prompt", type=int, default=200)
-    p.add_argument("--S", type=int, default=4, help="budgets per thinking")
-    p.add_argument("--A", type=int, default=4, help="summaries per budget")
-    p.add_argument("--summary", type=int, default=118, help="summary tokens (the recipe's cap)")
-    p.add_argument("--check-thinking", type=int, default=1000, help="thinking tokens in the packed/unpacked check")
-    p.add_argument("--steps", type=int, default=3, help="timed update steps (after one warm-up)")
-    p.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak of the card (default: by name)")
-    p.add_argument("--vllm", choices=["auto", "off"], default="auto", help="auto: check the vLLM engine if vllm imports")
-    p.add_argument("--vllm-prompts", type=int, default=16)
-    p.add_argument("--vllm-samples", type=int, default=8)
-    p.add_argument("--vllm-tokens", type=int, default=1024)
-    return p.parse_args(argv)
+class Checks:
+    """``check NAME: PASS|FAIL`` lines; :attr:`failed` when any failed."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+
+    def __call__(self, name: str, ok: bool, detail: str) -> bool:
+        print(f"check {name}: {'PASS' if ok else 'FAIL'} ({detail})", flush=True)
+        self.failed += not ok
+        return ok
+
+    @property
+    def status(self) -> int:
+        return 1 if self.failed else 0
+
+
+def figure(key: str, value: Any) -> None:
+    print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------- versions
+
+
+def run_versions(args: argparse.Namespace) -> int:
+    check = Checks()
+    import transformers
+
+    figure("torch", torch.__version__)
+    figure("cuda", torch.version.cuda or "none")
+    figure("transformers", transformers.__version__)
+    vllm_version = "not installed"
+    if importlib.util.find_spec("vllm") is not None:
+        import vllm  # optional: vLLM
+
+        vllm_version = vllm.__version__
+    figure("vllm", vllm_version)
+    if args.device.startswith("cuda"):
+        available = torch.cuda.is_available()
+        check("cuda_available", available, f"torch.cuda.is_available() = {available}")
+        if available:
+            figure("device", torch.cuda.get_device_name(0))
+            figure("device_count", torch.cuda.device_count())
+            free, total = torch.cuda.mem_get_info(0)
+            figure("device_memory_gib", total / 2**30)
+        check("vllm_installed", vllm_version != "not installed", "the recipe's engine (engine.backend=vllm)")
+    else:
+        figure("device", "cpu")
+    return check.status
+
+
+# --------------------------------------------------------------------------------------------- model
+
+
+def run_make_model(args: argparse.Namespace) -> int:
+    """The embedded model's architecture and local tokenizer, randomly initialised (heads of 32 so
+    vLLM's CPU kernels take it), saved as a model folder the CLI loads like any other."""
+    from anytime_reasoner.tasks.tiny_model import TinyModelSpec, build_tiny_model
+    from anytime_reasoner.tasks.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    spec = TinyModelSpec(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256)
+    model = build_tiny_model(spec, tokenizer, seed=0)
+    model.save_pretrained(args.out)
+    tokenizer.save_pretrained(args.out)
+    figure("model", args.out)
+    figure("parameters", sum(p.numel() for p in model.parameters()))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- resume
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    """The CLI ran ``steps - 1`` steps with a checkpoint each, then the same command to ``steps``
+    (``resume=auto``): one metrics line per step, the last run continuing from the checkpoint."""
+    check = Checks()
+    out = Path(args.out)
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    steps = [m["step"] for m in lines]
+    check("one_metrics_line_per_step", steps == list(range(1, args.steps + 1)), f"steps logged {steps}")
+    checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir() if p.is_dir())
+    want = [f"step_{s}" for s in range(1, args.steps + 1)]
+    check("checkpoint_per_step", checkpoints == want, f"{checkpoints}, want {want}")
+    state = json.loads((out / "checkpoints" / f"step_{args.steps}" / "trainer_state.json").read_text())
+    check("resumed_to_the_last_step", state.get("step") == args.steps, f"trainer_state step {state.get('step')}")
+    rng = out / "checkpoints" / f"step_{args.steps}" / "rng_rank0.pt"
+    check("generators_saved", rng.is_file(), str(rng.name))
+    final = out / "final" / "config.json"
+    check("final_model_exported", final.is_file(), str(final.parent))
+    figure("loss_last_step", float(lines[-1].get("loss", float("nan"))))
+    return check.status
+
+
+# --------------------------------------------------------------------------------------------- launcher
+
+
+def run_launcher(args: argparse.Namespace) -> int:
+    """Under ``torchrun``: vLLM with ``external_launcher`` in this rank; sample → sleep → wake → sync,
+    free device memory printed before and after the sleep."""
+    from anytime_reasoner.engine.base import SamplingParams
+    from anytime_reasoner.engine.vllm import VLLMSettings, create_engine
+    from anytime_reasoner.models.loading import load_causal_lm
+    from anytime_reasoner.train.logprobs import PolicyScorer
+    from anytime_reasoner.train.weight_sync import sync_engine
+
+    check = Checks()
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(0)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    dtype = "bfloat16" if cuda else "float32"
+    settings = VLLMSettings(dtype=dtype, gpu_memory_utilization=0.3, kv_cache_gib=None if cuda else 0.5, enforce_eager=not cuda)
+    engine = create_engine(args.model, settings, device="cuda" if cuda else "cpu", distributed=True)
+    try:
+        params = SamplingParams(max_new_tokens=32, temperature=1.0, seed=0)
+        out = engine.sample([[1, 2, 3, 4]], 4, params)
+        tokens = sum(len(c.token_ids) for c in out[0])
+        check("sampled", tokens == 4 * 32, f"{tokens} tokens, want 4 x 32 (no stop ids)")
+        free_before = torch.cuda.mem_get_info()[0] if cuda else 0
+        engine.sleep()
+        free_asleep = torch.cuda.mem_get_info()[0] if cuda else 0
+        figure("free_gib_before_sleep", free_before / 2**30)
+        figure("free_gib_asleep", free_asleep / 2**30)
+        if cuda:
+            check("sleep_frees_memory", free_asleep > free_before, f"{free_before / 2**30:.2f} → {free_asleep / 2**30:.2f} GiB")
+        model = load_causal_lm(args.model, dtype).to("cuda" if cuda else "cpu")
+        t0 = time.perf_counter()
+        sync_engine(engine, PolicyScorer(model), getattr(torch, dtype))  # wakes the weights, reloads, wakes the cache
+        figure("weight_sync_seconds", time.perf_counter() - t0)
+        again = engine.sample([[1, 2, 3, 4]], 4, params)
+        check("samples_after_wake_and_sync", again == out, "the same weights and seed give the same samples")
+    finally:
+        engine.close()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return check.status
+
+
+# --------------------------------------------------------------------------------------------- step
 
 
 def random_rollouts(args: argparse.Namespace, thinking_len: int, n_rows: int, vocab: int, seed: int = 0) -> RolloutBatch:
@@ -109,14 +239,16 @@ def random_rollouts(args: argparse.Namespace, thinking_len: int, n_rows: int, vo
 def build_model(args: argparse.Namespace, device: torch.device):
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
+    from anytime_reasoner.train.logprobs import attn_implementation_for
+
     config = Qwen2Config(**SHAPES[args.shape])
-    config._attn_implementation = "flex_attention" if device.type == "cuda" else "sdpa"
+    config._attn_implementation = attn_implementation_for("flex", device)  # train.flex (sdpa outside packed rows)
     torch.manual_seed(0)
     with device:
         return Qwen2ForCausalLM(config).float()
 
 
-def check_packed(model, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+def check_packed(model, args: argparse.Namespace, device: torch.device, check: Checks) -> None:
     """Log-probs of the trainable tokens, tree-packed vs plain rows (bf16 autocast)."""
     from anytime_reasoner.train.logprobs import packed_logprobs
 
@@ -128,64 +260,75 @@ def check_packed(model, args: argparse.Namespace, device: torch.device) -> dict[
         a = packed_logprobs(model, packed.to(device))[packed.trainable_mask.to(device)]  # [M]
         b = torch.cat([packed_logprobs(model, unpacked.select([i]).to(device)).flatten() for i in range(unpacked.n_rows)])
         b = b[torch.cat([unpacked.select([i]).trainable_mask.flatten() for i in range(unpacked.n_rows)]).to(device)]
-    if a.numel() != b.numel():
-        raise SystemExit(f"packed rows score {a.numel()} tokens, unpacked rows {b.numel()}")
+    check("packed_scores_the_same_tokens", a.numel() == b.numel(), f"{a.numel()} vs {b.numel()}")
     diff = (a - b).abs()  # both list the trunk's tokens, then each summary's in (budget, sample) order
-    return {
-        "logprob_max_abs_diff": float(diff.max()),
-        "logprob_mean_abs_diff": float(diff.mean()),
-        "scored_tokens": float(a.numel()),
-    }
+    figure("logprob_max_abs_diff", float(diff.max()))
+    figure("logprob_mean_abs_diff", float(diff.mean()))
+    figure("scored_tokens", float(a.numel()))
+    check("packed_equals_unpacked", float(diff.mean()) < 0.05, f"mean |Δ| {float(diff.mean()):.3g} < 0.05 (bf16)")
 
 
-def fsdp_step(model, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
-    """Timed FSDP2 update steps on ``--rows`` packed rows of the recipe's length."""
-    from anytime_reasoner.config import PPOConfig
-    from anytime_reasoner.train.fsdp import enable_activation_checkpointing, shard_policy
-    from anytime_reasoner.train.logprobs import PolicyScorer
-    from anytime_reasoner.train.runtime import Runtime
-    from anytime_reasoner.train.update import build_optimizer, ppo_update
+def compile_sweep(model, args: argparse.Namespace, device: torch.device, check: Checks) -> None:
+    """Packed log-probs over the micro-batch shapes of a run, counting dynamo's compiled graphs."""
+    from torch._dynamo.utils import counters
 
-    runtime = Runtime(device=device, compute_dtype=torch.bfloat16, sharded=True)
-    enable_activation_checkpointing(model)
-    policy = shard_policy(PolicyScorer(model), runtime)
-    cfg = PPOConfig(ppo_mini_batch_size=args.rows, ppo_max_token_len=10**9, lr=1e-6)
-    optimizer = build_optimizer(policy, cfg)
-    batch = random_rollouts(args, args.thinking, args.rows, model.config.vocab_size, seed=2)
-    B, G, S, A = batch.shape
-    gen = torch.Generator().manual_seed(3)
-    packed = pack_rollouts(batch, torch.randn(B, G, S, generator=gen), torch.randn(B, G, S, A, generator=gen))
-    attention = "flex" if device.type == "cuda" else "dense"
-    policy.train()
-    times = []
-    for i in range(args.steps + 1):
-        _sync(device)
-        t0 = time.perf_counter()
-        metrics = ppo_update(policy, optimizer, packed, cfg, max_response_len=10176, attention=attention, runtime=runtime)
-        _sync(device)
-        if i:  # the first step compiles FlexAttention and warms the allocator
-            times.append(time.perf_counter() - t0)
-    tokens = float(packed.lengths.sum())
-    c = model.config
-    matmul_params = sum(p.numel() for p in model.parameters()) - c.vocab_size * c.hidden_size  # all but the input embedding
-    attn_flops = 10 * c.num_hidden_layers * c.hidden_size * float((packed.lengths.float() ** 2).sum())
-    flops = 10 * matmul_params * tokens + attn_flops  # 3 forwards (old log-probs, train, recompute) + 1 backward
-    step = statistics.median(times)
-    out = {
-        "update_tokens": tokens,
-        "step_seconds": step,
-        "tokens_per_second": tokens / step,
-        "achieved_tflops": flops / step / 1e12,
-    }
-    out["loss"], out["grad_norm"] = metrics["loss"], metrics["grad_norm"]
-    return out
+    from anytime_reasoner.train import flex
+    from anytime_reasoner.train.logprobs import packed_logprobs
+    from anytime_reasoner.train.update import stand_in_row
+
+    base = random_rollouts(args, args.check_thinking, 4, model.config.vocab_size, seed=5)
+    B, G, S, A = base.shape
+    packed = pack_rollouts(base, torch.randn(B, G, S), torch.randn(B, G, S, A))
+    trunks = [packed.select([i]) for i in range(packed.n_rows)]
+    batches = [packed, packed.select([0, 1]), trunks[2], stand_in_row(0, device), packed.select([1, 2, 3]), trunks[3]]
+    modes = [False, True] if device.type == "cuda" else [False]  # FlexAttention has no backward on the CPU
+    torch._dynamo.reset()
+    before = counters["stats"]["unique_graphs"]
+    for grad in modes:
+        for i, batch in enumerate(batches):
+            rows = batch.padded_to(batch.width + 97 * i).to(device)  # a new width every micro-batch
+            with torch.set_grad_enabled(grad), torch.autocast(device.type, dtype=torch.bfloat16):
+                logprobs = packed_logprobs(model, rows)
+            if grad:
+                logprobs.sum().backward()
+    model.zero_grad(set_to_none=True)
+    compiled = counters["stats"]["unique_graphs"] - before
+    figure("compile_sweep_batches", len(batches) * len(modes))
+    figure("compiled_graphs", compiled)
+    if device.type != "cuda":  # the CPU runs FlexAttention uncompiled: count the same calls under dynamo
+        compiled = cpu_compile_count(batches)
+        figure("compiled_graphs_cpu_dynamo", compiled)
+    limit = torch._dynamo.config.recompile_limit
+    check("compiles_below_the_limit", compiled < limit and limit >= flex.RECOMPILE_LIMIT, f"{compiled} < {limit}")
 
 
-def vllm_check(model, args: argparse.Namespace, device: torch.device) -> tuple[object, dict[str, float]]:
-    """The vLLM engine on ``model`` (saved in bf16): rollout speed, weight sync, log-prob agreement;
-    the engine is returned to be closed at the end (closing it tears down the process group)."""
-    import tempfile
+def cpu_compile_count(batches) -> int:
+    """On the CPU: ``train.flex.flex_core`` over the sweep's shapes, compiled by dynamo with a counting backend."""
+    from torch.nn.attention.flex_attention import flex_attention
 
+    from anytime_reasoner.train import flex
+    from anytime_reasoner.train.masks import flex_block_mask
+
+    count = [0]
+
+    def backend(graph, example_inputs):
+        count[0] += 1
+        return graph.forward
+
+    torch._dynamo.reset()
+    fn = torch.compile(flex_attention, backend=backend, dynamic=None)
+    with torch.no_grad():
+        for i, batch in enumerate(batches):
+            rows = batch.padded_to(flex.flex_width(batch.width + 97 * i))
+            n, t = rows.n_rows, rows.width
+            flex.flex_core(*(torch.randn(n, 2, t, 16) for _ in range(3)), flex_block_mask(rows, flex.FLEX_BLOCK), None, fn)
+    torch._dynamo.reset()
+    return count[0]
+
+
+def engine_checks(model, args: argparse.Namespace, device: torch.device, check: Checks):
+    """vLLM on ``model``: sampled log-probs against the trainer's; one optimizer step at a large
+    learning rate, sync, then teacher-forced log-probs must move and agree. Returns the engine."""
     from anytime_reasoner.engine.base import SamplingParams
     from anytime_reasoner.engine.vllm import VLLMSettings, create_engine
     from anytime_reasoner.train.logprobs import PolicyScorer
@@ -204,43 +347,122 @@ def vllm_check(model, args: argparse.Namespace, device: torch.device) -> tuple[o
         torch.randint(16, model.config.vocab_size, (args.prompt,), generator=gen).tolist() for _ in range(args.vllm_prompts)
     ]
     params = SamplingParams(max_new_tokens=args.vllm_tokens, temperature=1.0, seed=0, logprobs=True)
-    _sync(device)
     t0 = time.perf_counter()
     out = engine.sample(prompts, args.vllm_samples, params)
     _sync(device)
     seconds = time.perf_counter() - t0
     tokens = sum(len(c.token_ids) for per in out for c in per)
-    t0 = time.perf_counter()
-    engine.sleep()  # GPU: KV cache freed, weights to host memory (a no-op on CPU)
-    engine.wake_up()
-    sleep_wake = time.perf_counter() - t0
+    figure("vllm_thinking_tokens", float(tokens))
+    figure("vllm_thinking_tokens_per_second", tokens / seconds)
+    sequence = prompts[0] + list(out[0][0].token_ids)
+    trainer_before = _trainer_logprobs(model, sequence, len(prompts[0]), device, dtype)
+    diff = (trainer_before - torch.tensor(out[0][0].logprobs)).abs()
+    figure("vllm_logprob_max_abs_diff", float(diff.max()))
+    check("vllm_sampled_logprobs_agree", float(diff.mean()) < 0.05, f"mean |Δ| {float(diff.mean()):.3g} < 0.05")
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.big_lr)
+    with torch.autocast(device.type, dtype=getattr(torch, dtype), enabled=cuda):
+        ids = torch.tensor([sequence], device=device)
+        model(ids, labels=ids).loss.backward()  # one step that moves every weight the sequence uses
+    optimizer.step()
+    model.zero_grad(set_to_none=True)
+    engine.sleep()  # GPU: level 2, weights discarded
     t0 = time.perf_counter()
     sync_engine(engine, PolicyScorer(model), getattr(torch, dtype))
     _sync(device)
-    sync = time.perf_counter() - t0
-    first = out[0][0]  # the engine's log-probs of one sample against the trainer's (teacher-forced)
-    ids = torch.tensor([prompts[0] + list(first.token_ids)], device=device)
-    with torch.no_grad(), torch.autocast(device.type, dtype=getattr(torch, dtype), enabled=cuda):
-        logits = model(ids).logits[0, len(prompts[0]) - 1 : -1].float()
-    trainer = torch.log_softmax(logits, -1).gather(1, torch.tensor(first.token_ids, device=device)[:, None]).squeeze(1)
-    diff = (trainer.cpu() - torch.tensor(first.logprobs)).abs()
-    return engine, {
-        "vllm_thinking_tokens": float(tokens),
-        "vllm_thinking_tokens_per_second": tokens / seconds,
-        "vllm_sleep_wake_seconds": sleep_wake,
-        "vllm_weight_sync_seconds": sync,
-        "vllm_logprob_max_abs_diff": float(diff.max()),
-        "vllm_logprob_mean_abs_diff": float(diff.mean()),
+    figure("vllm_weight_sync_seconds", time.perf_counter() - t0)
+    engine_after = _engine_prompt_logprobs(engine, sequence, len(prompts[0]))
+    trainer_after = _trainer_logprobs(model, sequence, len(prompts[0]), device, dtype)
+    moved = float((trainer_after - trainer_before).abs().mean())
+    agree = float((engine_after - trainer_after).abs().mean())
+    figure("logprob_shift_after_step", moved)
+    figure("vllm_teacher_forced_mean_abs_diff", agree)
+    check("update_moves_the_logprobs", moved > 0.05, f"mean |Δ| {moved:.3g} > 0.05 after one step at lr {args.big_lr}")
+    check("engine_follows_the_trainer", agree < 0.05, f"mean |Δ| {agree:.3g} < 0.05 after the sync")
+    return engine
+
+
+def _trainer_logprobs(model, sequence: list[int], prompt_len: int, device: torch.device, dtype: str) -> torch.Tensor:
+    with torch.no_grad(), torch.autocast(device.type, dtype=getattr(torch, dtype), enabled=device.type == "cuda"):
+        logits = model(torch.tensor([sequence], device=device)).logits[0, prompt_len - 1 : -1].float()
+    targets = torch.tensor(sequence[prompt_len:], device=device)[:, None]
+    return torch.log_softmax(logits, -1).gather(1, targets).squeeze(1).cpu()
+
+
+def _engine_prompt_logprobs(engine, sequence: list[int], prompt_len: int) -> torch.Tensor:
+    """vLLM's teacher-forced log-probs of ``sequence[prompt_len:]`` (its prompt log-probs)."""
+    import vllm  # optional: vLLM
+    from vllm.inputs import TokensPrompt
+
+    params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
+    result = engine.llm.generate([TokensPrompt(prompt_token_ids=sequence)], params, use_tqdm=False)[0]
+    return torch.tensor(
+        [float(step[tok].logprob) for step, tok in zip(result.prompt_logprobs[prompt_len:], sequence[prompt_len:], strict=True)]
+    )
+
+
+def fsdp_step(model, args: argparse.Namespace, device: torch.device, check: Checks) -> dict[str, float]:
+    """Timed FSDP2 update steps on ``--rows`` packed rows of the recipe's length."""
+    from anytime_reasoner.config import PPOConfig
+    from anytime_reasoner.train.fsdp import decoder_layers, enable_activation_checkpointing, shard_policy
+    from anytime_reasoner.train.logprobs import PolicyScorer
+    from anytime_reasoner.train.runtime import Runtime
+    from anytime_reasoner.train.update import build_optimizer, ppo_update
+
+    runtime = Runtime(device=device, compute_dtype=torch.bfloat16, sharded=True)
+    first_mlp = decoder_layers(model)[0].mlp  # inside the layer: its recomputation in backward calls it too
+    enable_activation_checkpointing(model)
+    policy = shard_policy(PolicyScorer(model), runtime)
+    cfg = PPOConfig(ppo_mini_batch_size=args.rows, ppo_max_token_len=10**9, lr=1e-6)
+    optimizer = build_optimizer(policy, cfg)
+    batch = random_rollouts(args, args.thinking, args.rows, model.config.vocab_size, seed=2)
+    B, G, S, A = batch.shape
+    gen = torch.Generator().manual_seed(3)
+    packed = pack_rollouts(batch, torch.randn(B, G, S, generator=gen), torch.randn(B, G, S, A, generator=gen))
+    attention = "flex" if device.type == "cuda" else "dense"
+    forwards = [0]
+    hook = first_mlp.register_forward_pre_hook(lambda module, inputs: forwards.__setitem__(0, forwards[0] + 1))
+    policy.train()
+    times, passes = [], []
+    for i in range(args.steps + 1):
+        _sync(device)
+        forwards[0] = 0
+        t0 = time.perf_counter()
+        metrics = ppo_update(policy, optimizer, packed, cfg, max_response_len=10176, attention=attention, runtime=runtime)
+        _sync(device)
+        if i:  # the first step compiles FlexAttention and warms the allocator
+            times.append(time.perf_counter() - t0)
+            passes.append(forwards[0])
+    hook.remove()
+    tokens = float(packed.lengths.sum())
+    c = model.config
+    matmul_params = sum(p.numel() for p in model.parameters()) - c.vocab_size * c.hidden_size  # all but the input embedding
+    forward_equivalents = statistics.median(passes) + 2  # forwards run (old log-probs?, train, recompute) + backward (= 2)
+    flops = (
+        2
+        * forward_equivalents
+        * (matmul_params * tokens + c.num_hidden_layers * c.hidden_size * float((packed.lengths.float() ** 2).sum()))
+    )
+    step = statistics.median(times)
+    figure("forwards_per_step", statistics.median(passes))
+    figure("flops_per_token_parameter", 2 * forward_equivalents)
+    check(
+        "on_policy_step_skips_the_old_logprob_pass",
+        statistics.median(passes) == 2,
+        f"{statistics.median(passes)} forwards: train + recompute",
+    )
+    out = {
+        "update_tokens": tokens,
+        "step_seconds": step,
+        "tokens_per_second": tokens / step,
+        "achieved_tflops": flops / step / 1e12,
     }
+    check("update_is_finite", all(map(lambda v: v == v, (metrics["loss"], metrics["grad_norm"]))), f"loss {metrics['loss']:.4g}")
+    out["loss"], out["grad_norm"] = metrics["loss"], metrics["grad_norm"]
+    return out
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_step(args: argparse.Namespace) -> int:
+    check = Checks()
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -248,36 +470,86 @@ def main(argv: list[str] | None = None) -> int:
     if not dist.is_initialized():  # a one-process group: FSDP2 needs one, torchrun is not required
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.HashStore(), rank=0, world_size=1)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device: {name}")
-    print(f"torch: {torch.__version__}")
     t0 = time.perf_counter()
     model = build_model(args, device)
-    print(f"parameters: {sum(p.numel() for p in model.parameters())}")
-    for key, value in check_packed(model, args, device).items():
-        print(f"{key}: {value:.6g}")
+    figure("parameters", sum(p.numel() for p in model.parameters()))
+    check_packed(model, args, device, check)
+    compile_sweep(model, args, device, check)
     engine = None
-    if args.vllm == "auto" and importlib.util.find_spec("vllm") is not None:  # before FSDP2 shards the model
-        engine, figures = vllm_check(model, args, device)
-        for key, value in figures.items():
-            print(f"{key}: {value:.6g}")
+    if importlib.util.find_spec("vllm") is not None:  # before FSDP2 shards the model
+        engine = engine_checks(model, args, device, check)
     else:
-        print("vllm: not checked (not installed, or --vllm off)")
-    for key, value in fsdp_step(model, args, device).items():
-        print(f"{key}: {value:.6g}")
+        check("vllm_checked", device.type != "cuda", "vLLM not installed (allowed on the CPU only)")
+    for key, value in fsdp_step(model, args, device, check).items():
+        figure(key, value)
         if key == "achieved_tflops":
             peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
             if peak:
-                print(f"peak_tflops: {peak:g}")
-                print(f"mfu: {value / peak:.4f}")
+                figure("peak_tflops", peak)
+                figure("mfu", value / peak)
     if device.type == "cuda":
-        print(f"peak_memory_gib: {torch.cuda.max_memory_allocated(device) / 2**30:.2f}")
-    print(f"wall_seconds: {time.perf_counter() - t0:.1f}")
+        figure("peak_memory_gib", torch.cuda.max_memory_allocated(device) / 2**30)
+    figure("wall_seconds", time.perf_counter() - t0)
     if engine is not None:
         engine.close()  # vLLM's own cleanup destroys the process group it shares
     if dist.is_initialized():
         dist.destroy_process_group()
-    return 0
+    return check.status
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="stage", required=True)
+    versions = sub.add_parser("versions", help="torch, CUDA, vLLM, transformers and the device")
+    versions.add_argument("--device", default="cuda")
+    make = sub.add_parser("make-model", help="the embedded architecture, randomly initialised, saved to --out")
+    make.add_argument("--out", required=True)
+    resume = sub.add_parser("resume", help="check the CLI's two runs in --out")
+    resume.add_argument("--out", required=True)
+    resume.add_argument("--steps", type=int, default=3)
+    launcher = sub.add_parser("launcher", help="under torchrun: vLLM's external_launcher engine")
+    launcher.add_argument("--model", required=True)
+    launcher.add_argument("--device", default="cuda")
+    step = sub.add_parser("step", help="the 1.5B-shape step: packing, compile sweep, engine, FSDP2 update")
+    step.add_argument("--shape", choices=sorted(SHAPES), default="r1-1.5b")
+    step.add_argument("--device", default="cuda")
+    step.add_argument("--rows", type=int, default=3, help="packed rows per micro-batch (the recipe: 30720 // 10240)")
+    step.add_argument("--thinking", type=int, default=8000, help="thinking tokens per row (the recipe's largest budget)")
+    step.add_argument("--prompt", type=int, default=200)
+    step.add_argument("--S", type=int, default=4, help="budgets per thinking")
+    step.add_argument("--A", type=int, default=4, help="summaries per budget")
+    step.add_argument("--summary", type=int, default=118, help="summary tokens (the recipe's cap)")
+    step.add_argument("--check-thinking", type=int, default=1000, help="thinking tokens in the packing and compile checks")
+    step.add_argument("--steps", type=int, default=3, help="timed update steps (after one warm-up)")
+    step.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak of the card (default: by name)")
+    step.add_argument("--big-lr", type=float, default=1.0, help="learning rate of the step the engine must follow")
+    step.add_argument("--vllm-prompts", type=int, default=16)
+    step.add_argument("--vllm-samples", type=int, default=8)
+    step.add_argument("--vllm-tokens", type=int, default=1024)
+    return p.parse_args(argv)
+
+
+STAGES = {
+    "versions": run_versions,
+    "make-model": run_make_model,
+    "resume": run_resume,
+    "launcher": run_launcher,
+    "step": run_step,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    return STAGES[args.stage](args)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

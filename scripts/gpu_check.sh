@@ -1,10 +1,76 @@
 #!/usr/bin/env bash
-# One-GPU check of the scale-out path (docs/SCALING.md): a randomly initialised model of the
-# DeepSeek-R1-Distill-Qwen-1.5B shape (nothing downloaded) runs packed vs unpacked log-probs with
-# FlexAttention, then FSDP2 training steps with bf16 compute on packed rows of the recipe's length;
-# prints update tokens/s, MFU against the card's bf16 peak and peak memory. Under 8 minutes.
-#   bash scripts/gpu_check.sh                    # defaults: cuda:0, 3 rows of ~10k tokens
-#   bash scripts/gpu_check.sh --peak-tflops 312  # name the card's bf16 dense peak if not detected
-set -euo pipefail
+# The device check: the GPU-only paths, in four stages, failing loudly (every figure has a pass/fail
+# threshold, and any failure makes the exit status non-zero). Under 10 minutes on one GPU from a
+# cold start. Every stage runs on the CPU too (tiny shapes, tree attention for training since
+# FlexAttention has no backward there, vLLM's CPU build when installed), which is how CI knows the
+# script works before a GPU is at hand:
+#   bash scripts/gpu_check.sh                  # one GPU (cuda:0)
+#   bash scripts/gpu_check.sh --device cpu     # the same stages on the CPU
+#   bash scripts/gpu_check.sh --peak-tflops 312   # name the card's bf16 dense peak if not detected
+# Stages (docs/SCALING.md):
+#   1. versions (torch, CUDA, vLLM, transformers) and the device;
+#   2. the real CLI: `train` in bf16 with FlexAttention and the vLLM engine, 2 steps with a checkpoint
+#      each, then the same command to step 3 (resume=auto), and the resume checked;
+#   3. torchrun --nproc-per-node 1 through vLLM's external_launcher: sample -> sleep -> wake -> sync;
+#   4. the 1.5B-shape step: packing, the FlexAttention compile sweep, the engine following an update,
+#      FSDP2 update tokens/s and MFU.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-exec timeout 480 python benchmarks/gpu_check.py "$@"
+DEVICE=cuda
+STEP_ARGS=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --device) DEVICE=$2; shift 2 ;;
+    --peak-tflops) STEP_ARGS+=(--peak-tflops "$2"); shift 2 ;;
+    *) echo "gpu_check: unknown argument $1 (allowed: --device cuda|cpu, --peak-tflops N)" >&2; exit 2 ;;
+  esac
+done
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+PY=${PYTHON:-python}
+OUT=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+trap 'rm -rf "$OUT"' EXIT
+HAS_VLLM=$($PY -c 'import importlib.util; print(int(importlib.util.find_spec("vllm") is not None))')
+if [[ $DEVICE == cpu ]]; then
+  ATTENTION=tree; SHAPE=(--shape tiny --thinking 96 --check-thinking 48 --summary 8 --prompt 16 --rows 2 --steps 1
+    --vllm-prompts 4 --vllm-samples 2 --vllm-tokens 32)
+  ENGINE_KEYS=(engine.enforce_eager=true engine.kv_cache_gib=0.5)
+else
+  ATTENTION=flex; SHAPE=(--shape r1-1.5b); ENGINE_KEYS=(engine.gpu_memory_utilization=0.3)
+fi
+ENGINE=hf
+[[ $HAS_VLLM == 1 ]] && ENGINE=vllm
+FAILED=()
+stage() {  # stage NAME SECONDS COMMAND...: runs it with a time limit, records a failure
+  local name=$1 limit=$2; shift 2
+  echo "== $name"
+  local t0=$SECONDS
+  if timeout "$limit" "$@"; then echo "-- $name: PASS ($((SECONDS - t0)) s)"; else echo "-- $name: FAIL ($((SECONDS - t0)) s)"; FAILED+=("$name"); fi
+}
+
+stage "1. versions and device" 60 $PY -u benchmarks/gpu_check.py versions --device "$DEVICE"
+
+stage "2a. model (the embedded architecture, random weights)" 120 $PY -u benchmarks/gpu_check.py make-model --out "$OUT/model"
+TRAIN=($PY -u -m anytime_reasoner train model.path="$OUT/model" model.device="$DEVICE" model.dtype=bfloat16
+  model.attention=$ATTENTION engine.backend=$ENGINE "${ENGINE_KEYS[@]}" rollout.max_budget=96 rollout.summary_max_tokens=8
+  rollout.n=4 trainer.batch_size=4 ppo.ppo_mini_batch_size=4 trainer.save_every=1 trainer.val_every=0
+  trainer.progress=false trainer.out="$OUT/run")
+stage "2b. train: 2 steps, a checkpoint each ($ENGINE engine, $ATTENTION attention, bf16)" 300 "${TRAIN[@]}" trainer.steps=2
+stage "2c. the same command to step 3 (resume=auto)" 300 "${TRAIN[@]}" trainer.steps=3 trainer.resume=auto
+stage "2d. the resume" 60 $PY -u benchmarks/gpu_check.py resume --out "$OUT/run" --steps 3
+
+if [[ $HAS_VLLM == 1 ]]; then
+  stage "3. torchrun + vLLM external_launcher: sample, sleep, wake, sync" 300 \
+    $PY -m torch.distributed.run --nproc-per-node 1 benchmarks/gpu_check.py launcher --model "$OUT/model" --device "$DEVICE"
+elif [[ $DEVICE == cpu ]]; then
+  echo "== 3. torchrun + vLLM external_launcher: skipped (vLLM is not installed; allowed on the CPU only)"
+else
+  echo "== 3. torchrun + vLLM external_launcher: FAIL (vLLM is not installed)"; FAILED+=("3. vLLM not installed")
+fi
+
+stage "4. the 1.5B-shape step" 420 $PY -u benchmarks/gpu_check.py step --device "$DEVICE" "${SHAPE[@]}" "${STEP_ARGS[@]}"
+
+if [[ ${#FAILED[@]} -gt 0 ]]; then
+  echo "gpu_check: ${#FAILED[@]} stage(s) failed: ${FAILED[*]}"
+  exit 1
+fi
+echo "gpu_check: every stage passed"

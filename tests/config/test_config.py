@@ -56,6 +56,15 @@ def test_recipe_matches_the_original():
     assert (cfg.model.dtype, cfg.model.activation_checkpointing, cfg.model.lora_rank) == ("bfloat16", True, 0)
 
 
+def test_recipe_keeps_few_checkpoints_and_rolls_out_with_vllm():
+    # a checkpoint of the 1.5B run is ~21.5 GB (fp32 weights, AdamW state, bf16 export): all 31 of a 630-step
+    # run at save_every=20 (630 // 20 = 31) would take 31 x 21.5 = ~670 GB
+    cfg = build_config(TrainConfig, preset="ar-uniform", files=[CONFIG_DIR / "r1-distill-1.5b-deepscaler.yaml"])
+    assert cfg.trainer.keep_checkpoints == 3 and cfg.trainer.steps // cfg.trainer.save_every == 31
+    assert cfg.engine.backend == "vllm"  # not transformers' generate on a FlexAttention-loaded model
+    assert cfg.engine.seed_requests is False  # vLLM's fused sampler for ~1,000 summary sequences per rank
+
+
 def test_tiny_config_shares_one_loss_constant():
     # 108 + 4·4·(14 + 12) = 524 for every preset (the compare/demo runs use the same value)
     for preset in PRESETS:

@@ -90,16 +90,16 @@ def test_attn_implementation_choice():
     assert attn_implementation_for("auto", "cpu") == "anytime_tree"  # train.tree_attention
     assert attn_implementation_for("tree", "cpu") == "anytime_tree"
     assert attn_implementation_for("dense", "cpu") == "sdpa"
-    assert attn_implementation_for("auto", "cuda") == "flex_attention"
+    assert attn_implementation_for("auto", "cuda") == "anytime_flex"  # train.flex
     assert attn_implementation_for("dense", "cuda") == "sdpa"
-    assert attn_implementation_for("flex", "cpu") == "flex_attention"
+    assert attn_implementation_for("flex", "cpu") == "anytime_flex"
 
 
 def test_flex_requested_on_a_dense_model_is_an_error():
     model = tiny_model("qwen2", "sdpa")
     batch = make_rollouts([[3]], (4,), n_summary=1)
     packed = pack_rollouts(batch, *random_advantages(batch))
-    with pytest.raises(ValueError, match="flex_attention"):
+    with pytest.raises(ValueError, match="anytime_flex"):
         packed_logprobs(model, packed, attention="flex")
 
 
@@ -107,7 +107,7 @@ def test_flex_requested_on_a_dense_model_is_an_error():
 def test_flex_attention_model_matches_dense_on_cuda():
     torch.backends.cuda.matmul.allow_tf32 = False
     dense_model = tiny_model("qwen2", "sdpa").cuda()
-    flex_model = tiny_model("qwen2", "flex_attention").cuda()
+    flex_model = tiny_model("qwen2", attn_implementation_for("flex", "cuda")).cuda()
     batch = make_rollouts(LENGTHS, BUDGETS, n_summary=2, seed=1)
     packed = pack_rollouts(batch, *random_advantages(batch)).to("cuda")
     by_dense = packed_logprobs(dense_model, packed)  # [N, T]

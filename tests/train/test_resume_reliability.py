@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from anytime_reasoner.errors import UserError
-from anytime_reasoner.train.checkpoint import latest_checkpoint, load_trainer_state, rng_state
+from anytime_reasoner.train.checkpoint import latest_checkpoint, load_rng_state, load_trainer_state, rng_state
 from anytime_reasoner.train.loggers import MetricLogger, read_metrics
 from anytime_reasoner.train.trainer import TrainingStopped
 from tests.train.test_resume_exact import _fit
@@ -92,3 +92,32 @@ def test_non_finite_gradients_stop_the_run_with_its_weights_saved(tiny_model_dir
     assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
     assert latest_checkpoint(out).name == "step_1"
     assert [(m["step"], m["skipped_steps"]) for m in read_metrics(out / "metrics.jsonl")] == [(1, 2.0)]
+
+
+def test_generators_resume_on_fewer_visible_gpus(tmp_path, monkeypatch):
+    # Saved by rank 3 on cuda:3 of 8 visible devices; restored by rank 3 on cuda:0 with one device visible.
+    # Only the rank's own device is saved and restored: restoring all eight (set_rng_state_all) would
+    # index devices that are not there (IndexError on the first GPU run resumed on fewer GPUs).
+    visible = {"n": 8}
+    saved_on: list[int] = []
+    restored: list[tuple[int, list[int]]] = []
+
+    def get_rng_state(device):
+        assert device.index < visible["n"]
+        saved_on.append(device.index)
+        return torch.tensor([device.index, 42], dtype=torch.uint8)
+
+    def set_rng_state(state, device):
+        if device.index >= visible["n"]:
+            raise IndexError(f"cuda:{device.index} with {visible['n']} visible")
+        restored.append((device.index, state.tolist()))
+
+    monkeypatch.setattr(torch.cuda, "get_rng_state", get_rng_state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_rng_state)
+    torch.save(rng_state(torch.device("cuda", 3)), tmp_path / "rng_rank3.pt")
+    assert saved_on == [3]  # this rank's device only, not every visible one
+    visible["n"] = 1
+    load_rng_state(tmp_path, 3, torch.device("cuda", 0))
+    assert restored == [(0, [3, 42])]  # the saved state, into the device the rank runs on now
+    load_rng_state(tmp_path, 3, torch.device("cpu"))  # resumed on CPU: the CUDA state is not needed
+    assert len(restored) == 1

@@ -24,4 +24,9 @@ class EngineConfig(StrictModel):
     enforce_eager: bool = Field(False, description="vllm: no CUDA graphs / compilation (faster start, slower decode)")
     max_model_len: int | None = Field(None, ge=16, description="vllm: longest sequence (default: the model's context)")
     max_num_seqs: int | None = Field(None, ge=1, description="vllm: sequences decoded at once (default: vLLM's)")
-    sleep: bool = Field(True, description="vllm on GPU: free the KV cache and offload weights while training")
+    sleep: bool = Field(True, description="vllm on GPU: discard the KV cache and the weights while training (reloaded each sync)")
+    seed_requests: bool = Field(
+        True,
+        description="vllm: seed every request from the run's streams (reproducible samples; vLLM's per-sequence sampling "
+        "path, slower with thousands of sequences); false: vLLM's fused sampler, unseeded",
+    )

@@ -13,9 +13,12 @@
   ``prompt + thinking[:cut] + inserted`` find the thinking's blocks cached from the thinking phase,
   at block granularity (``engine.block_size``; on CPU a multiple of 32).
 - **Greedy** (temperature 0) requests are sampled once and the completion repeated ``n`` times.
-- **Seeds.** A seeded call gives prefix ``i`` the seed ``derive_seed(seed, i)``; vLLM gives its
-  ``k``-th sample ``seed + k`` (a per-request generator), so a seeded call reproduces exactly and
-  does not depend on how vLLM batches requests. Constructing ``vllm.LLM`` reseeds Python's, NumPy's
+- **Seeds.** With ``engine.seed_requests`` (the default), a seeded call gives prefix ``i`` the seed
+  ``derive_seed(seed, i)``; vLLM gives its ``k``-th sample ``seed + k`` (a per-request generator), so
+  a seeded call reproduces exactly and does not depend on how vLLM batches requests. A seeded request
+  takes vLLM's per-sequence sampling path instead of its fused sampler, which costs throughput when
+  thousands of sequences decode at once (the summary phase at the paper's scale); the paper's recipe
+  sets ``engine.seed_requests=false`` and samples unseeded. Constructing ``vllm.LLM`` reseeds Python's, NumPy's
   and torch's global generators; :func:`create_engine` restores them.
 - **Log-probs** (``SamplingParams.logprobs``): ``logprobs=0`` with ``logprobs_mode="processed_logprobs"``,
   i.e. the sampled token's log-prob after temperature, which is what the trainer recomputes (at
@@ -23,10 +26,15 @@
 - **Weights** (:meth:`VLLMEngine.load_weights`): ``collective_rpc("reload_weights",
   weights_iterator=…)`` with ``(name, tensor)`` pairs under the Hugging Face names (a partial set is
   fine), then ``reset_prefix_cache()`` — without the reset, keys and values cached under the old
-  weights would be reused for new requests. The iterator is consumed in this process, so the
-  caller can stream tensors one at a time (``train.weight_sync``).
-- **Memory on GPU** (:meth:`sleep`, :meth:`wake_up`): level-1 sleep frees the KV cache and moves
-  the weights to host memory while training runs; both are no-ops on CPU.
+  weights would be reused for new requests, so a reset vLLM refuses (``False``) is an error. The
+  iterator is consumed in this process, so the caller can stream tensors one at a time
+  (``train.weight_sync``).
+- **Memory on GPU** (:meth:`sleep`, :meth:`wake_up`): level-2 sleep discards the weights and the KV
+  cache while training runs (the full state dict is reloaded after every update anyway, so level 1's
+  host copy of the weights each step would be wasted). A weight sync wakes the weights alone
+  (``wake_up(["weights"])``), reloads them, then wakes the KV cache; before either, the trainer's
+  cached blocks are returned to the device (``gc.collect()``, ``torch.cuda.empty_cache()``).
+  Sampling while the weights are discarded and not reloaded is an error. All of it is a no-op on CPU.
 
 Departures and limits: vLLM runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` is set when not
 given), the layout colocated trainers use; under ``torchrun`` every rank holds its own engine
@@ -39,6 +47,7 @@ slower than float32 there. In-process vLLM on CPU binds the process's threads: l
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import random
@@ -74,6 +83,7 @@ class VLLMSettings:
     max_model_len: int | None = None  # None: the model's context
     max_num_seqs: int | None = None
     sleep: bool = True  # GPU: free memory between rollouts
+    seed_requests: bool = True  # seed each request (reproducible; vLLM's per-sequence sampling path)
     prefix_caching: bool = True
     seed: int = 0
 
@@ -94,9 +104,12 @@ class VLLMEngine:
     llm: Any  # vllm.LLM
     settings: VLLMSettings = field(default_factory=VLLMSettings)
     stats: VLLMStats = field(default_factory=VLLMStats)
-    asleep: bool = False
+    asleep: bool = False  # level-2 sleep: weights and KV cache discarded
+    weights_stale: bool = False  # the weights were discarded and not reloaded since
 
     def sample(self, prefixes: Sequence[Sequence[int]], n: SampleCounts, params: SamplingParams) -> list[list[Completion]]:
+        if self.weights_stale:
+            raise RuntimeError("vLLM engine: its weights were discarded by sleep and not reloaded; call load_weights first")
         from vllm.inputs import TokensPrompt  # optional: vLLM, only once an engine runs
 
         counts = sample_counts(n, len(prefixes))
@@ -106,8 +119,9 @@ class VLLMEngine:
         asked = [i for i, c in enumerate(counts) if c > 0]
         prompts = [TokensPrompt(prompt_token_ids=[int(t) for t in prefixes[i]]) for i in asked]
         greedy = params.temperature == 0  # vLLM samples greedy requests once: the copies are equal
+        seeded = params.seed is not None and self.settings.seed_requests
         sampling = [
-            vllm_sampling_params(params, 1 if greedy else counts[i], None if params.seed is None else derive_seed(params.seed, i))
+            vllm_sampling_params(params, 1 if greedy else counts[i], derive_seed(params.seed, i) if seeded else None)
             for i in asked
         ]
         outputs = self.llm.generate(prompts, sampling, use_tqdm=False) if prompts else []
@@ -121,20 +135,28 @@ class VLLMEngine:
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Replace the engine's weights with ``named_tensors`` (Hugging Face names, any subset),
-        consumed one at a time, then forget every cached prefix."""
-        self.wake_up()
+        consumed one at a time, then forget every cached prefix. Asleep, only the weights wake for
+        the reload; the KV cache wakes after it."""
+        if self.asleep:
+            _free_cached_blocks()
+            self.llm.wake_up(tags=["weights"])
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(named_tensors)})
-        self.llm.reset_prefix_cache()
+        self.weights_stale = False
+        self.wake_up()
+        if self.llm.reset_prefix_cache() is False:
+            raise RuntimeError("vLLM engine: reset_prefix_cache() refused after a weight update; cached KV would be stale")
         self.stats.weight_syncs += 1
 
     def sleep(self) -> None:
-        """GPU: free the KV cache and move the weights to host memory until the next use."""
+        """GPU: discard the KV cache and the weights (level 2) until the next weight sync."""
         if self.settings.sleep and torch.cuda.is_available() and not self.asleep:
-            self.llm.sleep(level=1)
-            self.asleep = True
+            self.llm.sleep(level=2)
+            self.asleep = self.weights_stale = True
 
     def wake_up(self) -> None:
+        """Wake whatever sleeps (after :meth:`load_weights` woke the weights: the KV cache)."""
         if self.asleep:
+            _free_cached_blocks()
             self.llm.wake_up()
             self.asleep = False
 
@@ -144,6 +166,12 @@ class VLLMEngine:
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         if core is not None:
             core.shutdown()
+
+
+def _free_cached_blocks() -> None:
+    """Return the trainer's cached CUDA blocks to the device before vLLM allocates again."""
+    gc.collect()
+    torch.cuda.empty_cache()
 
 
 def vllm_sampling_params(params: SamplingParams, n: int, seed: int | None) -> Any:

@@ -8,7 +8,8 @@
   writing its shards; resume reads it, on any world size (DCP reshards on load);
 - ``trainer_state.json``: steps done, seed, world size, the data pass (epoch) of the next step,
   and the resolved run config;
-- ``rng_rank{r}.pt``: each rank's torch (CPU and CUDA) and Python ``random`` generator states.
+- ``rng_rank{r}.pt``: each rank's torch generators (CPU, and its own CUDA device's: a rank restores
+  only the device it runs on, so a run resumes on fewer visible GPUs) and Python ``random``'s.
   Every sampling stream is derived from (seed, step, phase) (``seeding``), so these states decide
   nothing today; they are restored so that code drawing from the global generators stays exact.
 
@@ -112,7 +113,7 @@ def save_checkpoint(
         {"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / TRAIN_STATE_DIR), no_dist=not runtime.distributed
     )
     export_model(scorer, tmp, runtime)
-    torch.save(rng_state(), tmp / f"rng_rank{runtime.rank}.pt")
+    torch.save(rng_state(runtime.device), tmp / f"rng_rank{runtime.rank}.pt")
     runtime.barrier()
     if runtime.is_main:
         tokenizer.save_pretrained(tmp)
@@ -132,16 +133,19 @@ def prune_checkpoints(out: Path, keep: int) -> list[Path]:
     return doomed
 
 
-def rng_state() -> dict[str, Any]:
-    """The global generators: torch CPU (and every CUDA device), Python ``random``."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """The global generators: torch's CPU one, the CUDA generator of ``device`` (this rank's own, when
+    it is a CUDA device; never every visible device's), Python ``random``."""
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def load_rng_state(path: Path, rank: int) -> None:
-    """Restore this rank's generators from a checkpoint (if it holds them)."""
+def load_rng_state(path: Path, rank: int, device: torch.device | None = None) -> None:
+    """Restore this rank's generators from a checkpoint (if it holds them): the CPU one, Python's, and
+    the saved CUDA state into ``device``, the one this rank runs on now (whatever its index was when
+    saved, and however many devices are visible now)."""
     file = path / f"rng_rank{rank}.pt"
     if not file.is_file():
         return
@@ -149,8 +153,9 @@ def load_rng_state(path: Path, rank: int) -> None:
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if isinstance(cuda, torch.Tensor) and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
 
 
 def export_model(scorer: torch.nn.Module, path: Path, runtime: Runtime, *, merged: bool = False) -> None:
@@ -225,4 +230,4 @@ def load_train_state(path: Path, scorer: torch.nn.Module, optimizer: torch.optim
     loaded: dict[str, Any] = {"model": model_state, "optim": optim_state}
     dcp.load(loaded, checkpoint_id=str(path / TRAIN_STATE_DIR), no_dist=not runtime.distributed)
     set_state_dict(scorer, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"], options=options)
-    load_rng_state(path, runtime.rank)
+    load_rng_state(path, runtime.rank, runtime.device)

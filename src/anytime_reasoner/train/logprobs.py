@@ -30,54 +30,67 @@ from typing import Any, Literal
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from anytime_reasoner.train import flex, tree_attention
 from anytime_reasoner.train.masks import dense_attention_mask, flex_block_mask
 from anytime_reasoner.train.packing import PADDING, PackedBatch
-from anytime_reasoner.train.tree_attention import IMPLEMENTATION, TreeLayout, placeholder_mask, register
+from anytime_reasoner.train.tree_attention import TreeLayout, placeholder_mask
 
 Attention = Literal["auto", "dense", "flex", "tree"]
 DENSE_IMPLEMENTATIONS = ("eager", "sdpa")
 
 
 def attn_implementation_for(attention: Attention, device: torch.device | str) -> str:
-    """The ``attn_implementation`` to load a model with: flex → FlexAttention, dense → sdpa,
-    tree → ``train.tree_attention`` (sdpa outside packed rows), auto → FlexAttention on CUDA,
-    tree attention elsewhere (FlexAttention has no backward on CPU)."""
+    """The ``attn_implementation`` to load a model with: flex → ``train.flex`` (FlexAttention,
+    compiled a bounded number of times), dense → sdpa, tree → ``train.tree_attention``, auto →
+    FlexAttention on CUDA, tree attention elsewhere (FlexAttention has no backward on CPU). Both
+    custom implementations are sdpa outside packed rows (generation, evaluation)."""
     if attention == "flex" or (attention == "auto" and torch.device(device).type == "cuda"):
-        return "flex_attention"
+        return flex.register()
     if attention in ("tree", "auto"):
-        return register()
+        return tree_attention.register()
     return "sdpa"
 
 
 def uses_tree_attention(model: Any, attention: Attention = "auto") -> bool:
     """True when ``model``'s packed rows go through ``train.tree_attention`` (no ``[T, T]`` mask)."""
-    return model.config._attn_implementation == IMPLEMENTATION and attention in ("auto", "tree")
+    return model.config._attn_implementation == tree_attention.IMPLEMENTATION and attention in ("auto", "tree")
+
+
+def uses_flex(model: Any, attention: Attention = "auto") -> bool:
+    """True when ``model``'s packed rows go through ``train.flex`` (a FlexAttention ``BlockMask``)."""
+    return model.config._attn_implementation == flex.IMPLEMENTATION and attention in ("auto", "flex")
 
 
 def attention_inputs(model: Any, batch: PackedBatch, attention: Attention = "auto") -> tuple[Any, TreeLayout | None]:
     """``(attention_mask, tree_layout)`` for ``batch`` under ``model``'s attention implementation.
 
-    A batch without summary blocks or second trees gets the ordinary 2-D padding mask ``[N, T]``.
-    A tree-packed batch gets, under tree attention, a :class:`TreeLayout` beside an empty
-    placeholder mask; under ``flex_attention`` a FlexAttention ``BlockMask``; with
-    ``attention="dense"`` or an eager/sdpa model an additive float ``[N, 1, T, T]`` mask.
+    Under ``train.flex`` every batch gets a FlexAttention ``BlockMask`` of the tree rule, causal
+    ones included (one mask function for every call: no extra compiled variant); the batch must
+    already be :func:`~anytime_reasoner.train.flex.flex_width` wide (``packed_logprobs`` pads it).
+    Otherwise a batch without summary blocks or second trees gets the ordinary 2-D padding mask
+    ``[N, T]``; a tree-packed batch gets, under tree attention, a :class:`TreeLayout` beside an
+    empty placeholder mask; with ``attention="dense"`` or an eager/sdpa model an additive float
+    ``[N, 1, T, T]`` mask.
     """
     impl = model.config._attn_implementation
+    if uses_flex(model, attention):
+        return flex_block_mask(batch, block_size=flex.FLEX_BLOCK), None
     if batch.is_causal:
         return (batch.segment_ids != PADDING).long(), None  # [N, T]
     if uses_tree_attention(model, attention):
         return placeholder_mask(batch), TreeLayout.of(batch)
-    if impl == "flex_attention" and attention != "dense":
-        return flex_block_mask(batch), None
     if attention == "tree":
         raise ValueError(
-            f"model.attention: 'tree' needs a model loaded with attn_implementation={IMPLEMENTATION!r}, got {impl!r}"
+            f"model.attention: 'tree' needs a model loaded with attn_implementation={tree_attention.IMPLEMENTATION!r}, got {impl!r}"
         )
     if attention == "flex":
-        raise ValueError(f"model.attention: 'flex' needs a model loaded with attn_implementation='flex_attention', got {impl!r}")
-    if impl not in DENSE_IMPLEMENTATIONS + ("flex_attention", IMPLEMENTATION):
         raise ValueError(
-            f"model.attention: attn_implementation {impl!r} cannot take a tree mask; use sdpa, eager or flex_attention"
+            f"model.attention: 'flex' needs a model loaded with attn_implementation={flex.IMPLEMENTATION!r}, got {impl!r}"
+        )
+    if impl not in DENSE_IMPLEMENTATIONS + (flex.IMPLEMENTATION, tree_attention.IMPLEMENTATION):
+        raise ValueError(
+            f"model.attention: attn_implementation {impl!r} cannot take a tree mask; use sdpa, eager, {flex.IMPLEMENTATION} "
+            f"or {tree_attention.IMPLEMENTATION}"
         )
     return dense_attention_mask(batch, dtype=model.dtype), None  # [N, 1, T, T]
 
@@ -183,6 +196,9 @@ def packed_logprobs(
     :class:`PolicyScorer` around one.
     """
     scorer = model if isinstance(model, PolicyScorer) else PolicyScorer(model)
+    width = batch.width
+    if uses_flex(scorer.lm, attention):
+        batch = batch.padded_to(flex.flex_width(width))  # [N, T'] T' a multiple of 128 (bounded compiles)
     mask, layout = attention_inputs(scorer.lm, batch, attention)
     selected = batch.trainable_mask if tokens == "trainable" else batch.prev_index >= 0  # [N, T]
     rows, cols = selected.nonzero(as_tuple=True)  # [M], [M]
@@ -191,7 +207,7 @@ def packed_logprobs(
         batch.input_ids, batch.position_ids, mask, rows, prev, batch.input_ids[rows, cols], chunk_size, temperature, layout
     )  # [M]
     logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32, device=scored.device)  # [N, T]
-    return logprobs.index_put((rows, cols), scored)  # [N, T]
+    return logprobs.index_put((rows, cols), scored)[:, :width]  # [N, T] (FlexAttention's padding dropped)
 
 
 def sequence_logprobs(

@@ -116,6 +116,31 @@ class PackedBatch:
             out[f.name] = value[:, :width] if value.dim() == 2 else value
         return PackedBatch(**out)
 
+    def padded_to(self, width: int, pad_token_id: int = 0) -> PackedBatch:
+        """The same rows right-padded to ``width`` columns (padding: segment and document −1, not
+        trainable, no predecessor; no real token attends to it); ``width`` below the current width
+        is an error."""
+        extra = width - self.width
+        if extra < 0:
+            raise ValueError(f"padded_to: width {width} is below the batch's {self.width}")
+        if extra == 0:
+            return self
+        fill = {
+            "segment_ids": PADDING,
+            "doc_ids": PADDING,
+            "prev_index": -1,
+            "rollout_logprobs": NAN,
+            "input_ids": pad_token_id,
+        }
+        out: dict[str, torch.Tensor] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value.dim() == 2:
+                pad = value.new_full((value.shape[0], extra), fill.get(f.name, 0))
+                value = torch.cat([value, pad], dim=1)
+            out[f.name] = value
+        return PackedBatch(**out)
+
     def to(self, device: torch.device | str) -> PackedBatch:
         return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
