@@ -89,3 +89,16 @@ def test_lora_learns_the_demo_task(tmp_path):
         trainer.verifier.close()
     assert all("lora_" in name for name, p in trainer.model.named_parameters() if p.requires_grad)
     assert after > before + 0.05, (before, after)
+
+
+@pytest.mark.slow
+def test_a_first_train_with_a_preset_and_no_scale_key_runs(tmp_path, capsys):
+    """A newcomer's first ``anytime-reasoner train ar-uniform trainer.steps=2``: the embedded model (the
+    default) runs at the embedded scale, not the paper's 8,000-token budgets (which do not fit its
+    1,024 positions: the command stopped with that error before)."""
+    out = tmp_path / "run"
+    assert main(["train", "ar-uniform", "trainer.steps=2", f"trainer.out={out}", "trainer.progress=false"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["rollout"]["max_budget"] == 108 and config["rollout"]["n_summary"] == 4
+    assert (out / "final" / "config.json").is_file()
+    assert "model saved to" in capsys.readouterr().out

@@ -59,7 +59,8 @@ COMMANDS: dict[str, Command] = {
         check="anytime_reasoner.demo:preflight_run_scale",
     ),
     "train": Command(
-        summary="RL training: anytime rollout, BRPO advantages, tree-packed PPO update (presets: docs/ALGORITHM.md section 8 and docs/BASELINES.md)",
+        summary="RL training: anytime rollout, BRPO advantages, tree-packed PPO update (presets: docs/ALGORITHM.md section 8 and "
+        "docs/BASELINES.md; the embedded model runs at its own scale unless told one)",
         run="anytime_reasoner.train.build:run_train",
         config="anytime_reasoner.config:TrainConfig",
         check="anytime_reasoner.train.preflight:preflight_train",

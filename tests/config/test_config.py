@@ -30,10 +30,11 @@ def test_every_preset_loads_with_the_seed_values(name):
 
 def test_preset_budget_plans():
     # max_budget 8000, 4 supports → {2000, 4000, 6000, 8000}; linear prior ∝ b_j → 0.1, 0.2, 0.3, 0.4
-    plan = build_config(TrainConfig, preset="ar-linear").rollout.plan()
+    # (the paper's scale: any model but the embedded one, which gets its own scale, below)
+    plan = build_config(TrainConfig, preset="ar-linear", overrides=["model=some/model"]).rollout.plan()
     assert plan.budgets == (2000, 4000, 6000, 8000)
     assert plan.probs == pytest.approx((0.1, 0.2, 0.3, 0.4))
-    grpo = build_config(TrainConfig, preset="grpo").rollout.plan()
+    grpo = build_config(TrainConfig, preset="grpo", overrides=["model=some/model"]).rollout.plan()
     assert grpo.budgets == (8000,) and grpo.probs == (1.0,)
     assert set(PRESETS) == set(SEED_TABLE) | set(BASELINE_PIECES)
 
@@ -196,3 +197,17 @@ def test_compare_takes_named_preset_lists():
     assert cfg.presets == ["grpo", "ar-uniform", "ar-linear", "l1-exact", "l1-max", "e1", "thinkprune", "shorterbetter",
                            "grpo+overlong"]  # fmt: skip
     assert build_config(CompareConfig).presets == PRESET_SETS["ablation"]
+
+
+def test_the_embedded_model_runs_at_the_embedded_scale_unless_a_scale_key_is_given():
+    # configs/tiny-synthetic.yaml's scale: 4 budgets up to 108 → 27, 54, 81, 108; 12-token summaries; lr 1e-4
+    cfg = build_config(TrainConfig, preset="ar-uniform", overrides=["trainer.steps=2"])
+    assert cfg.rollout.plan().budgets == (27, 54, 81, 108) and cfg.rollout.summary_max_tokens == 12
+    assert (cfg.ppo.lr, cfg.ppo.max_response_len, cfg.trainer.batch_size) == (1e-4, 524, 16)
+    assert cfg.trainer.steps == 2 and cfg.trainer.out == "runs/anytime"  # given keys win; the output folder is train's
+    assert cfg.rollout.n_summary == 4 and cfg.rollout.budget_probs == "uniform"  # the preset's knobs untouched
+    # a key that sizes the sequences means the user chose the scale: nothing is filled in
+    chosen = build_config(TrainConfig, preset="ar-uniform", overrides=["rollout.max_budget=200"])
+    assert (chosen.rollout.max_budget, chosen.rollout.summary_max_tokens, chosen.ppo.lr) == (200, 118, 1e-6)
+    # any other model keeps the paper's scale
+    assert build_config(TrainConfig, preset="ar-uniform", overrides=["model=some/model"]).rollout.max_budget == 8000

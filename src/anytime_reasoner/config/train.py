@@ -10,6 +10,7 @@ their names under ``rollout.``.
 
 from __future__ import annotations
 
+from importlib.resources import files
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -25,6 +26,7 @@ from anytime_reasoner.config.base import (
     split_list,
 )
 from anytime_reasoner.config.engine import EngineConfig
+from anytime_reasoner.config.files import read_yaml
 from anytime_reasoner.protocol import BUDGET_PROMPT, AnytimeProtocol
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -265,8 +267,56 @@ class TrainerConfig(StrictModel):
         return grid_field(value, "val_budgets", optional=True)
 
 
+EMBEDDED_MODEL = "tiny"
+EMBEDDED_SCALE_FILE = files("anytime_reasoner") / "configs" / "tiny-synthetic.yaml"
+NOT_SCALE = ("model.path", "model.device", "trainer.out")  # what the file names beside the scale
+
+
+def _dotted(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for key, value in tree.items():
+        keys += _dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+    return keys
+
+
+def _embedded_scale() -> dict[str, Any]:
+    """``configs/tiny-synthetic.yaml`` less the model path, device and output folder: the scale of the
+    embedded task (108-token budgets, 12-token summaries, its learning rate, batch and validation)."""
+    scale = read_yaml(str(EMBEDDED_SCALE_FILE))
+    for key in NOT_SCALE:
+        section, name = key.split(".")
+        scale.get(section, {}).pop(name, None)
+    return {section: values for section, values in scale.items() if values}
+
+
+EMBEDDED_SCALE = _embedded_scale()
+# The keys that size a run's sequences: giving one of them means choosing the scale.
+SCALE_KEYS = frozenset(
+    {"rollout.max_budget", "rollout.budgets", "rollout.summary_max_tokens", "trainer.val_budgets", "ppo.max_response_len"}
+)
+
+
+def with_embedded_scale(data: Any) -> Any:
+    """``data`` (a raw training config) with the embedded task's scale under it when the model is
+    the embedded one and no key that sizes the sequences (:data:`SCALE_KEYS`) is given. The defaults
+    are the paper's (8,000-token budgets), which do not fit the embedded model's 1,024 positions, so a
+    first ``train PRESET`` runs at the scale the embedded model can; every key given still wins (e.g.
+    ``trainer.steps=2``). A given scale key means the user chose the scale: then nothing is filled in."""
+    if not isinstance(data, dict):
+        return data
+    model = data.get("model", {})
+    path = model.get("path", EMBEDDED_MODEL) if isinstance(model, dict) else model
+    if path != EMBEDDED_MODEL or SCALE_KEYS & set(_dotted(data)):
+        return data
+    merged = {section: dict(values) for section, values in EMBEDDED_SCALE.items()}
+    for section, values in data.items():
+        merged[section] = {**merged.get(section, {}), **values} if isinstance(values, dict) else values
+    return merged
+
+
 class TrainConfig(StrictModel):
-    """Everything ``anytime-reasoner train`` needs."""
+    """Everything ``anytime-reasoner train`` needs. With the embedded model (``model.path=tiny``, the
+    default) and no scale key given, the embedded task's scale applies (:func:`with_embedded_scale`)."""
 
     model: ModelConfig = ModelConfig()
     engine: EngineConfig = EngineConfig()
@@ -279,10 +329,10 @@ class TrainConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _model_shorthand(cls, data: Any) -> Any:
-        """``model=PATH_OR_NAME`` is short for ``model.path=PATH_OR_NAME``."""
+        """``model=PATH_OR_NAME`` is short for ``model.path=PATH_OR_NAME``; then the embedded scale."""
         if isinstance(data, dict) and isinstance(data.get("model"), str):
             data = {**data, "model": {"path": data["model"]}}
-        return data
+        return with_embedded_scale(data)
 
     @model_validator(mode="after")
     def _caps_fit(self) -> TrainConfig:
