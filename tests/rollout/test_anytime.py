@@ -202,6 +202,28 @@ def test_eos_zeroes_only_the_prefix_that_holds_it(codec):
     assert batch.scores()[0, 0].tolist() == [[1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]
 
 
+def test_another_eos_id_of_the_model_ends_a_thinking_that_is_graded(tiny_tokenizer):
+    # The model's generation config lists a second EOS id beside the tokenizer's <eos> 257 (here 260,
+    # <|user|>). Thinkings and summaries stop on both. A thinking that stops on 260 ("abcde" + 260, L = 6)
+    # did not end on the tokenizer's EOS: it is cut there like an unfinished thinking (forced text at
+    # cuts 4, 6, 6) and every cut is graded (all answer \boxed{4} → 1), as the original grades every
+    # prefix not ending in its EOS_ID; the tokenizer's EOS still zeroes its prefix (test above).
+    codec = TokenizerCodec.from_tokenizer(tiny_tokenizer, extra_eos_ids=(260, 257))
+    assert codec.eos_ids == (257, 260) and codec.eos_id == 257
+    engine = ScriptedEngine(
+        lambda prefix, i: codec.encode("abcde") + [260] if len(prefix) == PROMPT_LEN else codec.encode("\\boxed{4}<eos>")
+    )
+    plan = BudgetPlan.build(12, budgets=[4, 8, 12], prior="uniform")
+    params = RolloutParams(n_thinking=1, n_summary=2, temperature=1.0, protocol=AnytimeProtocol(summary_max_tokens=16))
+    batch = anytime_rollout(engine, codec, [codec.encode("Q0<think>\n")], [["4"]], plan, params, ContainsVerifier())
+    thinking_call, summary_call = engine.calls
+    assert thinking_call.params.stop_token_ids == (259, 257, 260)  # </think>, then every EOS id
+    assert summary_call.params.stop_token_ids == (257, 260)
+    t = batch.thinkings[0][0]
+    assert (t.closed, t.finish_reason, t.cuts) == (False, "stop", [4, 6, 6])
+    assert batch.scores()[0, 0].tolist() == [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]
+
+
 def test_eval_grid_dedupes_budgets_past_the_end(codec):
     # 32 budgets 2, 4, …, 64; one thinking of L = 9 (closed): budgets 2, 4, 6, 8 cut inside,
     # the 28 budgets ≥ 10 share the whole thinking → 5 prefixes, counts 1,1,1,1,28 (A = 1)

@@ -71,3 +71,42 @@ def test_loss_constant_default_and_override(tiny_model_dir, tmp_path):
         assert fixed.train_step(1)["max_response_len"] == 10176  # logged every step
     finally:
         fixed.verifier.close()
+
+
+class AlternatingVerifier:
+    """Grades by position: every third response correct and well formed (rewards that vary across
+    thinkings and budgets, so the variances are not all zero)."""
+
+    def grade(self, responses, ground_truths):
+        from anytime_reasoner.rewards.base import Grade
+
+        return [Grade(correct=i % 3 == 0, well_formed=True, extracted="1") for i in range(len(responses))]
+
+    def close(self):
+        pass
+
+
+def test_variance_diagnostics_are_computed_in_validation_under_the_uniform_prior(tiny_model_dir, tmp_path):
+    """As the original's ``_validate``: BRPO's variance ratios on the validation rollouts, with the
+    validation budgets' uniform prior, whatever prior training uses (here ar-linear's)."""
+    import torch
+
+    from anytime_reasoner.algo.advantages import brpo_diagnostics
+
+    cfg = _config(tiny_model_dir, tmp_path / "run", preset="ar-linear", **{"trainer.val_n": 4, "data.val_size": 3})
+    trainer = _build(cfg)
+    trainer.verifier.close()
+    trainer.verifier = AlternatingVerifier()
+    seen = []
+    rollout = trainer.rollout
+    trainer.rollout = lambda *args, **kwargs: seen.append(rollout(*args, **kwargs)) or seen[-1]
+    metrics = trainer.validate()
+    (batch,) = seen
+    scores, segments = batch.scores(), batch.segment_mask()
+    assert float(scores.std()) > 0  # rewards vary: the diagnostics are not trivially zero
+    uniform = brpo_diagnostics(scores, torch.full((4,), 0.25), segments)
+    linear = brpo_diagnostics(scores, torch.tensor(trainer.plan.probs), segments)  # 0.1, 0.2, 0.3, 0.4
+    assert trainer.plan.probs != trainer.val_plan.probs == (0.25, 0.25, 0.25, 0.25)
+    for name in ("var_R", "var_R_minus_V", "ratio_R_minus_V", "ratio_R_minus_V1", "ratio_R_minus_V2"):
+        assert metrics[f"val/{name}"] == uniform[name]
+    assert uniform["var_R"] != linear["var_R"]  # the prior matters: the validation one is the uniform one

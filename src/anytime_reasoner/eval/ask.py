@@ -49,6 +49,7 @@ class AskOptions:
     seed: int | None = None
     protocol: AnytimeProtocol = field(default_factory=AnytimeProtocol)  # think markers, inserted texts, summary cap
     instruction: str = INSTRUCTION  # appended to the question, as in training and evaluation
+    eos_ids: tuple[int, ...] = ()  # the model's EOS ids beside the tokenizer's (its generation config)
 
 
 def _engine(model: Any, pad_id: int) -> Any:
@@ -69,7 +70,7 @@ def iter_answers_at_budgets(
     opts = options or AskOptions()
     protocol = opts.protocol
     budgets = check_budgets(list(budgets), "budgets")
-    codec = TokenizerCodec.for_protocol(tokenizer, protocol)
+    codec = TokenizerCodec.for_protocol(tokenizer, protocol, opts.eos_ids)
     engine = _engine(model, codec.pad_id)
     prompt = encode_prompt(tokenizer, [{"role": "user", "content": question + opts.instruction}], protocol.think_start)
     inserted = protocol.inserted_ids(codec)
@@ -79,7 +80,7 @@ def iter_answers_at_budgets(
     for j, budget in enumerate(budgets):
         if not ended and len(thinking) < budget:
             params = SamplingParams(
-                budget - len(thinking), opts.temperature, opts.top_p, (codec.think_end_id, codec.eos_id), _seed(opts, 2 * j)
+                budget - len(thinking), opts.temperature, opts.top_p, (codec.think_end_id, *codec.eos_ids), _seed(opts, 2 * j)
             )
             step = engine.sample([prompt + thinking], 1, params)[0][0]
             thinking += list(step.token_ids)
@@ -91,9 +92,7 @@ def iter_answers_at_budgets(
             yield BudgetAnswer(budget, previous[1].answer, previous[1].summary, group.cut, ended)
             continue
         forced = list(thinking[: group.cut]) + list(inserted.of(group.natural))
-        params = SamplingParams(
-            protocol.summary_max_tokens, opts.temperature, opts.top_p, (codec.eos_id,), _seed(opts, 2 * j + 1)
-        )
+        params = SamplingParams(protocol.summary_max_tokens, opts.temperature, opts.top_p, codec.eos_ids, _seed(opts, 2 * j + 1))
         sampled = list(engine.sample([prompt + forced], 1, params)[0][0].token_ids)
         summary = codec.decode(sampled[:-1] if sampled and sampled[-1] == codec.eos_id else sampled)
         answer = extract_answer(codec.decode(forced) + summary, protocol.think_end, protocol.answer_marker)
@@ -113,7 +112,9 @@ def run_ask(config: AskConfig) -> int:
     """``anytime-reasoner ask "QUESTION" model=M budgets=…``: print each answer as its budget is reached."""
     protocol = config.protocol()
     loaded = load_for_inference(config.model, config.tokenizer, config.dtype, config.device, protocol, config.engine)
-    options = AskOptions(temperature=config.temperature, top_p=config.top_p, seed=config.seed, protocol=protocol)
+    options = AskOptions(
+        temperature=config.temperature, top_p=config.top_p, seed=config.seed, protocol=protocol, eos_ids=loaded.codec.eos_ids
+    )
     width = len(str(max(config.budgets)))
     for item in iter_answers_at_budgets(loaded.engine, loaded.tokenizer, config.question, config.budgets, options):
         state = "thinking finished" if item.thinking_done else "cut"

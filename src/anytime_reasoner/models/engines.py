@@ -31,7 +31,7 @@ from anytime_reasoner.engine.hf import TransformersEngine
 from anytime_reasoner.engine.vllm import CPU_HEAD_SIZES, NOT_INSTALLED, VLLMSettings, check_head_size, create_engine
 from anytime_reasoner.errors import UserError
 from anytime_reasoner.models.checks import load_model_config
-from anytime_reasoner.models.loading import codec_for, load_causal_lm, load_tokenizer, resolve_device
+from anytime_reasoner.models.loading import codec_for, generation_eos_ids, load_causal_lm, load_tokenizer, resolve_device
 from anytime_reasoner.protocol import AnytimeProtocol
 from anytime_reasoner.tasks.bootstrap import MARKER_FILE
 from anytime_reasoner.tasks.widen import head_size, widen_heads
@@ -108,9 +108,10 @@ def load_for_inference(
     (default transformers): the model on its device in eval mode, wrapped; or vLLM on the folder."""
     engine = engine or EngineConfig()
     tok = load_tokenizer(tokenizer or model) if tokenizer is None or isinstance(tokenizer, str) else tokenizer
-    codec = codec_for(tok, protocol)
+    codec_for(tok, protocol)  # the think markers, before anything loads
     where = resolve_device(device)
     path = model_for_engine(model, engine, where)
+    codec = codec_for(tok, protocol, generation_eos_ids(path))
     check_engine(engine, load_model_config(path, "model"), where)
     lm = load_causal_lm(path, dtype).to(where).eval() if engine.backend == "hf" else None
     sampler = build_engine(engine, model=lm, model_path=path, dtype=dtype, device=where, pad_token_id=codec.pad_id)

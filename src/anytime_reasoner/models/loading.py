@@ -63,12 +63,26 @@ def load_tokenizer(path: str) -> Any:
         raise UserError(f"tokenizer: cannot load {path!r} ({type(err).__name__}: {first_line(err)})") from None
 
 
-def codec_for(tokenizer: Any, protocol: AnytimeProtocol) -> TokenizerCodec:
+def codec_for(tokenizer: Any, protocol: AnytimeProtocol, extra_eos_ids: tuple[int, ...] = ()) -> TokenizerCodec:
     """The rollout's tokenizer facts; the error names the eval/ask keys (think_start/think_end)."""
     try:
-        return TokenizerCodec.for_protocol(tokenizer, protocol)
+        return TokenizerCodec.for_protocol(tokenizer, protocol, extra_eos_ids)
     except UserError as err:
         raise UserError(str(err).replace("model.think_", "think_")) from None
+
+
+def generation_eos_ids(path: str) -> tuple[int, ...]:
+    """The EOS ids the model's ``generation_config.json`` lists (one id or several; none without the
+    file): an engine that applies the generation config stops on each of them."""
+    from transformers import GenerationConfig  # heavy: transformers
+
+    try:
+        config = GenerationConfig.from_pretrained(path)
+    except (OSError, ValueError):
+        return ()
+    eos = config.eos_token_id
+    ids = [eos] if isinstance(eos, int) else list(eos or [])
+    return tuple(int(i) for i in ids)
 
 
 def load_causal_lm(path: str, dtype: str, *, key: str = "model", attn_implementation: str | None = None) -> Any:

@@ -107,15 +107,16 @@ def cut_groups(length: int, closed: bool, budgets: Sequence[int]) -> list[CutGro
     return [CutGroup(cut, natural, tuple(js)) for (cut, natural), js in keys.items()]
 
 
-def ended_by_eos(thinking: Thinking) -> bool:
-    """A thinking that stopped without think-end before the cap."""
-    return not thinking.closed and thinking.finish_reason == "stop"
+def ended_by_eos(thinking: Thinking, eos_id: int) -> bool:
+    """A thinking that ended on the tokenizer's EOS (``eos_id``) without think-end. One that stopped
+    on another of the model's EOS ids is not: it is cut there like any unfinished thinking."""
+    return not thinking.closed and bool(thinking.thinking_ids) and thinking.thinking_ids[-1] == eos_id
 
 
-def holds_eos(thinking: Thinking, cut: int) -> bool:
+def holds_eos(thinking: Thinking, cut: int, eos_id: int) -> bool:
     """True when the prefix ``thinking[:cut]`` ends with the EOS that ended the thinking: its
-    summaries score 0 (the earlier cuts of the same thinking are graded as usual)."""
-    return ended_by_eos(thinking) and cut == thinking.length
+    summaries score 0, as the original's (the earlier cuts of the same thinking are graded as usual)."""
+    return ended_by_eos(thinking, eos_id) and cut == thinking.length
 
 
 def phase_seed(seed: int | None, phase: str) -> int | None:
@@ -135,7 +136,7 @@ def sample_thinkings(
         max_new_tokens=max(budgets),
         temperature=params.temperature,
         top_p=params.top_p,
-        stop_token_ids=(codec.think_end_id, codec.eos_id),
+        stop_token_ids=(codec.think_end_id, *codec.eos_ids),
         seed=phase_seed(params.seed, "thinking"),
         logprobs=params.logprobs,
     )
@@ -193,7 +194,7 @@ def anytime_rollout(
         max_new_tokens=params.protocol.summary_max_tokens,
         temperature=params.temperature,
         top_p=params.top_p,
-        stop_token_ids=(codec.eos_id,),
+        stop_token_ids=codec.eos_ids,
         seed=phase_seed(params.seed, "summary"),
         logprobs=params.logprobs,
     )
@@ -227,7 +228,7 @@ def _attach_summaries(
         t = thinkings[request.b][request.g]
         ins = inserted.of(request.group.natural)
         prefix_text = codec.decode(t.thinking_ids[: request.group.cut] + list(ins))
-        zeroed = holds_eos(t, request.group.cut)
+        zeroed = holds_eos(t, request.group.cut, codec.eos_id)
         for k, j in enumerate(request.group.budget_indices):
             for c in samples[k * n_summary : (k + 1) * n_summary]:
                 text = codec.decode(_strip_eos(c.token_ids, codec.eos_id))

@@ -28,7 +28,7 @@ from anytime_reasoner.data.sources import check_sources
 from anytime_reasoner.errors import UserError, check_writable
 from anytime_reasoner.models.checks import load_model_config
 from anytime_reasoner.models.engines import build_engine, check_engine, model_for_engine
-from anytime_reasoner.models.loading import load_model_and_tokenizer, load_tokenizer
+from anytime_reasoner.models.loading import generation_eos_ids, load_model_and_tokenizer, load_tokenizer
 from anytime_reasoner.rewards.grader import GraderSettings, MathVerifier
 from anytime_reasoner.tasks.bootstrap import ensure_base_model
 from anytime_reasoner.tasks.synthetic import synthetic_held_out
@@ -136,7 +136,7 @@ def build_trainer(cfg: TrainConfig, runtime: Runtime | None = None) -> Trainer:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(dump(cfg), indent=2), encoding="utf-8")
     protocol = cfg.protocol()
-    codec = TokenizerCodec.for_protocol(tokenizer, protocol)
+    codec = TokenizerCodec.for_protocol(tokenizer, protocol, generation_eos_ids(path))
     grading = GraderSettings.from_protocol(protocol)
     return Trainer(
         cfg=cfg,

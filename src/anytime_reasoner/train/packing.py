@@ -39,9 +39,11 @@ and gets ``thinking_advantages[b, g, s]``; the sampled tokens of summary (s, a) 
 ``prompt + thinking`` and one per summary ``prompt + thinking[:cut] + inserted + summary`` (used to
 check equivalence and to measure what packing saves).
 
-Departure from the seed: the seed padded the packed sequence to a multiple of the 128-token
-FlexAttention block; here rows are only right-padded to the longest row of a (micro-)batch —
-``create_block_mask`` handles lengths that are not a multiple of the block size.
+Departure from the seed: the seed padded each tree to a multiple of the 128-token FlexAttention block
+at rollout and concatenated a micro-batch's trees into one row padded to a static length; here trees
+are not padded, rows hold several trees first-fit (:func:`merge_rows`) and are right-padded to the
+longest row of a (micro-)batch, and only the FlexAttention path rounds that width up to whole blocks
+(``train.flex``, to bound its compiled variants).
 """
 
 from __future__ import annotations

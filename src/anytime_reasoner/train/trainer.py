@@ -279,18 +279,26 @@ class Trainer:
 
     def validate(self) -> dict[str, Any]:
         """Accuracy per validation budget on the held-out questions, averaged over the
-        ``val_n × val_n_summary`` samples of each question."""
+        ``val_n × val_n_summary`` samples of each question; and BRPO's variance diagnostics where the
+        original computes them (its ``_validate``): on the validation rollouts, under the uniform prior
+        of the validation budgets, at the validation temperature (``val/var_*``, ``val/ratio_*``; the
+        per-step ``var_*``/``ratio_*`` are the same quantities on the training rollouts and prior)."""
         if not self.val_examples:
             return {}
         rollouts = self.rollout(self.runtime.shard(self.val_examples), seed=self._stream("validation"), train=False)
-        local = rollouts.scores() if rollouts is not None else None
-        scores = torch.cat([s for s in self.runtime.gather(local) if s is not None])  # [B, G, S, A] over all ranks
+        local = (rollouts.scores(), rollouts.segment_mask()) if rollouts is not None else None
+        gathered = [part for part in self.runtime.gather(local) if part is not None]  # every rank's questions
+        scores = torch.cat([s for s, _ in gathered])  # [B, G, S, A]
+        segments = torch.cat([m for _, m in gathered])  # [B, G, S]
         acc = scores.mean(dim=(0, 1, 3))  # [S]
+        uniform = torch.tensor(self.val_plan.probs)  # [S]
+        diagnostics = brpo_diagnostics(scores, uniform, segments)
         return {
             "val/budgets": list(self.val_plan.budgets),
             "val/accuracy": acc.tolist(),
             "val/anytime": float(acc.mean()),
             "val/final": float(acc[-1]),
+            **{f"val/{name}": values for name, values in diagnostics.items()},
         }
 
     # ------------------------------------------------------------------ saving
