@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -456,7 +457,8 @@ def fsdp_step(model, args: argparse.Namespace, device: torch.device, check: Chec
         "tokens_per_second": tokens / step,
         "achieved_tflops": flops / step / 1e12,
     }
-    check("update_is_finite", all(map(lambda v: v == v, (metrics["loss"], metrics["grad_norm"]))), f"loss {metrics['loss']:.4g}")
+    finite = math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])
+    check("update_is_finite", finite, f"loss {metrics['loss']:.4g}, grad norm {metrics['grad_norm']:.4g}")
     out["loss"], out["grad_norm"] = metrics["loss"], metrics["grad_norm"]
     return out
 

@@ -26,6 +26,17 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as ``{dotted key: leaf value}`` (``{"rollout": {"n": 8}}`` → ``{"rollout.n": 8}``)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def split_list(value: Any) -> Any:
     """Let ``key=a,b,c`` on the command line fill a list field."""
     if isinstance(value, str):

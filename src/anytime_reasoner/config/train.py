@@ -20,6 +20,7 @@ from anytime_reasoner.config.base import (
     StrictModel,
     budget_prompt_field,
     cap_schedule_field,
+    flatten,
     grid_field,
     prior_field,
     protocol_field,
@@ -272,13 +273,6 @@ EMBEDDED_SCALE_FILE = files("anytime_reasoner") / "configs" / "tiny-synthetic.ya
 NOT_SCALE = ("model.path", "model.device", "trainer.out")  # what the file names beside the scale
 
 
-def _dotted(tree: dict[str, Any], prefix: str = "") -> list[str]:
-    keys: list[str] = []
-    for key, value in tree.items():
-        keys += _dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
-    return keys
-
-
 def _embedded_scale() -> dict[str, Any]:
     """``configs/tiny-synthetic.yaml`` less the model path, device and output folder: the scale of the
     embedded task (108-token budgets, 12-token summaries, its learning rate, batch and validation)."""
@@ -306,7 +300,7 @@ def with_embedded_scale(data: Any) -> Any:
         return data
     model = data.get("model", {})
     path = model.get("path", EMBEDDED_MODEL) if isinstance(model, dict) else model
-    if path != EMBEDDED_MODEL or SCALE_KEYS & set(_dotted(data)):
+    if path != EMBEDDED_MODEL or SCALE_KEYS & set(flatten(data)):
         return data
     merged = {section: dict(values) for section, values in EMBEDDED_SCALE.items()}
     for section, values in data.items():

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from anytime_reasoner.config import TrainConfig, dump
+from anytime_reasoner.config.train import EMBEDDED_MODEL
 from anytime_reasoner.data.build import load_source
 from anytime_reasoner.data.codec import TokenizerCodec
 from anytime_reasoner.data.schema import Example
@@ -49,12 +50,10 @@ from anytime_reasoner.train.update import build_optimizer
 
 log = logging.getLogger(__name__)
 
-TINY = "tiny"
-
 
 def base_model_path(cfg: TrainConfig) -> str:
     """The path or hub name of the model to start from (bootstrapping the tiny default if needed)."""
-    if cfg.model.path != TINY:
+    if cfg.model.path != EMBEDDED_MODEL:
         return cfg.model.path
     return str(ensure_base_model(progress=cfg.trainer.progress))
 

@@ -35,6 +35,7 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict, set_state_dict
 
+from anytime_reasoner.config.base import flatten
 from anytime_reasoner.errors import UserError
 from anytime_reasoner.train.lora import export_merged, is_lora, save_adapter
 from anytime_reasoner.train.runtime import Runtime
@@ -71,7 +72,7 @@ class TrainerState:
 def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Dotted keys whose values differ between two dumped configs, except the resumable ones,
     as ``key (saved → current)``."""
-    flat_saved, flat_current = _flatten(saved), _flatten(current)
+    flat_saved, flat_current = flatten(saved), flatten(current)
     changed = []
     for key in sorted(set(flat_saved) | set(flat_current)):
         if key in RESUMABLE_CHANGES or key.startswith(RESUMABLE_PREFIXES):
@@ -79,16 +80,6 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
         if flat_saved.get(key) != flat_current.get(key):
             changed.append(f"{key} ({flat_saved.get(key)!r} → {flat_current.get(key)!r})")
     return changed
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _options(scorer: torch.nn.Module, **kwargs: Any) -> StateDictOptions:
