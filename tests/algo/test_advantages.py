@@ -206,3 +206,42 @@ def test_brpo_diagnostics_mask_budgets_past_the_end():
     # a budget where fewer than two thinkings count has no variance
     lone = brpo_diagnostics(scores, torch.ones(2), torch.tensor([[[True, True], [True, False], [True, False]]]))
     assert lone["var_R"][1] is None and lone["ratio_R_minus_V"][1] is None
+
+
+def test_std_norm_divides_by_the_groups_unbiased_std():
+    # one question, G = 4 thinkings, S = A = 1 (GRPO): rewards 1, 0, 0, 1
+    scores = torch.tensor([1.0, 0.0, 0.0, 1.0]).reshape(1, 4, 1, 1)
+    # mean 0.5; unbiased std = sqrt(4 · 0.25 / 3) = sqrt(1/3) = 0.57735; ±0.5 / (0.57735 + 1e-6) = ±0.866024
+    expected = [0.866024, -0.866024, -0.866024, 0.866024]
+    think = thinking_advantages(scores, torch.tensor([1.0]), "v2only", advantage_norm="std")
+    summ = summary_advantages(scores, "grpo", advantage_norm="std")
+    assert think.flatten().tolist() == pytest.approx(expected, abs=1e-5)
+    assert summ.flatten().tolist() == pytest.approx(expected, abs=1e-5)
+    # Dr. GRPO (the default): the same advantages undivided, ±0.5
+    assert thinking_advantages(scores, torch.tensor([1.0]), "v2only").flatten().tolist() == [0.5, -0.5, -0.5, 0.5]
+
+
+def test_std_norm_of_a_uniform_group_or_a_group_of_one():
+    uniform = torch.ones(1, 3, 1, 1)  # all right: advantage 0 / (0 + 1e-6) = 0
+    assert thinking_advantages(uniform, torch.tensor([1.0]), "v2only", advantage_norm="std").abs().sum() == 0
+    single = torch.tensor([[[[1.0, 0.0]]]])  # G = 1, A = 2: the summaries' group; A = 1 over G = 1 divides by 1
+    assert summary_advantages(single, "brpo", advantage_norm="std").flatten().tolist() == pytest.approx(
+        [0.5 / (0.5**0.5 + 1e-6), -0.5 / (0.5**0.5 + 1e-6)]  # unbiased std of (1, 0): sqrt(0.5)
+    )
+    lone = torch.tensor([[[[1.0]]]])  # G = 1, A = 1: mean 1, std taken as 1 → 0
+    assert summary_advantages(lone, "brpo", advantage_norm="std").item() == 0.0
+
+
+def test_std_norm_of_pooled_summaries_uses_the_pooled_std():
+    # G = 1, S = 2 budgets with the same cut (the thinking ended before both), A = 2:
+    # one pool of 4 summaries, scores 1, 0 | 1, 1: mean 0.75; unbiased var = (3 · 0.0625 + 0.5625) / 3 = 0.25, std 0.5
+    scores = torch.tensor([[[[1.0, 0.0], [1.0, 1.0]]]])  # [1, 1, 2, 2]
+    cuts = torch.tensor([[[30, 30]]])
+    adv = summary_advantages(scores, "brpo", cuts, advantage_norm="std")
+    # (1 − 0.75) / 0.5 = 0.5; (0 − 0.75) / 0.5 = −1.5
+    assert adv.flatten().tolist() == pytest.approx([0.5, -1.5, 0.5, 0.5], abs=1e-5)
+
+
+def test_unknown_advantage_norm_is_refused():
+    with pytest.raises(ValueError, match="advantage_norm: unknown 'zscore'; allowed: none, std"):
+        thinking_advantages(torch.ones(1, 2, 1, 1), torch.tensor([1.0]), advantage_norm="zscore")  # type: ignore[arg-type]

@@ -126,3 +126,23 @@ def test_shape_rewards_l1_needs_targets():
     rewards, _, _ = shape_rewards(correct, lengths, within, truncated, (50, 100), spec, torch.tensor([50]))
     # thinking 1 at budget 100: n = 100, N = 50 → 1 − 0.5 = 0.5 and 0 − 0.5 = −0.5
     assert rewards[0, 1, 1].tolist() == pytest.approx([0.5, -0.5])
+
+
+def test_dapo_rewards_plus_minus_one_and_a_truncated_response_has_no_answer():
+    correct, lengths, within, truncated = _rollout()
+    spec = LengthShaping(incorrect_reward=-1.0, hard_limit=True, overlong_cache=0.2, overlong_filter=True)
+    rewards, think_keep, summary_keep = shape_rewards(correct, lengths, within, truncated, (50, 100), spec)
+    # thinking 0 (closed at 40, no overlong penalty): right → 1, wrong → 1 − 1·(1 − 0) = −1 … as ±1
+    assert rewards[0, 0].tolist() == [[1.0, -1.0], [1.0, 1.0]]
+    # thinking 1 never closed: no answer → −1 even where its forced summary was right, plus the overlong
+    # penalty of its cut (budget 50: n = 50 = L → −1; budget 100: n = 100 = L → −1) = −2
+    assert rewards[0, 1].tolist() == [[-2.0, -2.0], [-2.0, -2.0]]
+    assert think_keep[0].tolist() == [[1.0, 1.0], [0.0, 0.0]] and summary_keep[0, 1].sum() == 0  # filtered
+
+
+def test_incorrect_reward_adds_to_wrong_answers_under_a_length_reward():
+    correct, lengths, within, truncated = _rollout()
+    spec = LengthShaping(reward="shorter-better", sb_alpha=2.0, sb_beta=0.0, incorrect_reward=-0.5)
+    rewards, _, _ = shape_rewards(correct, lengths, within, truncated, (50, 100), spec)
+    # β = 0: ShorterBetter is 2·correct; a wrong answer adds −0.5 → 2 or −0.5
+    assert rewards[0, 0].tolist() == [[2.0, -0.5], [2.0, 2.0]]

@@ -65,3 +65,19 @@ def test_split_micro_batches_sum_to_the_full_loss():
         ppo_policy_loss(new[i : i + 1], old[i : i + 1], adv[i : i + 1], mask[i : i + 1], normalizer=norm)[0] for i in range(4)
     ]
     torch.testing.assert_close(sum(parts), full)
+
+
+def test_clip_higher_widens_only_the_upper_range():
+    # ratio e^{0.22} = 1.2461 with A = 1: symmetric ε = 0.2 clips it to 1.2; DAPO's ε_high = 0.28 does not
+    # ratio e^{-0.3} = 0.7408 with A = −1: the lower range stays 1 − 0.2 = 0.8 either way
+    old = torch.zeros(1, 2)
+    new = torch.tensor([[0.22, -0.3]])
+    adv = torch.tensor([[1.0, -1.0]])
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    symmetric, _ = ppo_policy_loss(new, old, adv, mask, normalizer=1.0, clip_eps=0.2)
+    higher, m = ppo_policy_loss(new, old, adv, mask, normalizer=1.0, clip_eps=0.2, clip_eps_high=0.28)
+    # symmetric: max(−1.2461, −1.2) + max(0.7408, 0.8) = −1.2 + 0.8 = −0.4
+    assert symmetric.item() == pytest.approx(-0.4, abs=1e-6)
+    # clip-higher: max(−1.2461, −1.28) + 0.8 = −1.2461 + 0.8 = −0.4461
+    assert higher.item() == pytest.approx(-math.exp(0.22) + 0.8, abs=1e-6)
+    assert m["clip_frac"].item() == pytest.approx(0.5)  # only the lower-clipped token

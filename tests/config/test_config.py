@@ -161,8 +161,35 @@ def test_yaml_budget_grids_are_not_base_60_numbers(tmp_path):
 def test_every_budget_aware_preset_is_grpo_plus_its_pieces(name):
     cfg = build_config(TrainConfig, preset=name, overrides=["rollout.max_budget=108"])
     grpo = build_config(TrainConfig, preset="grpo", overrides=["rollout.max_budget=108"])
-    assert cfg.rollout == grpo.rollout  # one budget, one summary, GRPO's advantages
+    how_trained = {"advantage_norm", "dynamic_sampling", "max_sampling_rounds"}  # per paper: test below
+    assert cfg.rollout.model_dump(exclude=how_trained) == grpo.rollout.model_dump(exclude=how_trained)  # one budget, one summary
     assert cfg.length != grpo.length and cfg.length.model_dump(exclude_defaults=True)
+
+
+# How each paper trains (docs/BASELINES.md): advantage normalization, loss aggregation, what a
+# thinking truncated at the cap gets (summary: its forced answer is graded; none: no answer,
+# scored wrong, the forced answer not trained), the wrong-answer reward, DAPO's extras.
+PAPER_TRAINING = {
+    #  preset:        (advantage_norm, loss_agg,     truncated, incorrect, clip_high, dynamic, overlong filter)
+    "grpo":           ("none",         "constant",   "summary", 0.0,       None,      False,   False),
+    "ar-uniform":     ("none",         "constant",   "summary", 0.0,       None,      False,   False),
+    "l1-exact":       ("std",          "token-mean", "none",    0.0,       None,      False,   False),
+    "l1-max":         ("std",          "token-mean", "none",    0.0,       None,      False,   False),
+    "thinkprune":     ("std",          "token-mean", "none",    0.0,       None,      False,   False),
+    "shorterbetter":  ("std",          "token-mean", "none",    0.0,       None,      False,   False),
+    "e1":             ("std",          "token-mean", "summary", 0.0,       None,      False,   False),
+    "grpo+overlong":  ("none",         "constant",   "summary", 0.0,       None,      False,   False),
+    "dapo":           ("std",          "token-mean", "none",    -1.0,      0.28,      True,    True),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_TRAINING))
+def test_each_preset_trains_as_its_paper(name):
+    cfg = build_config(TrainConfig, preset=name, overrides=["rollout.max_budget=108"])
+    truncated = "none" if cfg.length.hard_limit else "summary"
+    got = (cfg.rollout.advantage_norm, cfg.ppo.loss_agg, truncated, cfg.length.incorrect_reward, cfg.ppo.clip_eps_high,
+           cfg.rollout.dynamic_sampling, cfg.length.overlong_filter)  # fmt: skip
+    assert got == PAPER_TRAINING[name]
 
 
 def test_budget_aware_presets_spell_their_papers():
@@ -181,6 +208,7 @@ def test_budget_aware_presets_spell_their_papers():
     assert not e1.length.hard_limit and e1.plan_at(1).budgets == (54,) and e1.plan_at(36).budgets == (54,)
     assert length("shorterbetter").length.reward == "shorter-better"
     assert length("grpo+overlong").length.overlong_cache == 0.2
+    assert length("dapo").length.overlong_cache == 0.2 and length("dapo").ppo.clip_eps == 0.2
 
 
 def test_cap_schedule_scales_every_budget_of_an_anytime_plan():
@@ -195,7 +223,7 @@ def test_compare_takes_named_preset_lists():
 
     cfg = build_config(CompareConfig, overrides=["presets=baselines"])
     assert cfg.presets == ["grpo", "ar-uniform", "ar-linear", "l1-exact", "l1-max", "e1", "thinkprune", "shorterbetter",
-                           "grpo+overlong"]  # fmt: skip
+                           "grpo+overlong", "dapo"]  # fmt: skip
     assert build_config(CompareConfig).presets == PRESET_SETS["ablation"]
 
 

@@ -16,7 +16,8 @@ PRESET_FILES = sorted(p for p in PRESET_DIR.glob("*.yaml") if p.name != "index.y
 @pytest.mark.parametrize("path", PRESET_FILES, ids=lambda p: p.stem)
 def test_every_preset_file_is_a_valid_partial_training_config(path):
     data = read_yaml(path)
-    assert set(data) <= {"rollout", "length"}, "a preset sets the rollout knobs and the length pieces only"
+    assert set(data) <= {"rollout", "length", "ppo"}, "a preset sets the rollout knobs, length pieces and objective only"
+    assert set(data.get("ppo", {})) <= {"loss_agg", "clip_eps", "clip_eps_high"}, "no scale (lr, batch) in a preset"
     cfg = build_config(TrainConfig, files=[path], overrides=["rollout.max_budget=108"])  # the file alone
     assert cfg == build_config(TrainConfig, preset=path.stem, overrides=["rollout.max_budget=108"])
     assert PRESETS[path.stem] == data

@@ -49,3 +49,34 @@ def test_cap_schedule_sets_each_steps_budget(tiny_model_dir, tmp_path):
     assert [h["cap"] for h in history] == [16, 12, 8]
     assert all(h["thinking_length"] <= h["cap"] for h in history)
     assert all(h["shaped_reward"] <= h["final_reward"] for h in history)  # the hard limit only removes reward
+
+
+def test_dapo_dynamic_sampling_trains_only_informative_questions(tiny_model_dir, tmp_path):
+    # dapo: G = 2, A = 1; the parity grader makes about half the groups all-right or all-wrong
+    cfg = _config(tiny_model_dir, tmp_path / "dapo", preset="dapo", steps=2,
+                  **{"rollout.n_summary": 1, "trainer.batch_size": 4, "trainer.val_every": 0,
+                     "rollout.max_sampling_rounds": 4})  # fmt: skip
+    trainer = _build(cfg)
+    trained = []
+    update = trainer.update
+
+    def recording(rollouts, think_adv, summ_adv):
+        trained.append(rollouts)
+        return update(rollouts, think_adv, summ_adv)
+
+    trainer.update = recording
+    plan = cfg.plan_at(1)
+    first, _, first_metrics = trainer.sample(1, plan)
+    again, _, _ = trainer.sample(1, plan)  # deterministic in the step: the same rounds, the same samples
+    assert [[t.thinking_ids for t in row] for row in first.thinkings] == [
+        [t.thinking_ids for t in row] for row in again.thinkings
+    ]
+    history = trainer.fit()
+    assert first_metrics["kept_questions"] == history[0]["kept_questions"]
+    for h, rollouts in zip(history, trained, strict=True):
+        assert all(rollouts.informative())  # no group with equal scores reaches the update
+        assert h["kept_questions"] == len(rollouts.thinkings) <= 4
+        assert 1 <= h["sampling_rounds"] <= 4 and 0 < h["informative_share"] <= 1
+        # rounds stop as soon as 4 are kept, or at the limit
+        assert h["kept_questions"] == 4 or h["sampling_rounds"] == 4
+    assert any(h["sampling_rounds"] > 1 for h in history)  # this grader leaves some groups uniform

@@ -103,3 +103,17 @@ def test_synthetic_source_ignores_epochs():
     assert [e.prompt for e in source.batch(1, 3)] == [e.prompt for e in first]  # deterministic
     assert [e.prompt for e in source.batch(2, 3)] != [e.prompt for e in first]  # fresh each step
     assert all(e.ground_truths for e in first)
+
+
+def test_refills_are_deterministic_per_step_and_round_and_leave_the_batches_alone():
+    source = FiniteSource(_rows(10), seed=0)
+    before = [_ids(source.batch(t, 4)) for t in (1, 2, 3)]
+    first = _ids(source.refill(1, 1, 4))
+    assert first == _ids(source.refill(1, 1, 4)) and len(set(first)) == 4  # a sample without replacement
+    assert first != _ids(source.refill(1, 2, 4)) or first != _ids(source.refill(2, 1, 4))
+    assert _ids(source.refill(1, 1, 20)) and len(source.refill(1, 1, 20)) == 10  # at most n rows
+    assert [_ids(source.batch(t, 4)) for t in (1, 2, 3)] == before  # refills do not move the passes
+    synthetic = SyntheticSource(seed=0)
+    refill = [e.prompt for e in synthetic.refill(3, 1, 4)]
+    assert refill == [e.prompt for e in synthetic.refill(3, 1, 4)]
+    assert refill != [e.prompt for e in synthetic.batch(3, 4)]

@@ -17,8 +17,13 @@ of them are pooled, as the original does (pass ``cuts`` ``[B, G, S]``: budgets w
 a prefix). With A = 1 the baseline is the mean over the G thinkings at that budget. ``grpo`` keeps
 only the last summary (s = S−1, a = A−1).
 
-There is no division by a standard deviation anywhere (as in the seed). With S = 1, A = 1, the
-``base`` prior and ``v2only`` this is GRPO without std normalization (Dr. GRPO).
+By default nothing is divided by a standard deviation (as in the seed): with S = 1, A = 1, the
+``base`` prior and ``v2only`` this is GRPO without std normalization (Dr. GRPO). ``advantage_norm="std"``
+divides by the group's standard deviation as GRPO (DeepSeekMath) and the peer methods built on it
+train (L1, ThinkPrune, ShorterBetter, E1, DAPO; docs/BASELINES.md): a thinking's advantage at
+budget s by the std over the G thinkings of ``R[s]``; a summary's by the std over the summaries its
+baseline averages. As verl's ``compute_grpo_outcome_advantage``: the unbiased std (G − 1), plus
+``STD_EPS`` = 1e-6, and a group of one is divided by 1.
 
 Departure from a literal reading: the 2^k weights of V1 are computed as 2^(k−S+1) in float64, an
 equal ratio that does not overflow for long budget grids; results are cast back to float32.
@@ -32,8 +37,11 @@ import torch
 
 VarianceReduction = Literal["brpo", "v1only", "v2only", "none"]
 SummaryMethod = Literal["grpo", "brpo"]
+AdvantageNorm = Literal["none", "std"]
 VARIANCE_REDUCTIONS = ("brpo", "v1only", "v2only", "none")
 SUMMARY_METHODS = ("grpo", "brpo")
+ADVANTAGE_NORMS = ("none", "std")
+STD_EPS = 1e-6  # verl's epsilon in (score - mean) / (std + eps)
 
 
 def _reverse_cumsum(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -48,7 +56,10 @@ def thinking_returns(scores: torch.Tensor, budget_probs: torch.Tensor) -> torch.
 
 
 def thinking_advantages(
-    scores: torch.Tensor, budget_probs: torch.Tensor, variance_reduction: VarianceReduction = "brpo"
+    scores: torch.Tensor,
+    budget_probs: torch.Tensor,
+    variance_reduction: VarianceReduction = "brpo",
+    advantage_norm: AdvantageNorm = "none",
 ) -> torch.Tensor:
     """Per-segment advantages of the thinking policy.
 
@@ -56,12 +67,14 @@ def thinking_advantages(
         scores: float ``[B, G, S, A]`` summary rewards.
         budget_probs: ``[S]`` prior weights (normalized here; need not sum to 1).
         variance_reduction: ``brpo`` | ``v1only`` | ``v2only`` | ``none``.
+        advantage_norm: ``none`` | ``std`` (divide by the std over the G thinkings of ``R[s]`` + 1e-6).
     Returns:
         float32 ``[B, G, S]``.
     """
     _check_scores(scores)
     if variance_reduction not in VARIANCE_REDUCTIONS:
         raise ValueError(f"variance_reduction: unknown {variance_reduction!r}; allowed: {', '.join(VARIANCE_REDUCTIONS)}")
+    _check_norm(advantage_norm)
     B, G, S, _ = scores.shape
     probs = _normalized(budget_probs, S).to(torch.float64)  # [S]
     rewards = scores.to(torch.float64).mean(dim=-1)  # [B, G, S]
@@ -77,11 +90,17 @@ def thinking_advantages(
         v1 = _own_history_baseline(rewards, probs)  # [B, G, S]
         v2 = _group_baseline(returns)  # [B, G, S]
         baseline = (steps * v1 + (S - steps) * v2) / S  # [B, G, S]
-    return (returns - baseline).to(torch.float32)
+    advantages = returns - baseline  # [B, G, S]
+    if advantage_norm == "std":
+        advantages = advantages / (_group_std(returns, dim=1) + STD_EPS)  # [B, G, S] / [B, 1, S]
+    return advantages.to(torch.float32)
 
 
 def summary_advantages(
-    scores: torch.Tensor, summary_method: SummaryMethod = "brpo", cuts: torch.Tensor | None = None
+    scores: torch.Tensor,
+    summary_method: SummaryMethod = "brpo",
+    cuts: torch.Tensor | None = None,
+    advantage_norm: AdvantageNorm = "none",
 ) -> torch.Tensor:
     """Per-summary advantages: ``[B, G, S, A]`` → float32 ``[B, G, S, A]``.
 
@@ -91,18 +110,25 @@ def summary_advantages(
         cuts: ``[B, G, S]`` thinking tokens kept at each budget (``RolloutBatch.cut_lengths()``).
             Budgets of one thinking with equal cuts share one summary prefix, and with A > 1 their
             summaries share one baseline. None: every budget has a prefix of its own.
+        advantage_norm: ``none`` | ``std`` (divide by the std of the summaries the baseline
+            averages, + 1e-6).
     """
     _check_scores(scores)
     if summary_method not in SUMMARY_METHODS:
         raise ValueError(f"summary_method: unknown {summary_method!r}; allowed: {', '.join(SUMMARY_METHODS)}")
+    _check_norm(advantage_norm)
     scores = scores.to(torch.float32)
     if scores.shape[-1] == 1:
         baseline = scores.mean(dim=1, keepdim=True)  # [B, 1, S, 1] over the G thinkings
+        spread = _group_std(scores, dim=1)  # [B, 1, S, 1]
     elif cuts is None:
         baseline = scores.mean(dim=-1, keepdim=True)  # [B, G, S, 1] over the A summaries
+        spread = _group_std(scores, dim=-1)  # [B, G, S, 1]
     else:
-        baseline = _shared_prefix_mean(scores, cuts)  # [B, G, S, 1]
+        baseline, spread = _shared_prefix_stats(scores, cuts)  # [B, G, S, 1] each
     advantages = scores - baseline  # [B, G, S, A]
+    if advantage_norm == "std":
+        advantages = advantages / (spread + STD_EPS)  # [B, G, S, A]
     if summary_method == "grpo":
         keep = torch.zeros_like(advantages)
         keep[:, :, -1, -1] = 1.0
@@ -110,17 +136,29 @@ def summary_advantages(
     return advantages
 
 
-def _shared_prefix_mean(scores: torch.Tensor, cuts: torch.Tensor) -> torch.Tensor:
-    """Mean score over all summaries of the budgets sharing each budget's prefix.
+def _shared_prefix_stats(scores: torch.Tensor, cuts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and unbiased std of the scores of all summaries of the budgets sharing each budget's
+    prefix (k budgets: k·A summaries; std 1 for a pool of one).
 
-    scores ``[B, G, S, A]``, cuts ``[B, G, S]`` → ``[B, G, S, 1]``.
+    scores ``[B, G, S, A]``, cuts ``[B, G, S]`` → (``[B, G, S, 1]``, ``[B, G, S, 1]``).
     """
     if cuts.shape != scores.shape[:3]:
         raise ValueError(f"cuts: expected shape {tuple(scores.shape[:3])}, got {tuple(cuts.shape)}")
     same = (cuts[..., :, None] == cuts[..., None, :]).to(scores.dtype)  # [B, G, S, S]
     pooled_sum = (same * scores.sum(dim=-1)[..., None, :]).sum(dim=-1)  # [B, G, S]
+    pooled_squares = (same * (scores**2).sum(dim=-1)[..., None, :]).sum(dim=-1)  # [B, G, S]
     pooled_count = same.sum(dim=-1) * scores.shape[-1]  # [B, G, S] = k·A
-    return (pooled_sum / pooled_count)[..., None]
+    mean = pooled_sum / pooled_count  # [B, G, S]
+    spread = (pooled_squares - pooled_count * mean**2).clamp_min(0.0) / (pooled_count - 1).clamp_min(1)  # [B, G, S]
+    std = torch.where(pooled_count > 1, spread.sqrt(), torch.ones_like(spread))  # [B, G, S]
+    return mean[..., None], std[..., None]
+
+
+def _group_std(values: torch.Tensor, dim: int) -> torch.Tensor:
+    """Unbiased std along ``dim`` (kept as size 1); 1 where the group has a single member."""
+    if values.shape[dim] == 1:
+        return torch.ones_like(values)
+    return values.std(dim=dim, keepdim=True)
 
 
 def _own_history_baseline(rewards: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
@@ -153,6 +191,11 @@ def _normalized(budget_probs: torch.Tensor, n_budgets: int) -> torch.Tensor:
     if bool((probs < 0).any()) or float(probs.sum()) <= 0:
         raise ValueError("budget_probs: weights must be non-negative with a positive sum")
     return probs / probs.sum()
+
+
+def _check_norm(advantage_norm: str) -> None:
+    if advantage_norm not in ADVANTAGE_NORMS:
+        raise ValueError(f"advantage_norm: unknown {advantage_norm!r}; allowed: {', '.join(ADVANTAGE_NORMS)}")
 
 
 def _check_scores(scores: torch.Tensor) -> None:

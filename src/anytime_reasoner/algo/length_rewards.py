@@ -9,7 +9,9 @@ grader's, the format rule already applied), and the thinking tokens kept at each
 - **ShorterBetter** (Yi et al., arXiv 2504.21370): ``r = α·correct − β·|n − SOL|`` with SOL the
   shortest correct length among the question's samples, or their mean length when none is correct.
 - **ThinkPrune** (Hou et al., arXiv 2504.01296): a hard limit; a thinking that did not close itself
-  within it scores 0 (its forced answer is not trained either: ``hard_limit_keep``).
+  within it scores 0 (its forced answer is not trained either). The same rule at the step's cap is
+  how L1, ShorterBetter and DAPO treat a truncated response: it has no answer.
+- **DAPO's reward scale** (``incorrect_reward``): a wrong (or unanswered) response scores −1, not 0.
 - **DAPO soft overlong punishment** (Yu et al., arXiv 2503.14476), added to the reward:
   ``0`` for ``n ≤ L − C``, ``((L − C) − n) / C`` for ``L − C < n ≤ L``, ``−1`` past ``L``
   (``L`` the length cap, ``C`` the cache length); **overlong filtering** drops the truncated
@@ -112,6 +114,7 @@ class LengthShaping:
     hard_limit: bool = False
     overlong_cache: float = 0.0  # fraction of each budget
     overlong_filter: bool = False
+    incorrect_reward: float = 0.0  # added to the reward of a wrong or unanswered response (DAPO: -1)
 
     @classmethod
     def at_budget(
@@ -126,6 +129,7 @@ class LengthShaping:
         hard_limit: bool = False,
         overlong_cache: float = 0.0,
         overlong_filter: bool = False,
+        incorrect_reward: float = 0.0,
     ) -> LengthShaping:
         """The knobs with the per-token defaults filled in (``None``): the papers' value at 4,000
         tokens times 4000 / ``max_budget``, so a full-budget length gap costs what it costs in the
@@ -140,11 +144,18 @@ class LengthShaping:
             hard_limit=hard_limit,
             overlong_cache=overlong_cache,
             overlong_filter=overlong_filter,
+            incorrect_reward=incorrect_reward,
         )
 
     @property
     def active(self) -> bool:
-        return self.reward != "none" or self.hard_limit or self.overlong_cache > 0 or self.overlong_filter
+        return (
+            self.reward != "none"
+            or self.hard_limit
+            or self.overlong_cache > 0
+            or self.overlong_filter
+            or self.incorrect_reward != 0
+        )
 
 
 def shape_rewards(
@@ -172,6 +183,7 @@ def shape_rewards(
     rewards = correct.to(torch.float32)
     if spec.hard_limit:
         rewards = hard_limit(rewards, within)
+    answered_right = rewards  # [B, G, S, A] in {0, 1}: correct and (under a hard limit) within it
     if spec.reward in ("l1-exact", "l1-max"):
         if targets is None:
             raise ValueError(f"length.reward={spec.reward} needs the per-question targets")
@@ -181,6 +193,8 @@ def shape_rewards(
             rewards = l1_max(rewards, lengths, targets, spec.l1_alpha, spec.l1_delta)
     elif spec.reward == "shorter-better":
         rewards = shorter_better(rewards, lengths, spec.sb_alpha, spec.sb_beta)
+    if spec.incorrect_reward:
+        rewards = rewards + spec.incorrect_reward * (1.0 - answered_right)
     if spec.overlong_cache > 0:
         penalty = torch.stack(
             [overlong_penalty(lengths[..., s], b, max(1, round(spec.overlong_cache * b))) for s, b in enumerate(budgets)],

@@ -45,9 +45,10 @@ def ppo_policy_loss(
     *,
     normalizer: float,
     clip_eps: float = 0.2,
+    clip_eps_high: float | None = None,
     token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped surrogate ``max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε))`` summed over trainable tokens / normalizer.
+    """Clipped surrogate ``max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε_high))`` summed over trainable tokens / normalizer.
 
     Args:
         logprobs: ``[N, T]`` log-probs of the taken tokens under the current policy (with grad).
@@ -55,6 +56,9 @@ def ppo_policy_loss(
         advantages: ``[N, T]`` per-token advantages.
         trainable_mask: ``[N, T]`` bool, True for sampled tokens to train.
         normalizer: from :func:`loss_normalizer` for the whole mini-batch.
+        clip_eps: ε, the lower clip range (and the upper one unless ``clip_eps_high`` is given).
+        clip_eps_high: DAPO's clip-higher: a wider upper range ε_high (DAPO: 0.28 with ε = 0.2);
+            None = ε (symmetric).
         token_weights: ``[N, T]`` (no grad) multiplying each token's loss, e.g. truncated
             importance weights (``algo.off_policy.tis_weights``); None = 1.
     Returns:
@@ -65,7 +69,8 @@ def ppo_policy_loss(
     log_ratio = (logprobs - old_logprobs.detach()).clamp(-20.0, 20.0)  # [N, T]
     ratio = torch.exp(log_ratio)  # [N, T]
     unclipped = -advantages * ratio  # [N, T]
-    clipped = -advantages * ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps)  # [N, T]
+    high = clip_eps if clip_eps_high is None else clip_eps_high
+    clipped = -advantages * ratio.clamp(1.0 - clip_eps, 1.0 + high)  # [N, T]
     token_loss = torch.maximum(unclipped, clipped)  # [N, T]
     if token_weights is not None:
         token_loss = token_loss * token_weights.detach()  # [N, T]

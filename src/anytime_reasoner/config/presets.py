@@ -4,7 +4,8 @@
 A preset is a partial :class:`~anytime_reasoner.config.train.TrainConfig` merged under the user's
 ``--config`` files and ``key=value`` overrides: the seed's eight experiments set the five rollout
 knobs (docs/ALGORITHM.md §8); the budget-aware methods add their ``length.*`` pieces to GRPO's
-rollout (docs/BASELINES.md). Read once at import; the mappings below are not to be changed.
+rollout, and train as their papers do (``rollout.advantage_norm``, ``ppo.loss_agg``, DAPO's
+``ppo.clip_eps_high`` and ``rollout.dynamic_sampling``; docs/BASELINES.md). No preset sets a scale. Read once at import; the mappings below are not to be changed.
 """
 
 from __future__ import annotations

@@ -78,6 +78,19 @@ class RolloutConfig(StrictModel):
         "uniform", description="prior over budgets: base, uniform, linear, or explicit weights"
     )
     variance_reduction: Literal["brpo", "v1only", "v2only", "none"] = "brpo"
+    advantage_norm: Literal["none", "std"] = Field(
+        "none",
+        description="std: divide advantages by the group's standard deviation (GRPO as DeepSeekMath, and the peer "
+        "methods built on it); none: no division (the seed's, Dr. GRPO)",
+    )
+    dynamic_sampling: bool = Field(
+        False,
+        description="DAPO's dynamic sampling: drop the questions whose G thinkings are all right or all wrong, and "
+        "roll out more questions until batch_size remain (at most max_sampling_rounds rollouts per step)",
+    )
+    max_sampling_rounds: int = Field(
+        10, ge=1, description="rollouts per step at most under dynamic_sampling (DAPO's max_num_gen_batches)"
+    )
     max_budget: int = Field(8000, ge=1, description="largest thinking budget b_m (seed: max_gen_len)")
     budgets: list[int] | None = Field(None, description="explicit increasing budgets; overrides n_budget_support")
     summary_max_tokens: int = protocol_field("summary_max_tokens", ge=1)
@@ -140,7 +153,12 @@ class LengthConfig(StrictModel):
         None, ge=0.0, description="ShorterBetter's beta per token (default: the paper's 0.001 at 4,000 tokens, scaled)"
     )
     hard_limit: bool = Field(
-        False, description="ThinkPrune: reward 0 for a thinking not closed within the cap (no answer trained)"
+        False,
+        description="no answer without a closed thinking: a thinking not closed within the cap scores as wrong and its "
+        "forced answer is not trained (ThinkPrune's limit; L1, ShorterBetter and DAPO's truncated responses)",
+    )
+    incorrect_reward: float = Field(
+        0.0, le=0.0, description="added to the reward of a wrong or unanswered response (DAPO's -1: rewards +1/-1)"
     )
     cap_schedule: list[tuple[int, float]] | None = Field(
         None,
@@ -178,7 +196,17 @@ class LengthConfig(StrictModel):
         """The reward terms' knobs, for ``algo.length_rewards.LengthShaping.at_budget`` (which fills
         in the per-token defaults left ``None``)."""
         return self.model_dump(
-            include={"reward", "l1_alpha", "l1_delta", "sb_alpha", "sb_beta", "hard_limit", "overlong_cache", "overlong_filter"}
+            include={
+                "reward",
+                "l1_alpha",
+                "l1_delta",
+                "sb_alpha",
+                "sb_beta",
+                "hard_limit",
+                "overlong_cache",
+                "overlong_filter",
+                "incorrect_reward",
+            }
         )
 
     def cap_fraction(self, step: int) -> float:
@@ -192,8 +220,13 @@ class LengthConfig(StrictModel):
 
 class PPOConfig(StrictModel):
     clip_eps: float = Field(0.2, gt=0.0, lt=1.0)
+    clip_eps_high: float | None = Field(
+        None, gt=0.0, description="upper clip range (DAPO's clip-higher: 0.28); default: clip_eps (symmetric)"
+    )
     loss_agg: Literal["constant", "token-mean"] = Field(
-        "constant", description="constant: token-loss sum / (rows × max_response_len) (Dr. GRPO)"
+        "constant",
+        description="constant: token-loss sum / (rows × max_response_len) (Dr. GRPO); token-mean: / trainable tokens "
+        "of the mini-batch (DAPO; verl's masked mean)",
     )
     max_response_len: int | None = Field(
         None,

@@ -47,6 +47,37 @@ class RolloutBatch:
     ground_truths: list[list[str]] = field(default_factory=list)  # [B][n_truths]
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase: thinking, summary, grading
 
+    def select(self, questions: list[int]) -> RolloutBatch:
+        """The rollouts of the given questions (indices into ``thinkings``), in that order."""
+        return RolloutBatch(
+            budgets=self.budgets,
+            thinkings=[self.thinkings[b] for b in questions],
+            ground_truths=[self.ground_truths[b] for b in questions] if self.ground_truths else [],
+            timings=dict(self.timings),
+        )
+
+    @classmethod
+    def cat(cls, parts: list[RolloutBatch]) -> RolloutBatch:
+        """The questions of every part, in order (one budget grid; timings added up)."""
+        if not parts or any(p.budgets != parts[0].budgets for p in parts):
+            raise ValueError("RolloutBatch.cat: needs at least one part, all with the same budgets")
+        timings: dict[str, float] = {}
+        for part in parts:
+            for name, seconds in part.timings.items():
+                timings[name] = timings.get(name, 0.0) + seconds
+        return cls(
+            budgets=parts[0].budgets,
+            thinkings=[row for p in parts for row in p.thinkings],
+            ground_truths=[truths for p in parts for truths in p.ground_truths],
+            timings=timings,
+        )
+
+    def informative(self) -> list[bool]:
+        """Per question: its summaries' scores are not all equal. DAPO's dynamic sampling keeps these
+        (it filters on accuracy: a group all right or all wrong carries no correctness signal)."""
+        flat = self.scores().flatten(start_dim=1)  # [B, G·S·A]
+        return (flat.amax(dim=1) > flat.amin(dim=1)).tolist()
+
     @property
     def shape(self) -> tuple[int, int, int, int]:
         """(B, G, S, A)."""

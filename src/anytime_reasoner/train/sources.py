@@ -8,6 +8,12 @@ seeded from (seed, e), cut into ceil(n / size) consecutive batches, so every row
 once per pass and never twice within a batch. The last batch of a pass holds the n mod size
 remaining rows (it is shorter when size does not divide n); when size > n every step is one whole
 pass of n rows.
+
+Refills (DAPO's dynamic sampling, ``rollout.dynamic_sampling``): round k ≥ 1 of step t draws
+``size`` more questions from (seed, t, k) alone — fresh ones from the synthetic stream, a seeded
+sample without replacement of a finite set. Departure from DAPO, which reads the data loader's
+next batches: there a step's questions depend on how many refills earlier steps took; here step t's
+questions still depend only on (seed, t), so a resumed run replays them exactly.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ class QuestionSource(Protocol):
 
         A finite source may return fewer than ``size`` questions (the last batch of a pass).
         """
+        ...
+
+    def refill(self, step: int, round: int, size: int) -> list[Example]:
+        """``size`` more questions for refill ``round`` (>= 1) of step ``step`` (deterministic in both)."""
         ...
 
 
@@ -66,6 +76,15 @@ class FiniteSource:
         order = self._permutation(epoch)
         return [self.examples[i] for i in order[position * size : (position + 1) * size]]
 
+    def refill(self, step: int, round: int, size: int) -> list[Example]:
+        """``min(size, n)`` rows sampled without replacement from ``random.Random(f"{seed}:{step}:refill:{round}")``."""
+        _check_step(step)
+        _check_size(size)
+        picked = random.Random(f"{self.seed}:{step}:refill:{round}").sample(
+            range(len(self.examples)), min(size, len(self.examples))
+        )
+        return [self.examples[i] for i in picked]
+
     def _permutation(self, epoch: int) -> list[int]:
         order = list(range(len(self.examples)))
         random.Random(f"{self.seed}:{epoch}").shuffle(order)
@@ -92,3 +111,7 @@ class SyntheticSource:
     def batch(self, step: int, size: int) -> list[Example]:
         stream = train_stream(seed=derive_seed(self.seed, step, "questions"), spec=self.spec or TaskSpec())
         return [synthetic_example(next(stream), f"train-{step}-{i}") for i in range(size)]
+
+    def refill(self, step: int, round: int, size: int) -> list[Example]:
+        stream = train_stream(seed=derive_seed(self.seed, step, "questions", "refill", round), spec=self.spec or TaskSpec())
+        return [synthetic_example(next(stream), f"train-{step}-r{round}-{i}") for i in range(size)]

@@ -157,9 +157,9 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         plan = self.cfg.plan_at(step)  # the rollout's budgets under the cap schedule
-        examples = self.runtime.shard(self.source.batch(step, self.cfg.trainer.batch_size))
-        targets = self.targets(step, len(examples), plan)
-        rollouts = self.rollout(examples, seed=self._stream(step, "rollout"), train=True, plan=plan, targets=targets)
+        rollouts, targets, sampling_metrics = self.sample(step, plan)
+        if isinstance(self.engine, WeightLoadingEngine):
+            self.engine.sleep()  # GPU: memory back to training until the next weight sync
         t_rollout = time.perf_counter() - t0
         phases = {f"time_{name}": seconds for name, seconds in (rollouts.timings if rollouts else {}).items()}
         probs = torch.tensor(plan.probs)  # [S]
@@ -173,8 +173,10 @@ class Trainer:
             rewards, think_keep, summ_keep = shape_rewards(
                 scores, cuts, rollouts.closed_within(), rollouts.truncated(), plan.budgets, self.shaping, targets
             )  # [B, G, S, A], [B, G, S], [B, G, S, A]
-            think_adv = thinking_advantages(rewards, probs, self.cfg.rollout.variance_reduction) * think_keep  # [B, G, S]
-            summ_adv = summary_advantages(rewards, self.cfg.rollout.summary_method, cuts) * summ_keep  # [B, G, S, A]
+            rcfg = self.cfg.rollout
+            think_adv = thinking_advantages(rewards, probs, rcfg.variance_reduction, rcfg.advantage_norm)  # [B, G, S]
+            summ_adv = summary_advantages(rewards, rcfg.summary_method, cuts, rcfg.advantage_norm)  # [B, G, S, A]
+            think_adv, summ_adv = think_adv * think_keep, summ_adv * summ_keep
             update_metrics = self.update(rollouts, think_adv, summ_adv)
             local = RolloutStats.of(rollouts, scores)
             if self.shaping.active or targets is not None:
@@ -191,18 +193,70 @@ class Trainer:
         metrics.update(time_rollout=t_rollout, time_step=time.perf_counter() - t0, **phases)
         metrics.update(max_response_len=self.max_response_len, epoch=self._epoch(step), cap=plan.max_budget)
         metrics.update(length_metrics)
+        metrics.update(sampling_metrics)
         return metrics
 
-    def targets(self, step: int, n_questions: int, plan: BudgetPlan) -> torch.Tensor | None:
+    def sample(self, step: int, plan: BudgetPlan) -> tuple[RolloutBatch | None, torch.Tensor | None, dict[str, float]]:
+        """This rank's training rollouts of ``step`` and their L1 targets (None without
+        ``length.prompt_budget``): the step's ``batch_size`` questions.
+
+        Under ``rollout.dynamic_sampling`` (DAPO) only the questions whose scores are not all equal
+        are kept, and rounds of ``batch_size`` more questions (``source.refill``, each round with
+        its own stream) are rolled out until ``batch_size`` are kept or ``max_sampling_rounds``
+        rounds ran; the first ``batch_size`` kept, in (round, question) order, are trained. Metrics:
+        ``sampling_rounds``, ``kept_questions``, ``informative_share`` (kept / rolled out).
+        """
+        rcfg, size = self.cfg.rollout, self.cfg.trainer.batch_size
+        if not rcfg.dynamic_sampling:
+            return (*self._sample_round(step, plan, 0), {})
+        rounds: list[tuple[RolloutBatch | None, torch.Tensor | None]] = []
+        kept: list[tuple[int, int]] = []  # (round, global question index), every rank's
+        sampled = 0
+        for k in range(rcfg.max_sampling_rounds):
+            rollouts, targets = self._sample_round(step, plan, k)
+            rounds.append((rollouts, targets))
+            for rank, informative in enumerate(self.runtime.gather(rollouts.informative() if rollouts else [])):
+                sampled += len(informative)
+                kept += [(k, rank + self.runtime.world_size * i) for i, ok in enumerate(informative) if ok]
+            if len(kept) >= size:
+                break
+        chosen = set(sorted(kept)[:size])
+        parts, part_targets = [], []
+        for k, (rollouts, targets) in enumerate(rounds):
+            mine = [i for i in range(len(rollouts.thinkings) if rollouts else 0) if (k, self.runtime.global_index(i)) in chosen]
+            if rollouts is not None and mine:
+                parts.append(rollouts.select(mine))
+                part_targets += [targets[mine]] if targets is not None else []
+        metrics = {
+            "sampling_rounds": float(len(rounds)),
+            "kept_questions": float(len(chosen)),
+            "informative_share": len(kept) / max(sampled, 1),
+        }
+        if not parts:
+            return None, None, metrics
+        return RolloutBatch.cat(parts), torch.cat(part_targets) if part_targets else None, metrics
+
+    def _sample_round(self, step: int, plan: BudgetPlan, k: int) -> tuple[RolloutBatch | None, torch.Tensor | None]:
+        """Round ``k`` of step ``step``: the step's questions (k = 0) or refill k, this rank's share,
+        rolled out from the round's own stream (round 0's is the step's rollout stream)."""
+        size = self.cfg.trainer.batch_size
+        questions = self.source.batch(step, size) if k == 0 else self.source.refill(step, k, size)
+        examples = self.runtime.shard(questions)
+        named = ("rollout",) if k == 0 else ("rollout", "refill", k)
+        targets = self.targets(step, len(examples), plan, k)
+        return self.rollout(examples, seed=self._stream(step, *named), train=True, plan=plan, targets=targets), targets
+
+    def targets(self, step: int, n_questions: int, plan: BudgetPlan, refill: int = 0) -> torch.Tensor | None:
         """L1's target lengths ``[B]``: one per question, uniform over the ``length.target_*``
-        range of the step's cap, from the step's own stream (None unless ``length.prompt_budget``;
-        the L1 rewards require it)."""
+        range of the step's cap, from the step's own stream (a refill round's: its own; None unless
+        ``length.prompt_budget``; the L1 rewards require it)."""
         lcfg = self.cfg.length
         if not lcfg.prompt_budget:
             return None
         low = max(1, round(lcfg.target_min * plan.max_budget))
         high = max(low, round(lcfg.target_max * plan.max_budget))
-        generator = torch.Generator().manual_seed(self._stream(step, "targets"))
+        named = ("targets",) if refill == 0 else ("targets", "refill", refill)
+        generator = torch.Generator().manual_seed(self._stream(step, *named))
         return torch.randint(low, high + 1, (n_questions,), generator=generator)
 
     def sync_engine(self) -> bool:
@@ -248,12 +302,9 @@ class Trainer:
         with torch.no_grad(), contextlib.nullcontext() if own_weights else unsharded(self.policy), self.runtime.autocast():
             if not examples:
                 return None
-            batch = anytime_rollout(
+            return anytime_rollout(
                 self.engine, self.codec, prompts, [list(e.ground_truths) for e in examples], plan, params, self.verifier
             )
-        if train and isinstance(self.engine, WeightLoadingEngine):
-            self.engine.sleep()  # GPU: memory back to training until the next weight sync
-        return batch
 
     def update(self, rollouts: RolloutBatch, think_adv: torch.Tensor, summ_adv: torch.Tensor) -> dict[str, float]:
         """Pack this rank's rollouts with their advantages and train on them."""

@@ -302,6 +302,7 @@ def accumulate_gradients(
     *,
     normalizer: float,
     clip_eps: float,
+    clip_eps_high: float | None = None,
     max_token_len: int,
     attention: Attention = "auto",
     chunk_size: int = 1024,
@@ -350,6 +351,7 @@ def accumulate_gradients(
             part.trainable_mask,
             normalizer=normalizer,
             clip_eps=clip_eps,
+            clip_eps_high=clip_eps_high,
             token_weights=part_weights,
         )
         loss.backward()
@@ -430,6 +432,7 @@ def ppo_update(
                 None if live else old_logprobs[rows.cpu()],
                 normalizer=minibatch_normalizer(mini, ppo_cfg.loss_agg, max_response_len, runtime),
                 clip_eps=ppo_cfg.clip_eps,
+                clip_eps_high=ppo_cfg.clip_eps_high,
                 max_token_len=ppo_cfg.ppo_max_token_len,
                 attention=attention,
                 chunk_size=chunk_size,
