@@ -17,7 +17,7 @@ Memory per GPU (GiB = 2**30 bytes).
 - bf16 working copy: on N > 1 GPUs FSDP2 all-gathers one unit at a time; the largest unit is the
   root (input embedding + lm_head + final norm, which FSDP2 keeps unsharded between forward and
   backward), counted once in bf16 plus one prefetched decoder layer. On 1 GPU there is no FSDP:
-  ``torch.autocast`` caches a bf16 copy of every weight (2 B/param).
+  the one-process bf16 casts of every weight live through forward and backward (2 B/param).
 - Activations of one micro-batch, bf16. Tokens = ``ppo.ppo_max_token_len`` (rows × longest row ≤
   that; the bound when rows are shorter than the longest possible one); longest row s =
   ``data.max_prompt_tokens`` + ``ppo.max_response_len`` (or, when that is unset, the derived
@@ -29,7 +29,7 @@ Memory per GPU (GiB = 2**30 bytes).
     attention 8h + 4·kv_dim (q/k/v input, q, k, v, the kernel's output and o_proj's contiguous
     copy of it), SwiGLU MLP 2h + 8i (input, gate, silu(gate), up, product), two RMSNorms 12h
     (fp32 input + bf16 normalized each, as HF's Qwen2RMSNorm upcasts), no dropout:
-    22h + 4·kv_dim + 8i. (On 1 GPU under autocast the residual stream is fp32; not modelled.)
+    22h + 4·kv_dim + 8i (bf16 residual stream on 1 GPU and on N).
   * Full checkpointing (``model.activation_checkpointing``): the bf16 input of every layer
     (2·h bytes per token per layer) plus one layer's full activations during its recompute.
   * Log-prob head: log-probs are computed in chunks of 1024 tokens, so only a [1024, vocab] fp32
@@ -262,7 +262,7 @@ def state_bytes(shape: ModelShape, world: int) -> dict[str, float]:
 
 
 def working_copy_bytes(shape: ModelShape, world: int) -> float:
-    """bf16 weights materialized for compute: autocast's cache (1 GPU) or FSDP2's all-gather."""
+    """bf16 weights materialized for compute: the one-process casts (1 GPU) or FSDP2's all-gather."""
     if world == 1:
         return 2 * shape.params
     return 2 * (shape.root_unit_params + shape.layer_params)
@@ -519,7 +519,7 @@ def memory_table(mem: list[MemoryRow], hw: Hardware, markdown: bool) -> str:
         ["fp32 master weights", *(gib(m.params) for m in mem)],
         ["fp32 gradients", *(gib(m.grads) for m in mem)],
         ["AdamW moments (2 × fp32)", *(gib(m.optimizer) for m in mem)],
-        ["bf16 working copy (1 GPU: autocast cache; N: FSDP2 root unit + 1 layer)", *(gib(m.working) for m in mem)],
+        ["bf16 working copy (1 GPU: casts of every weight; N: FSDP2 root unit + 1 layer)", *(gib(m.working) for m in mem)],
         ["activations, no checkpointing, flex (Korthikanti 34·sbh)", *(gib(m.act_korthikanti) for m in mem)],
         ["activations, no checkpointing, flex (Qwen2 count)", *(gib(m.act_full) for m in mem)],
         ["activations, no checkpointing, eager scores (+5·a·s²·b)", *(gib(m.act_eager) for m in mem)],

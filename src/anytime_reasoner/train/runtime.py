@@ -12,10 +12,15 @@ trainer, the update and the checkpoint code; nothing here is module-level state.
   (GRPO, BRPO) are exact without communication, and a global mini-batch of M consecutive
   questions is the union of the ranks' local pieces of it (see ``train.update``).
 - **Precision.** Parameters, gradients and optimizer state stay float32 (master weights);
-  ``model.dtype`` is the *compute* dtype. One process computes under ``torch.autocast``; sharded
-  runs let FSDP2 cast (``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``, see
-  ``train.fsdp``). float16 is refused for training: without a gradient scaler its small
-  gradients underflow.
+  ``model.dtype`` is the *compute* dtype. Sharded runs let FSDP2 cast
+  (``MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)``, see ``train.fsdp``): every
+  forward runs on bf16 copies of the weights, so the residual stream is bf16, and the gradients
+  reach the float32 shards through float32. One process does the same (:attr:`Runtime.cast_dtype`,
+  :func:`compute_weights`): forwards, backwards and generation run on bf16 casts of the weights,
+  differentiable when training, so 1 and W processes compute the same thing. (``torch.autocast``, used before, keeps float32
+  weights and casts per op: the residual stream stays float32, and log-probs differed from the
+  W-process ones by ~4e-3 on the tiny model.) float16 is refused for training: without a gradient
+  scaler its small gradients underflow.
 """
 
 from __future__ import annotations
@@ -62,12 +67,14 @@ class Runtime:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """Forward passes run under this: ``torch.autocast`` to the compute dtype in one process;
-        nothing when computing in float32 or when FSDP2 casts the parameters itself."""
+    @property
+    def cast_dtype(self) -> torch.dtype | None:
+        """The dtype one process casts the float32 weights to for every forward: FSDP2's
+        ``param_dtype``, so one process computes what W processes compute (bf16 weights, a bf16
+        residual stream). None in float32, and when FSDP2 casts the weights itself."""
         if self.compute_dtype == torch.float32 or self.sharded:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+            return None
+        return self.compute_dtype
 
     # ------------------------------------------------------------------ sharding
 
@@ -101,6 +108,35 @@ class Runtime:
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
+
+
+@contextlib.contextmanager
+def compute_weights(module: torch.nn.Module, dtype: torch.dtype | None) -> Iterator[None]:
+    """Inside: every floating parameter of ``module`` reads as a ``dtype`` cast of its float32
+    value, as FSDP2's unsharded parameters do; with grad enabled the casts are differentiable, so
+    gradients reach the float32 parameters (in float32). ``dtype`` None: nothing changes.
+
+    Wrap the forward *and* the backward: activation checkpointing (the output head's chunks,
+    transformers' layers) recomputes in backward and reads the module's weights again, so the
+    swap must outlive the forward (``torch.func.functional_call``'s ends with the call). The casts
+    sit in each module's ``_parameters`` for the body (as ``torch.nn.utils.stateless`` swaps
+    them); tied weights share one cast; the parameters are put back on exit.
+    """
+    if dtype is None:
+        yield
+        return
+    swapped: list[tuple[torch.nn.Module, str, torch.nn.Parameter]] = []
+    casts: dict[int, torch.Tensor] = {}
+    for owner in module.modules():
+        for name, param in list(owner._parameters.items()):
+            if param is not None and param.is_floating_point() and param.dtype != dtype:
+                owner._parameters[name] = casts.setdefault(id(param), param.to(dtype))  # type: ignore[assignment]
+                swapped.append((owner, name, param))
+    try:
+        yield
+    finally:
+        for owner, name, param in swapped:
+            owner._parameters[name] = param
 
 
 def check_train_dtype(dtype: str) -> torch.dtype:

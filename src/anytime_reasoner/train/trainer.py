@@ -63,7 +63,7 @@ from anytime_reasoner.train.fsdp import unsharded
 from anytime_reasoner.train.loggers import MetricLogger
 from anytime_reasoner.train.logprobs import PolicyScorer
 from anytime_reasoner.train.packing import PackedBatch, empty_batch, max_response_len, pack_rollouts
-from anytime_reasoner.train.runtime import Runtime
+from anytime_reasoner.train.runtime import Runtime, compute_weights
 from anytime_reasoner.train.sources import QuestionSource
 from anytime_reasoner.train.update import ppo_update
 from anytime_reasoner.train.weight_sync import WeightLoadingEngine, sync_engine
@@ -299,7 +299,8 @@ class Trainer:
         prompts = [encode_prompt(self.tokenizer, m, self.codec.think_start) for m in messages]
         own_weights = isinstance(self.engine, WeightLoadingEngine)
         self.model.eval()
-        with torch.no_grad(), contextlib.nullcontext() if own_weights else unsharded(self.policy), self.runtime.autocast():
+        weights = contextlib.nullcontext() if own_weights else unsharded(self.policy)  # N processes: whole, bf16
+        with torch.no_grad(), weights, compute_weights(self.model, None if own_weights else self.runtime.cast_dtype):
             if not examples:
                 return None
             return anytime_rollout(

@@ -160,7 +160,7 @@ def tree_attention_forward(
     # token-major [N·T, heads, D]: how the projections laid the heads out in memory
     tokens_q, tokens_k, tokens_v = (x.transpose(1, 2).reshape(N * T, x.shape[1], D) for x in (query, key, value))
     groups = [g for g in (tree_layout.trunks, tree_layout.blocks) if g is not None]
-    outputs = [_attend(g, tokens_q, tokens_k, tokens_v, T, scaling) for g in groups]  # each [m, H, D] (autocast's dtype)
+    outputs = [_attend(g, tokens_q, tokens_k, tokens_v, T, scaling) for g in groups]  # each [m, H, D] (the compute dtype)
     out = outputs[0].new_zeros(N * T, H, D)  # [N·T, H, D], padding stays 0
     for group, values in zip(groups, outputs, strict=True):
         where = (group.rows[:, None] * T + group.query_index)[group.valid]  # [m] real queries, each once

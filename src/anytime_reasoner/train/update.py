@@ -51,7 +51,7 @@ from anytime_reasoner.algo.off_policy import MAXS, MINS, SUMS, mismatch_metrics,
 from anytime_reasoner.config import PPOConfig
 from anytime_reasoner.train.logprobs import Attention, packed_logprobs, uses_tree_attention
 from anytime_reasoner.train.packing import PackedBatch, RowPlacement, first_fit_bins, merge_rows
-from anytime_reasoner.train.runtime import Runtime
+from anytime_reasoner.train.runtime import Runtime, compute_weights
 
 
 def build_optimizer(model: torch.nn.Module, ppo_cfg: PPOConfig) -> torch.optim.AdamW:
@@ -217,12 +217,12 @@ def compute_old_logprobs(
     old_logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32)  # [N, T]
     for bins in micro_batch_plan(batch, max_token_len, runtime, multi_tree, _wide_rows(model, attention)):
         if not bins:
-            with runtime.autocast():
+            with compute_weights(model, runtime.cast_dtype):
                 packed_logprobs(model, stand_in_row(0, runtime.device), attention=attention, chunk_size=chunk_size)
             continue
         micro = MicroBatch.of(batch, bins)
         part = micro.part.to(runtime.device)
-        with runtime.autocast():
+        with compute_weights(model, runtime.cast_dtype):
             logprobs = packed_logprobs(
                 model, part, attention=attention, chunk_size=chunk_size, temperature=temperature
             )  # [n_bins, W]
@@ -326,39 +326,60 @@ def accumulate_gradients(
     device = runtime.device
     total = 0.0
     for bins in micro_batch_plan(batch, max_token_len, runtime, multi_tree, _wide_rows(model, attention)):
-        if not bins:  # other ranks fill this micro-batch: a collective forward/backward of zero loss
-            with runtime.autocast():
+        # forward and backward on the compute casts of the weights (one process; FSDP2 casts its own)
+        with compute_weights(model, runtime.cast_dtype):
+            if not bins:  # other ranks fill this micro-batch: a collective forward/backward of zero loss
                 stand_in = packed_logprobs(model, stand_in_row(0, device), attention=attention, chunk_size=chunk_size)
-            (stand_in.sum() * 0.0).backward()
-            continue
-        micro = MicroBatch.of(batch, bins)
-        part = micro.part.to(device)
-        part_weights = micro.to_part(token_weights).to(device) if token_weights is not None else None  # [n_bins, W]
-        with runtime.autocast():
-            logprobs = packed_logprobs(
-                model, part, attention=attention, chunk_size=chunk_size, temperature=temperature
-            )  # [n_bins, W]
-        if old_logprobs is None:  # on-policy
-            part_old_logprobs = logprobs.detach()  # [n_bins, W]
-            if record_old is not None:
-                record_old[micro.rows, : micro.width] = micro.to_rows(part_old_logprobs.float().cpu())
-        else:
-            part_old_logprobs = micro.to_part(old_logprobs).to(device)  # [n_bins, W]
-        loss, metrics = ppo_policy_loss(
-            logprobs,
-            part_old_logprobs,
-            part.advantages,
-            part.trainable_mask,
-            normalizer=normalizer,
-            clip_eps=clip_eps,
-            clip_eps_high=clip_eps_high,
-            token_weights=part_weights,
-        )
-        loss.backward()
+                (stand_in.sum() * 0.0).backward()
+                continue
+            micro = MicroBatch.of(batch, bins)
+            loss, metrics, n_tokens = _micro_loss(
+                model, micro, old_logprobs, token_weights, record_old, normalizer, clip_eps, clip_eps_high,
+                attention=attention, chunk_size=chunk_size, temperature=temperature, device=device,
+            )  # fmt: skip
+            loss.backward()
         total += float(loss.detach())
         if tally is not None:
-            tally.add_micro(float(loss.detach()), metrics, part.n_rows * part.width, int(part.lengths.sum()))
+            tally.add_micro(float(loss.detach()), metrics, *n_tokens)
     return total
+
+
+def _micro_loss(
+    model: torch.nn.Module,
+    micro: MicroBatch,
+    old_logprobs: torch.Tensor | None,
+    token_weights: torch.Tensor | None,
+    record_old: torch.Tensor | None,
+    normalizer: float,
+    clip_eps: float,
+    clip_eps_high: float | None,
+    *,
+    attention: Attention,
+    chunk_size: int,
+    temperature: float,
+    device: torch.device,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], tuple[int, int]]:
+    """The PPO loss of one micro-batch (with grad), its metrics, and its (padded, real) token counts."""
+    part = micro.part.to(device)
+    part_weights = micro.to_part(token_weights).to(device) if token_weights is not None else None  # [n_bins, W]
+    logprobs = packed_logprobs(model, part, attention=attention, chunk_size=chunk_size, temperature=temperature)  # [n_bins, W]
+    if old_logprobs is None:  # on-policy
+        part_old_logprobs = logprobs.detach()  # [n_bins, W]
+        if record_old is not None:
+            record_old[micro.rows, : micro.width] = micro.to_rows(part_old_logprobs.float().cpu())
+    else:
+        part_old_logprobs = micro.to_part(old_logprobs).to(device)  # [n_bins, W]
+    loss, metrics = ppo_policy_loss(
+        logprobs,
+        part_old_logprobs,
+        part.advantages,
+        part.trainable_mask,
+        normalizer=normalizer,
+        clip_eps=clip_eps,
+        clip_eps_high=clip_eps_high,
+        token_weights=part_weights,
+    )
+    return loss, metrics, (part.n_rows * part.width, int(part.lengths.sum()))
 
 
 def ppo_update(
