@@ -101,6 +101,12 @@ COMMANDS: dict[str, Command] = {
         check="anytime_reasoner.eval.preflight:preflight_ask",
         positional="question",
     ),
+    "serve": Command(
+        summary="an OpenAI-compatible server with answers at every budget from one thinking, streamed, and a web page",
+        run="anytime_reasoner.serve.cli:run_serve",
+        config="anytime_reasoner.config:ServeConfig",
+        check="anytime_reasoner.serve.preflight:preflight_serve",
+    ),
 }
 
 

@@ -4,7 +4,7 @@
   field parsers (lists, budget grids, priors, cap schedules, the cut protocol's keys);
 - one module per command's schema: :mod:`~anytime_reasoner.config.train` (``train``),
   :mod:`~anytime_reasoner.config.eval` (``eval``, ``ask``), :mod:`~anytime_reasoner.config.runs`
-  (``demo``, ``compare``), :mod:`~anytime_reasoner.config.data`, :mod:`~anytime_reasoner.config.grade`,
+  (``demo``, ``compare``), :mod:`~anytime_reasoner.config.serve` (``serve``), :mod:`~anytime_reasoner.config.data`, :mod:`~anytime_reasoner.config.grade`,
   :mod:`~anytime_reasoner.config.plot`, and :mod:`~anytime_reasoner.config.engine` (``engine.*``);
 - :mod:`~anytime_reasoner.config.presets`: the presets, shipped as YAML files;
 - :mod:`~anytime_reasoner.config.loading`: presets, files and ``key=value`` overrides merged and
@@ -24,6 +24,7 @@ from anytime_reasoner.config.loading import SEED_ALIASES, build_config, deep_mer
 from anytime_reasoner.config.plot import PlotConfig
 from anytime_reasoner.config.presets import BASELINE_PIECES, PRESET_SETS, PRESETS
 from anytime_reasoner.config.runs import CompareConfig, DemoConfig, RunScale
+from anytime_reasoner.config.serve import ServeConfig
 from anytime_reasoner.config.train import (
     LORA_TARGETS,
     DataConfig,
@@ -36,6 +37,7 @@ from anytime_reasoner.config.train import (
 )
 
 __all__ = [
+    "ServeConfig",
     "BASELINE_PIECES",
     "BENCHMARK_NAMES",
     "LORA_TARGETS",
