@@ -9,6 +9,7 @@ own ``seed`` when the request gives one; closing a stream early aborts its reque
 
 from __future__ import annotations
 
+import gc
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from anytime_reasoner.serve.backends import GREEDY_BELOW, Delta, Sampling
 
 @dataclass
 class VLLMBackend:
-    engine: Any  # vllm.v1.engine.async_llm.AsyncLLM
+    engine: Any  # vllm.v1.engine.async_llm.AsyncLLM (None once closed)
     name: str = "vllm"
 
     @classmethod
@@ -85,3 +86,5 @@ class VLLMBackend:
 
     async def close(self) -> None:
         self.engine.shutdown()
+        self.engine = None  # collected now, while vLLM's modules are alive (its __del__ shuts down again)
+        gc.collect()
