@@ -12,8 +12,8 @@ reports, over a bounded number of requests and seconds:
   takes on its own (a chat request whose thinking is cut at 1 token: prefill + summary, median);
 - thinking tokens/s of one request with its summary forks (every budget) and without (one budget,
   the largest; the fork runs after the thinking ended), at 1 and 8 clients;
-- the ratio of the 32-client throughput to ``ask`` (``eval.ask.iter_answers_at_budgets``, the
-  transformers engine, in this process) answering the same questions sequentially.
+- the ratio of the 32-client throughput to ``ask`` (``eval.ask.iter_answers_at_budgets`` on the
+  same kind of engine, in this process) answering the same questions sequentially.
 
 Models: the embedded one (bootstrapped, cached: its thinkings close by themselves at ~40 tokens) and
 a wider random one (hidden 512, 4 layers, the embedded tokenizer; its output head never picks
@@ -21,6 +21,7 @@ think-end or EOS, so every thinking runs to the largest budget).
 
     python benchmarks/bench_serve.py                      # both models, ~6 min on 2 cores
     python benchmarks/bench_serve.py --models embedded --requests 64 --seconds 60
+    VLLM_ENABLE_V1_MULTIPROCESSING=0 .venv-vllm/bin/python benchmarks/bench_serve.py --backend vllm   # vLLM's CPU build
 """
 
 from __future__ import annotations
@@ -140,14 +141,16 @@ async def summary_alone(url: str, question: str, cap: int, repeats: int = 8) -> 
     return statistics.median(times)
 
 
-def sequential_ask(model: Path, questions: list[str], budgets: list[int], summary_cap: int) -> float:
-    """Questions/s of ``ask`` (the transformers engine) answering one question after another."""
+def sequential_ask(model: Path, questions: list[str], budgets: list[int], summary_cap: int, backend: str) -> float:
+    """Questions/s of ``ask`` (the same engine kind as the server's) answering one question after another."""
+    from anytime_reasoner.config import EngineConfig
     from anytime_reasoner.eval.ask import AskOptions, iter_answers_at_budgets
     from anytime_reasoner.models.engines import load_for_inference
     from anytime_reasoner.protocol import AnytimeProtocol
 
     protocol = AnytimeProtocol(summary_max_tokens=summary_cap)
-    loaded = load_for_inference(str(model), None, "float32", "cpu", protocol)
+    engine = EngineConfig(backend=backend, enforce_eager=True, kv_cache_gib=0.5) if backend == "vllm" else EngineConfig()
+    loaded = load_for_inference(str(model), None, "float32", "cpu", protocol, engine)
     options = AskOptions(protocol=protocol, eos_ids=loaded.codec.eos_ids, instruction="")
     start = time.perf_counter()
     for q in questions:
@@ -159,7 +162,8 @@ def bench_model(name: str, model: Path, budgets: list[int], summary_cap: int, ar
     from anytime_reasoner.tasks.synthetic import synthetic_held_out
 
     questions = [e.prompt[0][1] for e in synthetic_held_out(64)]
-    proc, url = start_server(model, f"summary_max_tokens={summary_cap}")
+    engine = ("engine.backend=vllm", "engine.enforce_eager=true", "engine.kv_cache_gib=0.5") if args.backend == "vllm" else ()
+    proc, url = start_server(model, f"summary_max_tokens={summary_cap}", *engine)
     try:
         asyncio.run(load(url, questions, budgets, 4, 8, 60))  # warm-up
         levels = [asyncio.run(load(url, questions, budgets, c, args.requests, args.seconds)) for c in LEVELS]
@@ -168,13 +172,15 @@ def bench_model(name: str, model: Path, budgets: list[int], summary_cap: int, ar
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    ask_rate = sequential_ask(model, questions[: args.ask_questions], budgets, summary_cap)
-    return {"model": name, "budgets": budgets, "levels": levels, "summary_alone_s": alone, "no_forks": no_forks,
+    ask_rate = sequential_ask(model, questions[: args.ask_questions], budgets, summary_cap, args.backend)
+    return {"model": name, "backend": args.backend, "budgets": budgets, "levels": levels, "summary_alone_s": alone, "no_forks": no_forks,
             "ask_questions_per_s": ask_rate}  # fmt: skip
 
 
 def report(result: dict) -> None:
-    print(f"\n## {result['model']}: budgets {result['budgets'][0]}..{result['budgets'][-1]} ({len(result['budgets'])})")
+    print(
+        f"\n## {result['backend']} engine, {result['model']}: budgets {result['budgets'][0]}..{result['budgets'][-1]} ({len(result['budgets'])})"
+    )
     print("| clients | requests | req/s | answers/s | overhead p50 (s) | overhead p95 (s) | thinking tok/s |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for lv in result["levels"]:
@@ -198,6 +204,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=96, help="requests per concurrency level at most")
     parser.add_argument("--seconds", type=float, default=60.0, help="seconds per concurrency level at most")
     parser.add_argument("--ask-questions", type=int, default=16, help="questions answered by sequential ask")
+    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf", help="the server's engine (and ask's)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -28,8 +28,10 @@ forced summary); docs/BASELINES.md lists them with the presets:
   length gap costs what it costs in the paper.
 - ShorterBetter's SOL is taken per budget over all G·A summaries of the question at that budget
   (with S = A = 1, the paper's group of G).
-- ThinkPrune's truncated thinkings still get the forced summary of the cut protocol (one rollout
-  serves every method), but it scores 0 and is not trained; the thinking is trained toward 0.
+- ThinkPrune's truncated thinkings (and, at the step's cap, L1's, ShorterBetter's and DAPO's:
+  ``hard_limit`` in their presets) still get the forced summary of the cut protocol (one rollout
+  serves every method), but it scores as wrong and is not trained; the thinking is trained toward
+  that score (0, or DAPO's −1 through ``incorrect_reward``).
   Its rounds of tightening limits are one run with a step schedule (``length.cap_schedule``).
 - E1's budget-constrained rollout is the cut protocol at t* = ``cap_schedule`` × the budget (the
   forced text is the project's cut marker + ``</think>`` + answer delimiter, as AnytimeReasoner's),
