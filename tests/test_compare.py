@@ -156,22 +156,23 @@ def test_model_summary_averages_the_tokens_spent():
 
 @pytest.mark.slow
 def test_every_budget_aware_preset_runs_end_to_end(tiny_model_dir, tmp_path, capsys):
-    """Each of the nine methods trains two steps from the tiny model and is evaluated (L1 twice)."""
+    """Each of the ten presets trains two steps from the tiny model and is evaluated (L1 twice)."""
     out = tmp_path / "baselines"
     args = ["compare", f"base_model={tiny_model_dir}", f"out={out}", "presets=baselines", "seeds=0", "val_every=0"]
     assert main([*args, *TOY]) == 0
     results = json.loads((out / "results.json").read_text())
     names = ["base", "grpo", "ar-uniform", "ar-linear", "l1-exact", "l1-max", "e1", "thinkprune", "shorterbetter",
-             "grpo+overlong", "l1-exact@prompt", "l1-max@prompt"]  # fmt: skip
+             "grpo+overlong", "dapo", "l1-exact@prompt", "l1-max@prompt"]  # fmt: skip
     assert list(results["models"]) == names
     for name, m in results["models"].items():
         assert len(m["accuracy"]) == 8 and len(m["tokens_used"]) == 8
         assert all(t <= b for t, b in zip(m["tokens_used"], results["budgets"], strict=True)), name  # never past the budget
     metrics = {
-        p: [json.loads(line) for line in (out / "seed0" / p / "metrics.jsonl").read_text().splitlines()] for p in names[1:10]
+        p: [json.loads(line) for line in (out / "seed0" / p / "metrics.jsonl").read_text().splitlines()] for p in names[1:11]
     }
     assert [m["cap"] for m in metrics["e1"]] == [8, 8]  # E1 thinks to half the budget
     assert all("target_length" in m for m in metrics["l1-exact"]) and "target_length" not in metrics["grpo"][0]
+    assert all("kept_questions" in m for m in metrics["dapo"]) and "kept_questions" not in metrics["grpo"][0]
     prompted = json.loads((out / "seed0" / "eval" / "l1-exact@prompt" / "results.json").read_text())
     assert prompted["mode"] == "prompt-budget" and prompted["settings"]["budget_prompt"] == "Think for {n} tokens."
     assert (out / "tokens_curves.png").read_bytes()[:4] == b"\x89PNG"

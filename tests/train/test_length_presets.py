@@ -4,6 +4,7 @@ the cap schedule sets each step's budget, and the shaped rewards reach the updat
 import re
 
 import pytest
+import torch
 
 from tests.train.test_trainer_smoke import _build, _config
 
@@ -80,3 +81,27 @@ def test_dapo_dynamic_sampling_trains_only_informative_questions(tiny_model_dir,
         # rounds stop as soon as 4 are kept, or at the limit
         assert h["kept_questions"] == 4 or h["sampling_rounds"] == 4
     assert any(h["sampling_rounds"] > 1 for h in history)  # this grader leaves some groups uniform
+
+
+class WrongVerifier:
+    """Every answer wrong: every group uniform, so dynamic sampling keeps nothing."""
+
+    def grade(self, responses, ground_truths):
+        from anytime_reasoner.rewards.base import Grade
+
+        return [Grade(correct=False, well_formed=True, extracted=None) for _ in responses]
+
+    def close(self):
+        pass
+
+
+def test_dapo_steps_that_keep_no_question_log_and_do_not_update(tiny_model_dir, tmp_path):
+    cfg = _config(tiny_model_dir, tmp_path / "dapo0", preset="dapo", steps=1,
+                  **{"rollout.n_summary": 1, "trainer.val_every": 0, "rollout.max_sampling_rounds": 2})  # fmt: skip
+    trainer = _build(cfg)
+    trainer.verifier = WrongVerifier()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    history = trainer.fit()
+    assert history[0]["kept_questions"] == 0 and history[0]["sampling_rounds"] == 2
+    assert history[0]["final_reward"] == 0.0 and history[0]["optimizer_steps"] == 0
+    assert all(torch.equal(v, trainer.model.state_dict()[k]) for k, v in before.items())

@@ -165,8 +165,11 @@ class Trainer:
         probs = torch.tensor(plan.probs)  # [S]
         local: RolloutStats | None = None
         length_metrics: dict[str, float] = {}
-        if rollouts is None:  # more ranks than questions: this rank only takes part in the collectives
+        if rollouts is None or sampling_metrics.get("kept_questions") == 0:
+            # more ranks than questions, or dynamic sampling kept no question: no update from this
+            # rank, which still takes part in the collectives (its rollouts, if any, are only logged)
             update_metrics = self.train_on(empty_batch())
+            local = RolloutStats.of(rollouts, rollouts.scores()) if rollouts is not None else None
         else:
             scores = rollouts.scores()  # [B, G, S, A] (this rank's questions): correctness
             cuts = rollouts.cut_lengths()  # [B, G, S]
@@ -203,8 +206,10 @@ class Trainer:
         Under ``rollout.dynamic_sampling`` (DAPO) only the questions whose scores are not all equal
         are kept, and rounds of ``batch_size`` more questions (``source.refill``, each round with
         its own stream) are rolled out until ``batch_size`` are kept or ``max_sampling_rounds``
-        rounds ran; the first ``batch_size`` kept, in (round, question) order, are trained. Metrics:
-        ``sampling_rounds``, ``kept_questions``, ``informative_share`` (kept / rolled out).
+        rounds ran; the first ``batch_size`` kept, in (round, question) order, are trained. If no round
+        kept any, round 0's rollouts are returned with ``kept_questions`` 0: the step logs them and
+        does not update (DAPO stops with an error there). Metrics: ``sampling_rounds``,
+        ``kept_questions``, ``informative_share`` (kept / rolled out).
         """
         rcfg, size = self.cfg.rollout, self.cfg.trainer.batch_size
         if not rcfg.dynamic_sampling:
@@ -232,6 +237,8 @@ class Trainer:
             "kept_questions": float(len(chosen)),
             "informative_share": len(kept) / max(sampled, 1),
         }
+        if not chosen:  # no round had an informative question: round 0 is logged, nothing is trained
+            return (*rounds[0], metrics)
         if not parts:
             return None, None, metrics
         return RolloutBatch.cat(parts), torch.cat(part_targets) if part_targets else None, metrics
