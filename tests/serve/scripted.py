@@ -16,6 +16,7 @@ class ScriptedBackend:
     script: Callable[[list[int], Sampling], list[int]]  # the whole continuation of a prompt
     chunk: int = 1
     pause: float = 0.0
+    finish_apart: bool = False  # the last tokens arrive unfinished, then an empty finishing delta (as an engine may send)
     name: str = "scripted"
     prompts: list[list[int]] = field(default_factory=list)
     live: int = 0
@@ -32,13 +33,10 @@ class ScriptedBackend:
         try:
             for start in range(0, len(tokens), self.chunk):
                 await asyncio.sleep(self.pause)
-                last = start + self.chunk >= len(tokens)
-                reason = None
-                if last:
-                    reason = "stop" if tokens and tokens[-1] in sampling.stop_ids else "length"
-                yield Delta(tokens[start : start + self.chunk], last, reason)
-            if not tokens:
-                yield Delta([], True, "length")
+                last = start + self.chunk >= len(tokens) and not self.finish_apart
+                yield Delta(tokens[start : start + self.chunk], last, _reason(tokens, sampling) if last else None)
+            if not tokens or self.finish_apart:
+                yield Delta([], True, _reason(tokens, sampling))
         finally:
             self.live -= 1
 
@@ -47,3 +45,7 @@ class ScriptedBackend:
 
     async def close(self) -> None:
         pass
+
+
+def _reason(tokens: list[int], sampling: Sampling) -> str:
+    return "stop" if tokens and tokens[-1] in sampling.stop_ids else "length"

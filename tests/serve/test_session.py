@@ -61,15 +61,16 @@ def test_each_budget_forks_the_protocols_prefix(codec):
 
 
 def test_a_budget_equal_to_an_unfinished_length_waits_for_the_next_token(codec):
-    # a thinking that closes exactly at b ends naturally at b: it must not be forced at b
+    # a thinking that closes exactly at b ends naturally at b: it must not be forced at b, even when
+    # the engine reports the end in a delta of its own after the b-th token (a fork at len >= b would)
     thinking, script = _script(codec, "a=1 best=1\n", close=True)
     b = len(thinking)
-    backend = ScriptedBackend(script, chunk=1)
+    backend = ScriptedBackend(script, chunk=1, finish_apart=True)
     session = AnytimeSession(backend, codec, PROTOCOL, [1, 2], [b])
     answer = next(e[1] for e in _run(session) if e[0] == "answer")
-    assert answer.thinking_done and backend.prompts[1][-len(PROTOCOL.inserted_ids(codec).closed) :] == list(
-        PROTOCOL.inserted_ids(codec).closed
-    )
+    closed = list(PROTOCOL.inserted_ids(codec).closed)  # the delimiter alone, no cut marker or forced </think>
+    assert backend.prompts[1] == [1, 2] + thinking + closed
+    assert answer.thinking_done and answer.thinking_tokens == b
 
 
 def test_summaries_run_while_the_thinking_goes_on(codec):

@@ -118,16 +118,18 @@ def summary_advantages(
         raise ValueError(f"summary_method: unknown {summary_method!r}; allowed: {', '.join(SUMMARY_METHODS)}")
     _check_norm(advantage_norm)
     scores = scores.to(torch.float32)
+    std = advantage_norm == "std"
+    spread = None
     if scores.shape[-1] == 1:
         baseline = scores.mean(dim=1, keepdim=True)  # [B, 1, S, 1] over the G thinkings
-        spread = _group_std(scores, dim=1)  # [B, 1, S, 1]
+        spread = _group_std(scores, dim=1) if std else None  # [B, 1, S, 1]
     elif cuts is None:
         baseline = scores.mean(dim=-1, keepdim=True)  # [B, G, S, 1] over the A summaries
-        spread = _group_std(scores, dim=-1)  # [B, G, S, 1]
+        spread = _group_std(scores, dim=-1) if std else None  # [B, G, S, 1]
     else:
         baseline, spread = _shared_prefix_stats(scores, cuts)  # [B, G, S, 1] each
     advantages = scores - baseline  # [B, G, S, A]
-    if advantage_norm == "std":
+    if std and spread is not None:
         advantages = advantages / (spread + STD_EPS)  # [B, G, S, A]
     if summary_method == "grpo":
         keep = torch.zeros_like(advantages)

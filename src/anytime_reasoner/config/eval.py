@@ -16,7 +16,7 @@ BENCHMARK_NAMES = ["aime", "amc", "math500", "minerva", "olympiad_bench"]
 
 
 class GenerationConfig(StrictModel):
-    """Model and sampling keys shared by ``eval`` and ``ask``."""
+    """Model, sampling and cut-protocol keys shared by ``eval``, ``ask`` and ``serve``."""
 
     model: str = Field(..., description="Hugging Face causal LM (local path or name); tokenizer needs </think> as one token")
     tokenizer: str | None = Field(None, description="tokenizer path if different from the model's")

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib.resources import files
 from typing import Any
 
@@ -35,6 +36,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from anytime_reasoner.config.serve import ServeConfig
 from anytime_reasoner.data.codec import TokenizerCodec
 from anytime_reasoner.data.prompts import encode_prompt
+from anytime_reasoner.protocol import AnytimeProtocol, InsertedIds
 from anytime_reasoner.serve.anytime import AnytimeSession
 from anytime_reasoner.serve.backends import Sampling, StreamingBackend
 from anytime_reasoner.serve.schemas import AnswerNowRequest, AnytimeRequest, ChatMessage, ChatRequest
@@ -66,9 +68,14 @@ class ServerState:
     context: int  # the model's context (positions)
     sessions: dict[str, AnytimeSession] = field(default_factory=dict)
 
-    @property
-    def protocol(self) -> Any:
+    @cached_property
+    def protocol(self) -> AnytimeProtocol:
         return self.cfg.protocol()
+
+    @cached_property
+    def inserted(self) -> InsertedIds:
+        """The protocol's forced ids, encoded once."""
+        return self.protocol.inserted_ids(self.codec)
 
     def prompt(self, messages: list[ChatMessage]) -> list[int]:
         if not any(m.content.strip() for m in messages):
@@ -77,8 +84,7 @@ class ServerState:
         return encode_prompt(self.codec.tokenizer, rendered, self.cfg.think_start)
 
     def forced_tokens(self) -> int:
-        inserted = self.protocol.inserted_ids(self.codec)
-        return max(len(inserted.closed), len(inserted.forced)) + self.cfg.summary_max_tokens
+        return max(len(self.inserted.closed), len(self.inserted.forced)) + self.cfg.summary_max_tokens
 
     def room(self, prompt: list[int]) -> int:
         """Thinking tokens that fit after ``prompt`` with the forced text and a whole summary."""
@@ -221,14 +227,15 @@ async def anytime_answers(state: ServerState, body: AnytimeRequest) -> Any:
     session_id = f"anytime-{uuid.uuid4().hex}"
     events = _anytime_events(state, session_id, session, budgets)
     if body.stream:
-        timed = _with_timeout(events, state.cfg.request_timeout, lambda: _sse("error", {"message": _timeout_message(state.cfg)}))
+        sse = _as_sse(events)
+        timed = _with_timeout(sse, state.cfg.request_timeout, lambda: _sse("error", {"message": _timeout_message(state.cfg)}))
         return StreamingResponse(timed, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     result: dict[str, Any] = {}
     try:
         async with asyncio.timeout(state.cfg.request_timeout):
-            async for chunk in events:
-                if chunk.startswith("event: done"):
-                    result = json.loads(chunk.split("data: ", 1)[1])
+            async for event, data in events:
+                if event == "done":
+                    result = data
     except TimeoutError:
         raise ApiError(504, _timeout_message(state.cfg), "request_timeout", "timeout_error") from None
     finally:
@@ -236,20 +243,33 @@ async def anytime_answers(state: ServerState, body: AnytimeRequest) -> Any:
     return result
 
 
-async def _anytime_events(state: ServerState, session_id: str, session: AnytimeSession, budgets: list[int]) -> AsyncIterator[str]:
+async def _as_sse(events: AsyncIterator[tuple[str, dict[str, Any]]]) -> AsyncIterator[str]:
+    """``(event, data)`` pairs as server-sent events; closing this closes ``events``."""
+    try:
+        async for event, data in events:
+            yield _sse(event, data)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def _anytime_events(
+    state: ServerState, session_id: str, session: AnytimeSession, budgets: list[int]
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """The events of one anytime request as ``(event, data)``; the session is reachable by id
+    (answer-now) while they run."""
     state.sessions[session_id] = session
     answers: list[dict[str, Any]] = []
     thinking: list[str] = []
     try:
-        yield _sse("start", {"id": session_id, "budgets": budgets, "prompt_tokens": len(session.prompt_ids)})
+        yield "start", {"id": session_id, "budgets": budgets, "prompt_tokens": len(session.prompt_ids)}
         async for kind, payload in session.events():
             if kind == "thinking":
                 thinking.append(payload)
-                yield _sse("thinking", {"text": payload, "tokens": len(session.thinking)})
+                yield "thinking", {"text": payload, "tokens": len(session.thinking)}
             elif kind in ("answer", "answer_now"):
                 if kind == "answer":
                     answers.append(payload.as_dict())
-                yield _sse(kind, payload.as_dict())
+                yield kind, payload.as_dict()
             elif kind == "done":
                 usage = session.usage
                 summary = {
@@ -265,7 +285,7 @@ async def _anytime_events(state: ServerState, session_id: str, session: AnytimeS
                         "summary_tokens": usage.summary_tokens,
                     },
                 }
-                yield _sse("done", summary)
+                yield "done", summary
     finally:
         state.sessions.pop(session_id, None)
 
@@ -415,7 +435,7 @@ async def _choice_chunks(
     if thinking and thinking[-1] in codec.eos_ids:  # the model ended without an answer
         return
     closed = bool(thinking) and thinking[-1] == codec.think_end_id
-    inserted = state.protocol.inserted_ids(codec).of(closed)
+    inserted = state.inserted.of(closed)
     cap, total = cfg.summary_max_tokens, body.token_cap()
     if total is not None:
         cap = max(1, min(cap, total - len(thinking)))

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 
 import uvicorn
 
-from anytime_reasoner.config.serve import EMBEDDED, ServeConfig
+from anytime_reasoner.config.serve import ServeConfig
+from anytime_reasoner.config.train import EMBEDDED_MODEL
 from anytime_reasoner.errors import UserError
 from anytime_reasoner.models.checks import context_length, load_model_config
-from anytime_reasoner.models.engines import model_for_engine
+from anytime_reasoner.models.engines import check_engine, model_for_engine
 from anytime_reasoner.models.loading import codec_for, generation_eos_ids, load_causal_lm, load_tokenizer, resolve_device
 from anytime_reasoner.serve.app import ServerState, create_app
 from anytime_reasoner.serve.backends import HFBackend, StreamingBackend
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def model_path(cfg: ServeConfig) -> str:
     """``cfg.model``, or the embedded model's cached folder (bootstrapped on first use)."""
-    return str(ensure_base_model(progress=True)) if cfg.model == EMBEDDED else cfg.model
+    return str(ensure_base_model(progress=True)) if cfg.model == EMBEDDED_MODEL else cfg.model
 
 
 def build_state(cfg: ServeConfig) -> ServerState:
@@ -37,10 +38,12 @@ def build_state(cfg: ServeConfig) -> ServerState:
     path = model_for_engine(path, cfg.engine, where)
     tokenizer = load_tokenizer(cfg.tokenizer or path)
     codec = codec_for(tokenizer, cfg.protocol(), generation_eos_ids(path))
-    context = context_length(load_model_config(path, "model")) or 4096
+    model_config = load_model_config(path, "model")
+    check_engine(cfg.engine, model_config, where)  # e.g. a head size vLLM's CPU kernels lack: one line
+    context = context_length(model_config) or 4096
     backend: StreamingBackend
     if cfg.engine.backend == "vllm":
-        backend = VLLMBackend.start(path, cfg, where, codec.eos_ids)
+        backend = VLLMBackend.start(path, cfg, where)
     else:
         lm = load_causal_lm(path, cfg.dtype).to(where).eval()
         backend = HFBackend(lm, codec.eos_ids, cfg.kv_cache_tokens, cfg.max_batch_tokens, cfg.seed)

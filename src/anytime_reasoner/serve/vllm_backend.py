@@ -27,24 +27,14 @@ class VLLMBackend:
     name: str = "vllm"
 
     @classmethod
-    def start(cls, model_path: str, cfg: ServeConfig, device: str, eos_ids: tuple[int, ...]) -> VLLMBackend:
+    def start(cls, model_path: str, cfg: ServeConfig, device: str) -> VLLMBackend:
         try:
             from vllm.engine.arg_utils import AsyncEngineArgs  # optional: the [vllm] extra
             from vllm.v1.engine.async_llm import AsyncLLM  # (as above)
         except ImportError:
             raise UserError(NOT_INSTALLED) from None
-        e = cfg.engine
-        settings = VLLMSettings(
-            dtype=cfg.dtype,
-            block_size=e.block_size,
-            kv_cache_gib=e.kv_cache_gib,
-            gpu_memory_utilization=e.gpu_memory_utilization,
-            enforce_eager=e.enforce_eager,
-            max_model_len=e.max_model_len,
-            max_num_seqs=e.max_num_seqs,
-            sleep=False,
-            seed=cfg.seed,
-        )
+        knobs = {**cfg.engine.model_dump(exclude={"backend"}), "sleep": False}  # the engine.* knobs by name; never asleep
+        settings = VLLMSettings(dtype=cfg.dtype, seed=cfg.seed, **knobs)
         kwargs = llm_kwargs(model_path, settings, device=device, distributed=False)
         return cls(AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs)))
 
