@@ -1,3 +1,4 @@
 from anytime_reasoner.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # a spawned process (a rollout worker) imports this module without running it
+    raise SystemExit(main())

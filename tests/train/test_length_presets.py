@@ -67,8 +67,9 @@ def test_dapo_dynamic_sampling_trains_only_informative_questions(tiny_model_dir,
 
     trainer.update = recording
     plan = cfg.plan_at(1)
-    first, _, first_metrics = trainer.sample(1, plan)
-    again, _, _ = trainer.sample(1, plan)  # deterministic in the step: the same rounds, the same samples
+    first_sampled = trainer.sample(1, plan)
+    first, first_metrics = first_sampled.rollouts, first_sampled.metrics
+    again = trainer.sample(1, plan).rollouts  # deterministic in the step: the same rounds, the same samples
     assert [[t.thinking_ids for t in row] for row in first.thinkings] == [
         [t.thinking_ids for t in row] for row in again.thinkings
     ]

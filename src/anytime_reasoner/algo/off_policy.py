@@ -12,6 +12,14 @@ the mean, std, min and max of r), and with ``ppo.tis_cap = C > 0`` each token's 
 multiplied by ``min(r, C)`` (:func:`tis_weights`, detached) — the truncated importance weight of
 verl (``tis_imp_ratio_cap``) and TRL (``vllm_importance_sampling_cap``, 2 by default there).
 Tokens without an engine log-prob (NaN) get weight 1 and are not counted.
+
+Asynchronous rollouts (``trainer.async_level = k ≥ 1``) make the same ratio the correction for the
+lag: the sampling policy is k updates older than the one the trainer recomputes ``old`` with.
+Beside TIS, :func:`decoupled_weights` is AReaL's decoupled PPO objective (Fu et al., 2025): the
+clipped ratio is taken against the *proximal* policy (``old``, the trainer's weights when the batch
+is trained) and each token's loss is multiplied by ``π_prox / π_behav`` itself, untruncated, except
+that tokens whose weight exceeds a cap (AReaL's ``behav_imp_weight_cap``) are dropped (weight 0).
+:func:`correction_sums` counts the tokens either correction changed (truncated or dropped).
 """
 
 from __future__ import annotations
@@ -80,3 +88,25 @@ def tis_weights(old_logprobs: torch.Tensor, rollout_logprobs: torch.Tensor, cap:
     delta = (old_logprobs.detach().float() - rollout_logprobs.float()).clamp(-20.0, 20.0)  # [N, T]
     weights = torch.exp(delta).clamp(max=cap)  # [N, T]
     return torch.where(torch.isnan(rollout_logprobs), torch.ones_like(weights), weights)
+
+
+def decoupled_weights(old_logprobs: torch.Tensor, rollout_logprobs: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """AReaL's behaviour weights ``exp(old − rollout)`` per token, 0 where they exceed ``cap``
+    (None: no cap), 1 where the engine gave no log-prob; ``[N, T]``, no grad."""
+    delta = (old_logprobs.detach().float() - rollout_logprobs.float()).clamp(-20.0, 20.0)  # [N, T]
+    weights = torch.exp(delta)  # [N, T]
+    if cap is not None:
+        weights = torch.where(weights > cap, torch.zeros_like(weights), weights)
+    return torch.where(torch.isnan(rollout_logprobs), torch.ones_like(weights), weights)
+
+
+def corrected_share(
+    old_logprobs: torch.Tensor, rollout_logprobs: torch.Tensor, trainable_mask: torch.Tensor, weights: torch.Tensor
+) -> tuple[float, float]:
+    """(tokens whose weight differs from their raw ratio ``exp(old − rollout)``: truncated or
+    dropped, tokens with an engine log-prob) over ``[N, T]`` inputs: the numerator and denominator
+    of the share a correction changed."""
+    known = _known(rollout_logprobs, trainable_mask)  # [N, T]
+    raw = torch.exp((old_logprobs.float() - rollout_logprobs.float()).clamp(-20.0, 20.0))  # [N, T]
+    changed = known & (weights.float() != raw)  # [N, T]
+    return float(changed.sum()), float(known.sum())

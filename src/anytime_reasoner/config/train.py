@@ -250,13 +250,33 @@ class PPOConfig(StrictModel):
         0.0,
         ge=0.0,
         description="truncated importance sampling: weight each token's loss by min(pi_old / pi_rollout, tis_cap) with "
-        "the engine's log-probs (0 = off; verl and TRL use 2)",
+        "the engine's log-probs (0 = off; verl and TRL use 2; trainer.async_level >= 1 sets 2 unless ppo.decoupled)",
+    )
+    decoupled: bool = Field(
+        False,
+        description="AReaL's decoupled PPO objective: the clipped ratio is taken against the trainer's policy when the "
+        "batch is trained (proximal), and each token's loss is weighted by pi_proximal / pi_behaviour (the policy that "
+        "sampled); tokens whose weight exceeds behaviour_weight_cap are dropped. Excludes tis_cap",
+    )
+    behaviour_weight_cap: float | None = Field(
+        None,
+        gt=1.0,
+        description="ppo.decoupled: drop tokens whose pi_proximal / pi_behaviour exceeds this (AReaL's "
+        "behav_imp_weight_cap; None = keep all)",
     )
 
     @field_validator("betas", mode="before")
     @classmethod
     def _betas(cls, value: Any) -> Any:
         return split_list(value)
+
+    @model_validator(mode="after")
+    def _one_correction(self) -> PPOConfig:
+        if self.decoupled and self.tis_cap > 0:
+            raise ValueError("ppo.decoupled: excludes ppo.tis_cap (both weight tokens by the behaviour ratio); set one")
+        if self.behaviour_weight_cap is not None and not self.decoupled:
+            raise ValueError("ppo.behaviour_weight_cap: applies to ppo.decoupled=true only (TIS truncates at ppo.tis_cap)")
+        return self
 
 
 class DataConfig(StrictModel):
@@ -286,6 +306,29 @@ class TrainerConfig(StrictModel):
     max_bad_steps: int = Field(
         8, ge=1, description="stop (saving a checkpoint) after this many optimizer steps in a row with a non-finite gradient"
     )
+    async_level: int = Field(
+        0,
+        ge=0,
+        le=8,
+        description="asynchronous rollouts: step t trains on rollouts sampled by the policy after step t-1-k (a fixed "
+        "lag, so runs are deterministic and resume exactly), generated while the trainer trains; 0 = synchronous",
+    )
+    rollout_placement: Literal["auto", "inline", "process"] = Field(
+        "auto",
+        description="where training rollouts are sampled: inline (this process, async_level=0 only) or process (a "
+        "rollout worker process on this machine, fed each new policy); auto: inline at async_level=0, else process",
+    )
+    weight_transfer: Literal["file", "broadcast"] = Field(
+        "file",
+        description="how a rollout process gets each policy: file (safetensors under trainer.out/rollout_weights) or "
+        "broadcast (a 2-member gloo group on CPU, nccl on GPU, between the trainer and the worker)",
+    )
+    rollout_device: str | None = Field(
+        None, description="the rollout process's device (e.g. cuda:1: separate inference GPUs); default: model.device"
+    )
+    max_worker_restarts: int = Field(
+        2, ge=0, description="restart a rollout process that dies at most this many times, then stop with one line"
+    )
     seed: int = 0
     loggers: list[Literal["jsonl", "tensorboard", "wandb"]] = ["jsonl"]
     progress: bool = True
@@ -294,6 +337,12 @@ class TrainerConfig(StrictModel):
     @classmethod
     def _loggers(cls, value: Any) -> Any:
         return split_list(value)
+
+    def placement(self) -> Literal["inline", "process"]:
+        """Where training rollouts are sampled (``rollout_placement`` with ``auto`` resolved)."""
+        if self.rollout_placement == "auto":
+            return "process" if self.async_level else "inline"
+        return self.rollout_placement
 
     @field_validator("val_budgets", mode="before")
     @classmethod
@@ -360,6 +409,19 @@ class TrainConfig(StrictModel):
         if isinstance(data, dict) and isinstance(data.get("model"), str):
             data = {**data, "model": {"path": data["model"]}}
         return with_embedded_scale(data)
+
+    @model_validator(mode="after")
+    def _async_corrects(self) -> TrainConfig:
+        """Asynchronous rollouts are off-policy by the lag: TIS at 2 unless a correction is chosen."""
+        tcfg = self.trainer
+        if tcfg.async_level and tcfg.rollout_placement == "inline":
+            raise ValueError(
+                f"trainer.rollout_placement: inline samples in the training process, so async_level must be 0 "
+                f"(got {tcfg.async_level}); use process or auto"
+            )
+        if tcfg.async_level and self.ppo.tis_cap == 0 and not self.ppo.decoupled:
+            self.ppo = self.ppo.model_copy(update={"tis_cap": 2.0})
+        return self
 
     @model_validator(mode="after")
     def _caps_fit(self) -> TrainConfig:

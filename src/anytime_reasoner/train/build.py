@@ -1,8 +1,7 @@
 """Builds a :class:`~anytime_reasoner.train.trainer.Trainer` from a validated :class:`TrainConfig`.
 
-``model.path=tiny`` selects the embedded default (a tiny local model bootstrapped on the synthetic
-task, cached on disk); anything else is a Hugging Face causal LM name or path with a chat template.
-``trainer.resume=auto`` continues from the newest checkpoint in ``trainer.out``: the model is built
+The model, data and rollout parts come from ``train.components`` (shared with a rollout worker
+process). ``trainer.resume=auto`` continues from the newest checkpoint in ``trainer.out``: the model is built
 from the base model as for a fresh run (float32 master weights, LoRA adapters, FSDP2 sharding),
 then the checkpoint's master weights and optimizer state are loaded into it.
 
@@ -21,82 +20,24 @@ from typing import Any
 import torch
 
 from anytime_reasoner.config import TrainConfig, dump
-from anytime_reasoner.config.train import EMBEDDED_MODEL
-from anytime_reasoner.data.build import load_source
-from anytime_reasoner.data.codec import TokenizerCodec
-from anytime_reasoner.data.schema import Example
-from anytime_reasoner.data.sources import check_sources
 from anytime_reasoner.errors import UserError, check_writable
-from anytime_reasoner.models.checks import load_model_config
-from anytime_reasoner.models.engines import build_engine, check_engine, model_for_engine
-from anytime_reasoner.models.loading import generation_eos_ids, load_model_and_tokenizer, load_tokenizer
-from anytime_reasoner.rewards.grader import GraderSettings, MathVerifier
-from anytime_reasoner.tasks.bootstrap import ensure_base_model
-from anytime_reasoner.tasks.synthetic import synthetic_held_out
 from anytime_reasoner.train.checkpoint import (
     config_changes,
     has_train_state,
     latest_checkpoint,
+    load_rollout_policies,
     load_train_state,
     load_trainer_state,
 )
+from anytime_reasoner.train.components import check_data, load_base, rollout_parts
 from anytime_reasoner.train.fsdp import enable_activation_checkpointing, shard_policy
-from anytime_reasoner.train.logprobs import PolicyScorer, attn_implementation_for
+from anytime_reasoner.train.logprobs import PolicyScorer
 from anytime_reasoner.train.lora import apply_lora
 from anytime_reasoner.train.runtime import Runtime, init_runtime, main_first, shutdown
-from anytime_reasoner.train.sources import FiniteSource, QuestionSource, SyntheticSource
 from anytime_reasoner.train.trainer import Trainer
 from anytime_reasoner.train.update import build_optimizer
 
 log = logging.getLogger(__name__)
-
-
-def base_model_path(cfg: TrainConfig) -> str:
-    """The path or hub name of the model to start from (bootstrapping the tiny default if needed)."""
-    if cfg.model.path != EMBEDDED_MODEL:
-        return cfg.model.path
-    return str(ensure_base_model(progress=cfg.trainer.progress))
-
-
-def build_sources(cfg: TrainConfig, tokenizer: Any) -> tuple[QuestionSource, list[Example]]:
-    seed = cfg.trainer.seed
-    source: QuestionSource
-    if cfg.data.train == "synthetic":
-        source = SyntheticSource(seed=seed)
-    else:
-        source = FiniteSource(_load_examples(cfg.data.train, cfg, tokenizer), seed=seed)
-    if cfg.data.val == "synthetic":
-        val = synthetic_held_out(cfg.data.val_size)
-    else:
-        val = _load_examples(cfg.data.val, cfg, tokenizer)[: cfg.data.val_size]
-    return source, val
-
-
-def check_data(cfg: TrainConfig) -> None:
-    """Resolve every training and validation source (names in ``data_dir``, files, hub datasets)
-    and check the packages they need, before anything heavy loads: a missing data directory or
-    extra is one line, not a failure after the model is loaded."""
-    for key, spec in (("data.train", cfg.data.train), ("data.val", cfg.data.val)):
-        if spec != "synthetic":
-            check_sources([s for s in spec.split(",") if s], cfg.data.data_dir, key)
-
-
-def _load_examples(spec: str, cfg: TrainConfig, tokenizer: Any) -> list[Example]:
-    """Comma-separated sources (files, names in ``data_dir``, hub datasets), validated rows."""
-    examples: list[Example] = []
-    for source in [s for s in spec.split(",") if s]:
-        rows, report = load_source(
-            source,
-            data_dir=cfg.data.data_dir,
-            tokenizer=tokenizer,
-            max_prompt_tokens=cfg.data.max_prompt_tokens,
-            think_start=cfg.model.think_start,
-        )
-        log.info(report.summary())
-        examples.extend(rows)
-    if not examples:
-        raise UserError(f"data: {spec!r} holds no usable problems")
-    return examples
 
 
 def build_trainer(cfg: TrainConfig, runtime: Runtime | None = None) -> Trainer:
@@ -110,18 +51,14 @@ def build_trainer(cfg: TrainConfig, runtime: Runtime | None = None) -> Trainer:
     if resume_from:
         check_resumable(resume_from, cfg)
     with main_first(runtime):  # rank 0 bootstraps or downloads into the shared cache first
-        path = model_for_engine(base_model_path(cfg), cfg.engine, runtime.device.type)
-        model_config = load_model_config(path, "model.path")  # a causal LM's config.json? (before its tokenizer)
-        check_engine(cfg.engine, model_config, runtime.device.type)
-        tokenizer = load_tokenizer(cfg.model.tokenizer or path)
-        source, val = build_sources(cfg, tokenizer)  # the data is validated before any weights load
-        attention = attn_implementation_for(cfg.model.attention, runtime.device)
-        model, tokenizer = load_model_and_tokenizer(path, cfg, runtime.device, attention, tokenizer, model_config)
-    model, policy = build_policy(model, cfg, runtime)
+        base = load_base(cfg, runtime)
+    path, tokenizer = base.path, base.tokenizer
+    model, policy = build_policy(base.model, cfg, runtime)
     optimizer = build_optimizer(policy, cfg.ppo)
-    start = 0
+    start, policies = 0, {}
     if resume_from:
         load_train_state(resume_from, policy, optimizer, runtime)
+        policies = load_rollout_policies(resume_from) if runtime.is_main else {}
         state = load_trainer_state(resume_from)
         start = state.step
         log.info("resuming from %s (step %d)", resume_from, start)
@@ -134,32 +71,22 @@ def build_trainer(cfg: TrainConfig, runtime: Runtime | None = None) -> Trainer:
     if runtime.is_main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(dump(cfg), indent=2), encoding="utf-8")
-    protocol = cfg.protocol()
-    codec = TokenizerCodec.for_protocol(tokenizer, protocol, generation_eos_ids(path))
-    grading = GraderSettings.from_protocol(protocol)
+    parts = rollout_parts(cfg, model, path, tokenizer, runtime)
     return Trainer(
         cfg=cfg,
         model=model,
         tokenizer=tokenizer,
-        engine=build_engine(
-            cfg.engine,
-            model=model,
-            model_path=path,
-            dtype=cfg.model.dtype,
-            device=runtime.device.type,
-            pad_token_id=codec.pad_id,
-            seed=cfg.trainer.seed,
-            distributed=runtime.distributed,
-        ),
-        codec=codec,
-        verifier=MathVerifier(grading),
+        engine=parts.engine,
+        codec=parts.codec,
+        verifier=parts.verifier,
         optimizer=optimizer,
-        source=source,
-        val_examples=val,
+        source=base.source,
+        val_examples=base.val,
         out=out,
         runtime=runtime,
         policy=policy,
         start_step=start,
+        resumed_policies=policies,
     )
 
 

@@ -8,6 +8,9 @@
   writing its shards; resume reads it, on any world size (DCP reshards on load);
 - ``trainer_state.json``: steps done, seed, world size, the data pass (epoch) of the next step,
   and the resolved run config;
+- ``rollout_policy/v{n}.safetensors`` (``trainer.async_level = k ≥ 1``): the policies after
+  steps N − k … N − 1, which steps N + 1 … N + k sample with (``train.async_rollouts``), in the
+  compute dtype under Hugging Face names;
 - ``rng_rank{r}.pt``: each rank's torch generators (CPU, and its own CUDA device's: a rank restores
   only the device it runs on, so a run resumes on fewer visible GPUs) and Python ``random``'s.
   Every sampling stream is derived from (seed, step, phase) (``seeding``), so these states decide
@@ -33,6 +36,7 @@ from typing import Any
 
 import torch
 import torch.distributed.checkpoint as dcp
+from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict, set_state_dict
 
 from anytime_reasoner.config.base import flatten
@@ -44,12 +48,21 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
 TRAIN_STATE_DIR = "train_state"
+POLICY_DIR = "rollout_policy"
 PREFIX = "lm."  # the PolicyScorer's attribute holding the model
 
 
 # Keys that may differ between a run and its resume: where and how long it runs, what it logs and
 # saves, and validation (which draws its own stream and never feeds training).
-RESUMABLE_CHANGES = ("trainer.steps", "trainer.out", "trainer.resume", "trainer.progress", "trainer.loggers")
+RESUMABLE_CHANGES = (
+    "trainer.steps",
+    "trainer.out",
+    "trainer.resume",
+    "trainer.progress",
+    "trainer.loggers",
+    "trainer.weight_transfer",
+    "trainer.max_worker_restarts",
+)
 RESUMABLE_PREFIXES = (
     "trainer.save_every",
     "trainer.keep_checkpoints",
@@ -89,9 +102,16 @@ def _options(scorer: torch.nn.Module, **kwargs: Any) -> StateDictOptions:
 
 
 def save_checkpoint(
-    out: Path, state: TrainerState, scorer: torch.nn.Module, tokenizer: Any, optimizer: torch.optim.Optimizer, runtime: Runtime
+    out: Path,
+    state: TrainerState,
+    scorer: torch.nn.Module,
+    tokenizer: Any,
+    optimizer: torch.optim.Optimizer,
+    runtime: Runtime,
+    policies: dict[int, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """Write ``out/checkpoints/step_{state.step}`` (every rank calls this)."""
+    """Write ``out/checkpoints/step_{state.step}`` (every rank calls this), with the rollout
+    ``policies`` (version → tensors) of an asynchronous run."""
     root = out / "checkpoints"
     final = root / f"step_{state.step}"
     tmp = root / f".tmp_step_{state.step}"
@@ -108,6 +128,9 @@ def save_checkpoint(
     runtime.barrier()
     if runtime.is_main:
         tokenizer.save_pretrained(tmp)
+        for version, tensors in (policies or {}).items():
+            (tmp / POLICY_DIR).mkdir(exist_ok=True)
+            save_file(tensors, str(tmp / POLICY_DIR / f"v{version}.safetensors"))
         (tmp / STATE_FILE).write_text(json.dumps(asdict(state)), encoding="utf-8")  # last: marks it complete
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -222,3 +245,11 @@ def load_train_state(path: Path, scorer: torch.nn.Module, optimizer: torch.optim
     dcp.load(loaded, checkpoint_id=str(path / TRAIN_STATE_DIR), no_dist=not runtime.distributed)
     set_state_dict(scorer, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"], options=options)
     load_rng_state(path, runtime.rank, runtime.device)
+
+
+def load_rollout_policies(path: Path) -> dict[int, dict[str, torch.Tensor]]:
+    """The rollout policies a checkpoint holds (version → tensors; empty for a synchronous run's)."""
+    folder = path / POLICY_DIR
+    if not folder.is_dir():
+        return {}
+    return {int(f.stem.removeprefix("v")): load_file(str(f)) for f in sorted(folder.glob("v*.safetensors"))}

@@ -9,10 +9,18 @@ config (budgets, prior, A) and the advantage knobs, which reach it as data. One 
    budgets that share one prefix share one baseline);
 4. one packed row per thinking, PPO update in mini-batches of questions (``train.update``).
 
-Random streams: the rollout of step t is named ``derive_seed(run seed, t, "rollout")`` and its
-thinking and summary phases derive their own seeds from that (``rollout.anytime``); validation
-uses ``derive_seed(run seed, "validation")`` every time, so checkpoints of one run are compared
-on the same samples. No two phases share a stream, and a resumed run replays them exactly.
+Sampling is the :class:`~anytime_reasoner.train.sampler.Sampler`'s. Random streams: the rollout
+of step t is named ``derive_seed(run seed, t, "rollout")`` and its thinking and summary phases
+derive their own seeds from that (``rollout.anytime``); validation uses
+``derive_seed(run seed, "validation")`` every time, so checkpoints of one run are compared on the
+same samples. No two phases share a stream, and a resumed run replays them exactly.
+
+Asynchronous rollouts (``trainer.async_level = k ≥ 1``, ``train.async_rollouts``): a rollout worker
+process samples step t with the policy after step t − 1 − k while the trainer trains the steps
+before it; the trainer publishes each new policy to it after the update. The loss corrects for
+the lag with the engine's log-probs (``ppo.tis_cap``, or ``ppo.decoupled``); ``policy_lag``,
+``time_wait_rollouts`` and the worker's ``worker_*_seconds`` are logged each step. Validation runs
+in the trainer's process, on the current policy.
 
 Several processes (``torchrun``, ``train.runtime``): rank r rolls out the questions
 ``r, r + W, r + 2W, …`` of the step (all G thinkings of a question on one rank, so baselines are
@@ -33,7 +41,6 @@ Validation samples ``trainer.val_n`` thinkings × ``trainer.val_n_summary`` summ
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -50,23 +57,21 @@ from anytime_reasoner.algo.budgets import BudgetPlan
 from anytime_reasoner.algo.length_rewards import LengthShaping, shape_rewards
 from anytime_reasoner.config import TrainConfig, dump
 from anytime_reasoner.data.codec import TokenizerCodec
-from anytime_reasoner.data.prompts import encode_prompt, with_budget
 from anytime_reasoner.data.schema import Example
 from anytime_reasoner.engine.base import GenerationEngine
 from anytime_reasoner.errors import UserError
 from anytime_reasoner.rewards.base import Verifier
-from anytime_reasoner.rollout.anytime import RolloutParams, anytime_rollout
 from anytime_reasoner.rollout.types import RolloutBatch
-from anytime_reasoner.seeding import derive_seed
+from anytime_reasoner.train.async_rollouts import ProcessRollouts, Weights
 from anytime_reasoner.train.checkpoint import TrainerState, export_model, prune_checkpoints, save_checkpoint
-from anytime_reasoner.train.fsdp import unsharded
 from anytime_reasoner.train.loggers import MetricLogger
 from anytime_reasoner.train.logprobs import PolicyScorer
 from anytime_reasoner.train.packing import PackedBatch, empty_batch, max_response_len, pack_rollouts
-from anytime_reasoner.train.runtime import Runtime, compute_weights
+from anytime_reasoner.train.runtime import Runtime
+from anytime_reasoner.train.sampler import Sampled, Sampler
 from anytime_reasoner.train.sources import QuestionSource
 from anytime_reasoner.train.update import ppo_update
-from anytime_reasoner.train.weight_sync import WeightLoadingEngine, sync_engine
+from anytime_reasoner.train.weight_sync import WeightLoadingEngine, policy_weights, sync_engine
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase  # heavy: annotations only
@@ -98,6 +103,15 @@ class Trainer:
     start_step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     bad_streak: int = 0  # optimizer steps skipped in a row (non-finite gradient norm)
+    resumed_policies: dict[int, Weights] = field(default_factory=dict)  # async: the checkpoint's rollout policies
+    worker: ProcessRollouts | None = None  # async: the rollout worker, while fit runs
+
+    @property
+    def sampler(self) -> Sampler:
+        """Sampling in this process, over the trainer's current components."""
+        return Sampler(
+            self.cfg, self.model, self.tokenizer, self.engine, self.codec, self.verifier, self.source, self.runtime, self.policy
+        )
 
     @cached_property
     def plan(self) -> BudgetPlan:
@@ -110,8 +124,7 @@ class Trainer:
     @cached_property
     def val_plan(self) -> BudgetPlan:
         """Validation budgets (``trainer.val_budgets``, default the rollout's), uniform prior."""
-        budgets = self.cfg.trainer.val_budgets or list(self.plan.budgets)
-        return BudgetPlan.build(max(budgets), budgets=budgets, prior="uniform")
+        return self.sampler.val_plan
 
     @cached_property
     def max_response_len(self) -> int:
@@ -132,6 +145,7 @@ class Trainer:
         bar = _progress(steps, enabled=tcfg.progress and main, desc=f"train {self.out.name}")
         try:
             self.sync_engine()  # the engine loaded the base model; the trainer may have resumed or adapted it
+            self.start_worker()
             for step in bar:
                 metrics = self.train_step(step)
                 if tcfg.val_every and (step % tcfg.val_every == 0 or step == tcfg.steps):
@@ -148,24 +162,46 @@ class Trainer:
                 self.save(tcfg.steps)
             self.save_final()
         finally:
+            if self.worker is not None:
+                self.worker.close()
+                self.worker = None
             if logger is not None:
                 logger.close()
         return self.history
+
+    def start_worker(self) -> None:
+        """``trainer.async_level ≥ 1``: start the rollout worker with the policies the next steps sample."""
+        if self.cfg.trainer.placement() != "process":
+            return
+        if self.runtime.distributed:
+            raise UserError(
+                "trainer.rollout_placement: a rollout worker serves one trainer process; under torchrun use "
+                "trainer.async_level=0 (several trainer ranks with workers: not yet supported)"
+            )
+        self.worker = ProcessRollouts.launch(self.cfg, self.out, self.runtime.device)
+        self.worker.start(self.start_step, self.policy_tensors(), self.resumed_policies)
+        self.resumed_policies = {}
+
+    def policy_tensors(self) -> Weights:
+        """The current policy as the rollout worker loads it: Hugging Face names (merged under LoRA),
+        CPU copies in the compute dtype."""
+        return {name: t.to("cpu", copy=True).contiguous() for name, t in policy_weights(self.policy, self.runtime.compute_dtype)}
 
     # ------------------------------------------------------------------ one step
 
     def train_step(self, step: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         plan = self.cfg.plan_at(step)  # the rollout's budgets under the cap schedule
-        rollouts, targets, sampling_metrics = self.sample(step, plan)
-        if isinstance(self.engine, WeightLoadingEngine):
+        sampled = self.worker.take(step) if self.worker is not None else self.sample(step, plan)
+        rollouts, targets, sampling_metrics = sampled.rollouts, sampled.targets, sampled.metrics
+        if isinstance(self.engine, WeightLoadingEngine) and self.worker is None:
             self.engine.sleep()  # GPU: memory back to training until the next weight sync
         t_rollout = time.perf_counter() - t0
         phases = {f"time_{name}": seconds for name, seconds in (rollouts.timings if rollouts else {}).items()}
         probs = torch.tensor(plan.probs)  # [S]
         local: RolloutStats | None = None
         length_metrics: dict[str, float] = {}
-        if rollouts is None or sampling_metrics.get("kept_questions") == 0:
+        if rollouts is None or not sampled.trainable:
             # more ranks than questions, or dynamic sampling kept no question: no update from this
             # rank, which still takes part in the collectives (its rollouts, if any, are only logged)
             update_metrics = self.train_on(empty_batch())
@@ -187,7 +223,10 @@ class Trainer:
                 if targets is not None:
                     length_metrics["target_length"] = float(targets.float().mean())
         t_sync = time.perf_counter()
-        if self.sync_engine():
+        if self.worker is not None:
+            self.worker.publish(step, self.policy_tensors())
+            update_metrics["time_weight_sync"] = time.perf_counter() - t_sync
+        elif self.sync_engine():
             update_metrics["time_weight_sync"] = time.perf_counter() - t_sync
         stats = RolloutStats.cat([s for s in self.runtime.gather(local) if s is not None])  # every rank's questions
         metrics = rollout_metrics(stats, plan)
@@ -197,122 +236,28 @@ class Trainer:
         metrics.update(max_response_len=self.max_response_len, epoch=self._epoch(step), cap=plan.max_budget)
         metrics.update(length_metrics)
         metrics.update(sampling_metrics)
+        metrics["policy_lag"] = float(step - 1 - sampled.version)  # 0 unless asynchronous
         return metrics
 
-    def sample(self, step: int, plan: BudgetPlan) -> tuple[RolloutBatch | None, torch.Tensor | None, dict[str, float]]:
-        """This rank's training rollouts of ``step`` and their L1 targets (None without
-        ``length.prompt_budget``): the step's ``batch_size`` questions.
-
-        Under ``rollout.dynamic_sampling`` (DAPO) only the questions whose scores are not all equal
-        are kept, and rounds of ``batch_size`` more questions (``source.refill``, each round with
-        its own stream) are rolled out until ``batch_size`` are kept or ``max_sampling_rounds``
-        rounds ran; the first ``batch_size`` kept, in (round, question) order, are trained. If no round
-        kept any, round 0's rollouts are returned with ``kept_questions`` 0: the step logs them and
-        does not update (DAPO stops with an error there). Metrics: ``sampling_rounds``,
-        ``kept_questions``, ``informative_share`` (kept / rolled out).
-        """
-        rcfg, size = self.cfg.rollout, self.cfg.trainer.batch_size
-        if not rcfg.dynamic_sampling:
-            return (*self._sample_round(step, plan, 0), {})
-        rounds: list[tuple[RolloutBatch | None, torch.Tensor | None]] = []
-        kept: list[tuple[int, int]] = []  # (round, global question index), every rank's
-        sampled = 0
-        for k in range(rcfg.max_sampling_rounds):
-            rollouts, targets = self._sample_round(step, plan, k)
-            rounds.append((rollouts, targets))
-            for rank, informative in enumerate(self.runtime.gather(rollouts.informative() if rollouts else [])):
-                sampled += len(informative)
-                kept += [(k, rank + self.runtime.world_size * i) for i, ok in enumerate(informative) if ok]
-            if len(kept) >= size:
-                break
-        chosen = set(sorted(kept)[:size])
-        parts, part_targets = [], []
-        for k, (rollouts, targets) in enumerate(rounds):
-            mine = [i for i in range(len(rollouts.thinkings) if rollouts else 0) if (k, self.runtime.global_index(i)) in chosen]
-            if rollouts is not None and mine:
-                parts.append(rollouts.select(mine))
-                part_targets += [targets[mine]] if targets is not None else []
-        metrics = {
-            "sampling_rounds": float(len(rounds)),
-            "kept_questions": float(len(chosen)),
-            "informative_share": len(kept) / max(sampled, 1),
-        }
-        if not chosen:  # no round had an informative question: round 0 is logged, nothing is trained
-            return (*rounds[0], metrics)
-        if not parts:
-            return None, None, metrics
-        return RolloutBatch.cat(parts), torch.cat(part_targets) if part_targets else None, metrics
-
-    def _sample_round(self, step: int, plan: BudgetPlan, k: int) -> tuple[RolloutBatch | None, torch.Tensor | None]:
-        """Round ``k`` of step ``step``: the step's questions (k = 0) or refill k, this rank's share,
-        rolled out from the round's own stream (round 0's is the step's rollout stream)."""
-        size = self.cfg.trainer.batch_size
-        questions = self.source.batch(step, size) if k == 0 else self.source.refill(step, k, size)
-        examples = self.runtime.shard(questions)
-        named = ("rollout",) if k == 0 else ("rollout", "refill", k)
-        targets = self.targets(step, len(examples), plan, k)
-        return self.rollout(examples, seed=self._stream(step, *named), train=True, plan=plan, targets=targets), targets
-
-    def targets(self, step: int, n_questions: int, plan: BudgetPlan, refill: int = 0) -> torch.Tensor | None:
-        """L1's target lengths ``[B]``: one per question, uniform over the ``length.target_*``
-        range of the step's cap, from the step's own stream (a refill round's: its own; None unless
-        ``length.prompt_budget``; the L1 rewards require it)."""
-        lcfg = self.cfg.length
-        if not lcfg.prompt_budget:
-            return None
-        low = max(1, round(lcfg.target_min * plan.max_budget))
-        high = max(low, round(lcfg.target_max * plan.max_budget))
-        named = ("targets",) if refill == 0 else ("targets", "refill", refill)
-        generator = torch.Generator().manual_seed(self._stream(step, *named))
-        return torch.randint(low, high + 1, (n_questions,), generator=generator)
+    def sample(self, step: int, plan: BudgetPlan) -> Sampled:
+        """This rank's training rollouts of ``step``, sampled here by the current policy
+        (:meth:`Sampler.sample`; version ``step − 1``)."""
+        sampled = self.sampler.sample(step, plan)
+        sampled.version = step - 1
+        return sampled
 
     def sync_engine(self) -> bool:
         """Stream the weights into an engine that holds its own copy (True if it does)."""
         return sync_engine(self.engine, self.policy, self.runtime.compute_dtype)
-
-    def _stream(self, *parts: int | str) -> int:
-        """The seed named by ``parts`` on this rank (one process: no rank in the name)."""
-        rank = ("rank", self.runtime.rank) if self.runtime.distributed else ()
-        return derive_seed(self.cfg.trainer.seed, *parts, *rank)
 
     def _epoch(self, step: int) -> int | None:
         """The pass over a finite training set that step ``step`` reads (None for a stream)."""
         epoch_of = getattr(self.source, "epoch_of", None)
         return epoch_of(step, self.cfg.trainer.batch_size) if epoch_of else None
 
-    def rollout(
-        self,
-        examples: Sequence[Example],
-        *,
-        seed: int,
-        train: bool,
-        plan: BudgetPlan | None = None,
-        targets: torch.Tensor | None = None,
-    ) -> RolloutBatch | None:
-        """G thinkings per question, cut and summarized at ``plan`` (default: the rollout's), each
-        prompt stating its target when ``length.prompt_budget`` (validation: ``val_n`` ×
-        ``val_n_summary`` at the validation budgets, no targets); None for no questions (the rank
-        still joins the gathers)."""
-        params = RolloutParams.from_config(self.cfg.rollout, seed=seed, protocol=self.cfg.protocol())
-        params = replace(params, logprobs=train)
-        plan = self.plan if plan is None else plan
-        if not train:  # validation: val_n thinkings × val_n_summary summaries, evaluation temperature
-            tcfg = self.cfg.trainer
-            plan = self.val_plan
-            params = replace(params, n_thinking=tcfg.val_n, n_summary=tcfg.val_n_summary, temperature=tcfg.val_temperature)
-        messages = [e.messages for e in examples]
-        if targets is not None:
-            messages = [with_budget(m, self.cfg.length.budget_prompt, int(n)) for m, n in zip(messages, targets, strict=True)]
-        prompts = [encode_prompt(self.tokenizer, m, self.codec.think_start) for m in messages]
-        own_weights = isinstance(self.engine, WeightLoadingEngine)
-        self.model.eval()
-        weights = contextlib.nullcontext() if own_weights else unsharded(self.policy)  # N processes: whole, bf16
-        with torch.no_grad(), weights, compute_weights(self.model, None if own_weights else self.runtime.cast_dtype):
-            if not examples:
-                return None
-            return anytime_rollout(
-                self.engine, self.codec, prompts, [list(e.ground_truths) for e in examples], plan, params, self.verifier
-            )
+    def rollout(self, examples: Sequence[Example], *, seed: int, train: bool, **kwargs: Any) -> RolloutBatch | None:
+        """:meth:`Sampler.rollout` with the current policy (validation calls it)."""
+        return self.sampler.rollout(examples, seed=seed, train=train, **kwargs)
 
     def update(self, rollouts: RolloutBatch, think_adv: torch.Tensor, summ_adv: torch.Tensor) -> dict[str, float]:
         """Pack this rank's rollouts with their advantages and train on them."""
@@ -344,7 +289,7 @@ class Trainer:
         per-step ``var_*``/``ratio_*`` are the same quantities on the training rollouts and prior)."""
         if not self.val_examples:
             return {}
-        rollouts = self.rollout(self.runtime.shard(self.val_examples), seed=self._stream("validation"), train=False)
+        rollouts = self.rollout(self.runtime.shard(self.val_examples), seed=self.sampler.stream("validation"), train=False)
         local = (rollouts.scores(), rollouts.segment_mask()) if rollouts is not None else None
         gathered = [part for part in self.runtime.gather(local) if part is not None]  # every rank's questions
         scores = torch.cat([s for s, _ in gathered])  # [B, G, S, A]
@@ -370,7 +315,8 @@ class Trainer:
             epoch=self._epoch(step + 1),
             config=dump(self.cfg),
         )
-        path = save_checkpoint(self.out, state, self.policy, self.tokenizer, self.optimizer, self.runtime)
+        policies = self.worker.saved_versions(step) if self.worker is not None else None
+        path = save_checkpoint(self.out, state, self.policy, self.tokenizer, self.optimizer, self.runtime, policies)
         if self.runtime.is_main and self.cfg.trainer.keep_checkpoints:
             prune_checkpoints(self.out, self.cfg.trainer.keep_checkpoints)
         return path

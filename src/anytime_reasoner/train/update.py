@@ -32,7 +32,11 @@ a one-token stand-in whose loss is multiplied by zero.
 Rollout/trainer agreement (``algo.off_policy``): the old log-probs are compared with the
 engine's sampling log-probs (``batch.rollout_logprobs``) over every rank's tokens and reported as
 ``rollout_*`` metrics; with ``ppo.tis_cap > 0`` each token's loss is weighted by the truncated
-importance ratio ``min(π_old / π_rollout, tis_cap)``.
+importance ratio ``min(π_old / π_rollout, tis_cap)``, with ``ppo.decoupled`` by AReaL's behaviour
+weight ``π_old / π_rollout`` (0 above ``ppo.behaviour_weight_cap``): ``π_old``, recomputed here, is
+the proximal policy. ``rollout_corrected_share`` is the share of those tokens whose weight the
+correction truncated or dropped. Both matter most under ``trainer.async_level ≥ 1``, where the
+sampling policy is that many updates older.
 
 The model's train/eval mode is left to the caller. ``model`` is a causal LM or a
 ``train.logprobs.PolicyScorer`` around one (what FSDP shards).
@@ -47,7 +51,16 @@ from dataclasses import dataclass, field
 import torch
 
 from anytime_reasoner.algo.losses import LossAgg, normalizer_of_count, ppo_policy_loss
-from anytime_reasoner.algo.off_policy import MAXS, MINS, SUMS, mismatch_metrics, mismatch_sums, tis_weights
+from anytime_reasoner.algo.off_policy import (
+    MAXS,
+    MINS,
+    SUMS,
+    corrected_share,
+    decoupled_weights,
+    mismatch_metrics,
+    mismatch_sums,
+    tis_weights,
+)
 from anytime_reasoner.config import PPOConfig
 from anytime_reasoner.train.logprobs import Attention, packed_logprobs, uses_tree_attention
 from anytime_reasoner.train.packing import PackedBatch, RowPlacement, first_fit_bins, merge_rows
@@ -416,7 +429,8 @@ def ppo_update(
     # The first mini-batch of the first epoch trains on the rollout's weights: its own forward gives
     # its old log-probs. Not with TIS (its weights need them first) nor across ranks (FSDP2's first
     # backward then waits on a collective of a rank that runs the stand-in row).
-    on_policy_first = old_logprobs is None and ppo_cfg.tis_cap == 0 and not runtime.distributed and bool(minis)
+    corrected = ppo_cfg.tis_cap > 0 or ppo_cfg.decoupled
+    on_policy_first = old_logprobs is None and not corrected and not runtime.distributed and bool(minis)
     t0 = time.perf_counter()
     if old_logprobs is None:
         old_logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32)  # [N, T]
@@ -437,7 +451,7 @@ def ppo_update(
         on_policy_first = False
     timings = {"time_old_logprobs": time.perf_counter() - t0, "time_forward_backward": 0.0, "time_optimizer": 0.0}
     rollout_logprobs = batch.rollout_logprobs[:, : old_logprobs.shape[1]].cpu()  # [N, T], aligned with old_logprobs
-    token_weights = tis_weights(old_logprobs, rollout_logprobs, ppo_cfg.tis_cap) if ppo_cfg.tis_cap > 0 else None  # [N, T]
+    token_weights = behaviour_weights(old_logprobs, rollout_logprobs, ppo_cfg)  # [N, T] or None
     params = [p for group in optimizer.param_groups for p in group["params"]]
     tally = _Tally()
     for epoch in range(ppo_cfg.ppo_epochs):
@@ -477,7 +491,22 @@ def ppo_update(
             optimizer.zero_grad(set_to_none=True)
             timings["time_optimizer"] += time.perf_counter() - t1
     agreement = rollout_agreement(old_logprobs, rollout_logprobs, batch.trainable_mask.cpu(), runtime)
+    if token_weights is not None:
+        changed, known = runtime.all_reduce(
+            corrected_share(old_logprobs, rollout_logprobs, batch.trainable_mask.cpu(), token_weights)
+        )
+        agreement["rollout_corrected_share"] = changed / max(known, 1.0)
     return {**tally.reduce(runtime).summary(ppo_cfg.ppo_epochs), **agreement, **timings}
+
+
+def behaviour_weights(old_logprobs: torch.Tensor, rollout_logprobs: torch.Tensor, ppo_cfg: PPOConfig) -> torch.Tensor | None:
+    """Each token's loss weight for the gap between the sampling and the proximal policy ``[N, T]``:
+    TIS (``ppo.tis_cap``), AReaL's decoupled weights (``ppo.decoupled``), or None (no correction)."""
+    if ppo_cfg.decoupled:
+        return decoupled_weights(old_logprobs, rollout_logprobs, ppo_cfg.behaviour_weight_cap)
+    if ppo_cfg.tis_cap > 0:
+        return tis_weights(old_logprobs, rollout_logprobs, ppo_cfg.tis_cap)
+    return None
 
 
 def rollout_agreement(
