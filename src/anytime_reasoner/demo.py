@@ -89,6 +89,7 @@ def train_config(cfg: RunScale, base_model: Path, preset: str, seed: int, out: P
             "out": str(out),
             "seed": seed,
             "progress": False,
+            "async_level": cfg.async_level,
         },
     }
     return build_config(TrainConfig, preset=preset, overrides=overrides)

@@ -44,6 +44,9 @@ class RunScale(StrictModel):
     base_model: str | None = Field(None, description="start from this model folder instead of bootstrapping")
     bootstrap_seed: int = Field(0, description="seed of the base model's bootstrap (one base model for all RL seeds)")
     jobs: int = Field(2, ge=1, description="train/eval processes run at once (one thread each)")
+    async_level: int = Field(
+        0, ge=0, le=8, description="trainer.async_level of every run (>= 1: a rollout process each, k steps ahead)"
+    )
     engine: EngineConfig = EngineConfig()
     progress: bool = True
 
