@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from anytime_reasoner.algo.losses import ppo_policy_loss
-from anytime_reasoner.algo.off_policy import mismatch_metrics, mismatch_sums, tis_weights
+from anytime_reasoner.algo.off_policy import (
+    corrected_share,
+    decoupled_weights,
+    mismatch_metrics,
+    mismatch_sums,
+    tis_weights,
+)
 
 NAN = float("nan")
 OLD = torch.tensor([[-1.0, -2.0, -0.5, -3.0]])  # [1, 4]
@@ -47,3 +53,17 @@ def test_token_weights_scale_each_token_loss():
     loss, _ = ppo_policy_loss(OLD, OLD, advantages, MASK, normalizer=2.0, token_weights=weights)
     # (−1·1 − 2·1.5 + 1·1) / 2 = −1.5
     assert float(loss) == pytest.approx(-1.5)
+
+
+def test_decoupled_weights_keep_the_ratio_and_drop_tokens_above_the_cap():
+    # AReaL: w = π_prox / π_behav = r = [1, 1.6487, -, 0.1353], untruncated; cap 1.5 drops token 1 (w = 0)
+    r = math.exp(0.5)
+    torch.testing.assert_close(decoupled_weights(OLD, ROLLOUT, None), torch.tensor([[1.0, r, 1.0, math.exp(-2.0)]]))
+    torch.testing.assert_close(decoupled_weights(OLD, ROLLOUT, 1.5), torch.tensor([[1.0, 0.0, 1.0, math.exp(-2.0)]]))
+
+
+def test_corrected_share_counts_truncated_or_dropped_tokens_with_a_log_prob():
+    # tokens with an engine log-prob that are trainable: 0 and 1; only token 1's ratio (1.6487) exceeds 1.5
+    assert corrected_share(OLD, ROLLOUT, MASK, tis_weights(OLD, ROLLOUT, cap=1.5)) == (1.0, 2.0)
+    assert corrected_share(OLD, ROLLOUT, MASK, decoupled_weights(OLD, ROLLOUT, 1.5)) == (1.0, 2.0)
+    assert corrected_share(OLD, ROLLOUT, MASK, tis_weights(OLD, ROLLOUT, cap=2.0)) == (0.0, 2.0)  # nothing above 2

@@ -273,9 +273,9 @@ class PPOConfig(StrictModel):
     @model_validator(mode="after")
     def _one_correction(self) -> PPOConfig:
         if self.decoupled and self.tis_cap > 0:
-            raise ValueError("ppo.decoupled: excludes ppo.tis_cap (both weight tokens by the behaviour ratio); set one")
+            raise ValueError("decoupled: excludes ppo.tis_cap (both weight tokens by the behaviour ratio); set one")
         if self.behaviour_weight_cap is not None and not self.decoupled:
-            raise ValueError("ppo.behaviour_weight_cap: applies to ppo.decoupled=true only (TIS truncates at ppo.tis_cap)")
+            raise ValueError("behaviour_weight_cap: applies to ppo.decoupled=true only (TIS truncates at ppo.tis_cap)")
         return self
 
 

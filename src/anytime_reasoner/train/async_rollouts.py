@@ -142,7 +142,9 @@ class ProcessRollouts:
         if transfer == "broadcast":
             store, port = WeightChannel.host(backend, torch.device(self.device))
         spec = WorkerSpec(dump(self.cfg), self.device, self.threads, os.getpid(), port, backend)
-        self.proc = ctx.Process(target=rollout_worker.main, args=(spec, self.requests, self.results), daemon=False)  # it starts grading workers
+        self.proc = ctx.Process(
+            target=rollout_worker.main, args=(spec, self.requests, self.results), daemon=False
+        )  # it starts grading workers
         self.proc.start()
         (self.out / "rollout_worker.pid").write_text(str(self.proc.pid), encoding="utf-8")
         if store is not None:
@@ -204,6 +206,7 @@ class ProcessRollouts:
             if message[0] == "sampled":
                 self.received[message[1]] = message[2]
         sampled = self.received.pop(step)
+        self.requested.discard(step)  # requested: asked for and not yet taken
         expected = self.schedule.version_of(step)
         if sampled.version != expected:
             raise RuntimeError(f"step {step} was sampled by policy {sampled.version}, not {expected}")

@@ -1,0 +1,120 @@
+"""Asynchronous rollouts end to end on the embedded model (real answers, so the updates are real):
+a rollout worker process at lag 0 computes what the trainer computes in-process, bit for bit; lags
+1 and 2 are deterministic and resume exactly (a run stopped and resumed is a second run, which
+ends with the same weights as an uninterrupted one); weights sent by gloo broadcast equal weights
+sent by file; a worker killed mid-run is restarted and the run ends identical, and past
+``trainer.max_worker_restarts`` the run stops with one line."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+
+from anytime_reasoner.config import TrainConfig, build_config
+from anytime_reasoner.train.async_rollouts import ProcessRollouts, RolloutWorkerError
+from anytime_reasoner.train.build import build_trainer
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
+
+SCALE = [  # scripts/kill_resume_trials.py's: the embedded model, small
+    "model.path=tiny",
+    "model.device=cpu",
+    "rollout.n=4",
+    "rollout.max_budget=48",
+    "rollout.summary_max_tokens=8",
+    "trainer.batch_size=4",
+    "ppo.ppo_mini_batch_size=2",
+    "ppo.lr=1e-4",
+    "trainer.val_every=0",
+    "trainer.save_every=1",
+    "trainer.progress=false",
+]
+
+
+def _fit(out, steps, *extra):
+    cfg = build_config(
+        TrainConfig, preset="ar-uniform", overrides=[*SCALE, f"trainer.steps={steps}", f"trainer.out={out}", *extra]
+    )
+    trainer = build_trainer(cfg)
+    try:
+        trainer.fit()
+    finally:
+        trainer.verifier.close()
+    return trainer
+
+
+def _same_weights(a, b) -> bool:
+    x, y = a.model.state_dict(), b.model.state_dict()
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+@pytest.fixture(scope="module")
+def lag_one(tmp_path_factory):
+    """3 steps at lag 1, weights by file: the reference of this module's lag-1 runs."""
+    return _fit(tmp_path_factory.mktemp("lag1") / "run", 3, "trainer.async_level=1")
+
+
+def test_a_worker_at_lag_zero_samples_what_the_trainer_samples(tmp_path):
+    inline = _fit(tmp_path / "inline", 2)
+    worker = _fit(tmp_path / "worker", 2, "trainer.rollout_placement=process")
+    assert _same_weights(inline, worker)
+    assert [h["loss"] for h in inline.history] == [h["loss"] for h in worker.history]
+    assert [h["policy_lag"] for h in worker.history] == [0.0, 0.0]
+    assert not (tmp_path / "worker" / "rollout_weights").exists()  # the worker's files go with it
+
+
+def test_lag_one_is_deterministic_resumes_exactly_and_broadcast_equals_file(lag_one, tmp_path):
+    # step t samples with the policy after step max(0, t − 2): versions 0, 0, 1, lags 0, 1, 1
+    assert [h["policy_version"] for h in lag_one.history] == [0.0, 0.0, 1.0]
+    assert [h["policy_lag"] for h in lag_one.history] == [0.0, 1.0, 1.0]
+    assert lag_one.cfg.ppo.tis_cap == 2.0 and all("rollout_corrected_share" in h for h in lag_one.history)
+    out = tmp_path / "resumed"
+    _fit(out, 1, "trainer.async_level=1", "trainer.weight_transfer=broadcast")
+    assert sorted(p.name for p in (out / "checkpoints" / "step_1" / "rollout_policy").iterdir()) == ["v0.safetensors"]
+    resumed = _fit(out, 3, "trainer.async_level=1", "trainer.weight_transfer=broadcast")
+    assert resumed.start_step == 1 and _same_weights(lag_one, resumed)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in lag_one.history[1:]]
+
+
+def test_lag_two_resumes_exactly(tmp_path):
+    straight = _fit(tmp_path / "straight", 4, "trainer.async_level=2")
+    assert [h["policy_version"] for h in straight.history] == [0.0, 0.0, 0.0, 1.0]
+    out = tmp_path / "resumed"
+    _fit(out, 2, "trainer.async_level=2")
+    saved = sorted(p.name for p in (out / "checkpoints" / "step_2" / "rollout_policy").iterdir())
+    assert saved == ["v0.safetensors", "v1.safetensors"]  # steps 3 and 4 sample with policies 0 and 1
+    resumed = _fit(out, 4, "trainer.async_level=2")
+    assert _same_weights(straight, resumed)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history[2:]]
+
+
+def _kill_worker_before(step: int, monkeypatch) -> list[int]:
+    """Kill the worker with SIGKILL when the trainer first asks for ``step``; the killed pids."""
+    take, killed = ProcessRollouts.take, []
+
+    def killing(self, wanted):
+        if wanted == step and not killed:
+            killed.append(self.proc.pid)
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.join()
+        return take(self, wanted)
+
+    monkeypatch.setattr(ProcessRollouts, "take", killing)
+    return killed
+
+
+def test_a_killed_worker_is_restarted_and_the_run_ends_identical(lag_one, tmp_path, monkeypatch, caplog):
+    killed = _kill_worker_before(2, monkeypatch)
+    run = _fit(tmp_path / "run", 3, "trainer.async_level=1")
+    assert killed and "rollout worker died (exit code -9)" in caplog.text
+    assert _same_weights(lag_one, run)
+    assert [h["step"] for h in run.history] == [1, 2, 3]
+
+
+def test_worker_deaths_past_the_limit_stop_the_run_with_one_line(tmp_path, monkeypatch):
+    _kill_worker_before(2, monkeypatch)
+    with pytest.raises(RolloutWorkerError, match=r"trainer.max_worker_restarts: the rollout worker died 1 times \(limit 0"):
+        _fit(tmp_path / "run", 3, "trainer.async_level=1", "trainer.max_worker_restarts=0")
