@@ -13,11 +13,21 @@ command to the end. It is *identical* when the final weights equal the reference
 (``torch.equal``) and ``metrics.jsonl`` holds exactly one line per step with the reference's losses.
 Each line says where the kill left the run folder: steps logged, complete checkpoints, and whether a
 checkpoint was being written (a ``.tmp_step_*`` folder).
+
+Asynchronous runs (``--async-level 1``: a rollout worker process samples one step ahead): odd trials
+kill the *rollout worker* instead (its pid is in ``out/rollout_worker.pid``), at a random moment
+once it is up; the trainer restarts it and the run goes on to the end by itself, no second command.
+Even trials kill the *trainer* alone (SIGKILL to its pid, not its group) and check that the
+orphaned worker exits by itself within 5 s, then clean up what else is left (the grading workers)
+and rerun the same command. Every trial must end identical to the uninterrupted async run.
+
+    python scripts/kill_resume_trials.py 10 --async-level 1
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -52,7 +62,7 @@ class Trial:
     detail: str
 
 
-def command(out: Path, steps: int, seed: int) -> list[str]:
+def command(out: Path, steps: int, seed: int, async_level: int = 0) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -63,27 +73,76 @@ def command(out: Path, steps: int, seed: int) -> list[str]:
         f"trainer.steps={steps}",
         f"trainer.seed={seed}",
         f"trainer.out={out}",
+        *([f"trainer.async_level={async_level}"] if async_level else []),
     ]
 
 
-def run(cmd: list[str], kill_after: float | None = None, kill_when: Path | None = None) -> tuple[bool, float]:
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as stat:  # a zombie has exited
+        return stat.read().split(") ")[1][0] != "Z"
+
+
+def kill_trainer_alone(proc: subprocess.Popen, out: Path) -> str:
+    """SIGKILL the trainer's pid only; wait up to 5 s for its rollout worker to exit by itself;
+    then kill what is left of the group (grading workers) → what the worker did."""
+    pid_file = out / "rollout_worker.pid"
+    worker = int(pid_file.read_text()) if pid_file.is_file() else None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    waited, t0 = "no worker yet", time.perf_counter()
+    if worker is not None:
+        while alive(worker) and time.perf_counter() - t0 < 5:
+            time.sleep(0.05)
+        waited = (
+            "worker still alive after 5 s" if alive(worker) else f"worker exited by itself in {time.perf_counter() - t0:.1f}s"
+        )
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    return waited
+
+
+def run(
+    cmd: list[str],
+    kill_after: float | None = None,
+    kill_when: Path | None = None,
+    target: str = "group",
+    out: Path | None = None,
+) -> tuple[bool, float, str]:
     """Run ``cmd``, killed with SIGKILL after ``kill_after`` s, or as soon as a checkpoint is being
-    written under ``kill_when`` (a ``.tmp_step_*`` folder appears) → (finished by itself, seconds)."""
+    written under ``kill_when`` (a ``.tmp_step_*`` folder appears) → (finished by itself, seconds,
+    what the kill did). ``target``: ``group`` (the run and its grading workers, as a crash would),
+    ``trainer`` (its pid alone) or ``worker`` (the rollout worker: the run goes on and must finish)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    note = ""
     while proc.poll() is None:
         elapsed = time.perf_counter() - t0
         writing = kill_when is not None and any((kill_when / "checkpoints").glob(".tmp_step_*"))
         if (kill_after is not None and elapsed > kill_after) or writing:
-            os.killpg(proc.pid, signal.SIGKILL)  # the run and its grading workers, as a crash would
-            proc.wait()
-            return False, elapsed
+            if target == "worker":
+                pid_file = out / "rollout_worker.pid" if out else None
+                if pid_file is None or not pid_file.is_file():
+                    time.sleep(0.05)  # not up yet: kill it once it is
+                    continue
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+                note, kill_after = f"worker killed at {elapsed:.1f}s", None
+                continue
+            if target == "trainer" and out is not None:
+                note = kill_trainer_alone(proc, out)
+            else:
+                os.killpg(proc.pid, signal.SIGKILL)  # the run and its grading workers, as a crash would
+                proc.wait()
+            return False, elapsed, note
         time.sleep(0.005)
     err = proc.stderr.read() if proc.stderr else b""
     if proc.returncode != 0:
         raise SystemExit(f"run failed (exit {proc.returncode}): {err.decode(errors='replace')[-2000:]}")
-    return True, time.perf_counter() - t0
+    return True, time.perf_counter() - t0, note
 
 
 def describe(out: Path, seconds: float) -> str:
@@ -119,33 +178,37 @@ def compare(out: Path, reference: Path, steps: int) -> tuple[bool, str]:
     )
 
 
-def first_kill(cmd: list[str], out: Path, rng: random.Random, ref_seconds: float, in_checkpoint: bool) -> float:
+def first_kill(cmd: list[str], out: Path, rng: random.Random, ref_seconds: float, in_checkpoint: bool, target: str) -> str:
     """Start the run and kill it (inside its first checkpoint write, or after a random delay); a run
-    that ends before the kill is redone from scratch with a shorter delay. → seconds at the kill."""
+    that ends before the kill is redone from scratch with a shorter delay. → where the kill left it."""
     if in_checkpoint:
-        finished, seconds = run(cmd, kill_when=out)
+        finished, seconds, note = run(cmd, kill_when=out, target=target, out=out)
         if not finished:
-            return seconds
+            return describe(out, seconds) + (f", {note}" if note else "")
         shutil.rmtree(out)
     fraction = rng.uniform(0.2, 0.9)
     while True:
-        finished, seconds = run(cmd, kill_after=fraction * ref_seconds)
+        finished, seconds, note = run(cmd, kill_after=fraction * ref_seconds, target=target, out=out)
         if not finished:
-            return seconds
+            return describe(out, seconds) + (f", {note}" if note else "")
+        if target == "worker" and note:  # the worker died, the trainer went on to the end
+            return f"{note}; the run finished by itself"
         shutil.rmtree(out)
         fraction /= 2
 
 
 def trial(i: int, args: argparse.Namespace, reference: Path, ref_seconds: float, root: Path) -> Trial:
     """One trial: a kill (every third trial's inside a checkpoint write), a second kill of the
-    restarted run one time in three, then the same command to the end."""
+    restarted run one time in three, then the same command to the end. Asynchronous runs: odd
+    trials kill the rollout worker, even ones the trainer alone."""
     rng = random.Random(f"{args.seed}:{i}")
     out = root / f"trial_{i}"
-    cmd = command(out, args.steps, args.seed)
-    kills = [describe(out, first_kill(cmd, out, rng, ref_seconds, in_checkpoint=i % 3 == 2))]
-    finished = False
-    if rng.random() < 1 / 3:
-        finished, seconds = run(cmd, kill_after=rng.uniform(0.2, 0.9) * ref_seconds)
+    cmd = command(out, args.steps, args.seed, args.async_level)
+    target = ("worker" if i % 2 else "trainer") if args.async_level else "group"
+    kills = [first_kill(cmd, out, rng, ref_seconds, in_checkpoint=i % 3 == 2 and target != "worker", target=target)]
+    finished = kills[0].endswith("finished by itself")
+    if not finished and rng.random() < 1 / 3:
+        finished, seconds, _ = run(cmd, kill_after=rng.uniform(0.2, 0.9) * ref_seconds)
         kills.append(f"finished before the second kill ({seconds:.1f}s)" if finished else describe(out, seconds))
     if not finished:
         run(cmd)
@@ -159,12 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dir", default=None, help="work folder (default: a temporary one, removed at the end)")
+    p.add_argument("--async-level", type=int, default=0, help="trainer.async_level of every run (>= 1: kill the worker too)")
     args = p.parse_args(argv)
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="kill-resume-"))
     try:
         reference = root / "reference"
         shutil.rmtree(reference, ignore_errors=True)
-        _, ref_seconds = run(command(reference, args.steps, args.seed))
+        _, ref_seconds, _ = run(command(reference, args.steps, args.seed, args.async_level))
         print(f"reference: {args.steps} steps in {ref_seconds:.1f}s", flush=True)
         identical = 0
         for i in range(args.trials):
