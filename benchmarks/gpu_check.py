@@ -169,6 +169,24 @@ def run_resume(args: argparse.Namespace) -> int:
     return check.status
 
 
+def run_async(args: argparse.Namespace) -> int:
+    """The CLI ran ``steps`` steps at ``trainer.async_level=1``: one metrics line per step, policies
+    0, 0, 1, … (a lag of 1 after the first step), the worker's timings logged, and its files gone."""
+    check = Checks()
+    out = Path(args.out)
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    check("one_metrics_line_per_step", [m["step"] for m in lines] == list(range(1, args.steps + 1)), f"{len(lines)} lines")
+    versions = [m.get("policy_version") for m in lines]
+    want = [float(max(0, s - 2)) for s in range(1, args.steps + 1)]
+    check("fixed_lag_of_one", versions == want, f"policy versions {versions}, want {want}")
+    check("worker_timings_logged", all("worker_sample_seconds" in m for m in lines), "worker_sample_seconds")
+    check("worker_files_removed", not (out / "rollout_weights").exists(), "rollout_weights/")
+    figure("worker_sample_seconds_last", float(lines[-1].get("worker_sample_seconds", float("nan"))))
+    figure("trainer_wait_seconds_last", float(lines[-1].get("time_wait_rollouts", float("nan"))))
+    figure("weight_sync_seconds_last", float(lines[-1].get("time_weight_sync", float("nan"))))
+    return check.status
+
+
 # --------------------------------------------------------------------------------------------- launcher
 
 
@@ -517,6 +535,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     resume = sub.add_parser("resume", help="check the CLI's two runs in --out")
     resume.add_argument("--out", required=True)
     resume.add_argument("--steps", type=int, default=3)
+    asynchronous = sub.add_parser("async", help="check the CLI's asynchronous run in --out")
+    asynchronous.add_argument("--out", required=True)
+    asynchronous.add_argument("--steps", type=int, default=3)
     launcher = sub.add_parser("launcher", help="under torchrun: vLLM's external_launcher engine")
     launcher.add_argument("--model", required=True)
     launcher.add_argument("--device", default="cuda")
@@ -543,6 +564,7 @@ STAGES = {
     "versions": run_versions,
     "make-model": run_make_model,
     "resume": run_resume,
+    "async": run_async,
     "launcher": run_launcher,
     "step": run_step,
 }

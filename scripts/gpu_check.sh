@@ -13,7 +13,10 @@
 #      each, then the same command to step 3 (resume=auto), and the resume checked;
 #   3. torchrun --nproc-per-node 1 through vLLM's external_launcher: sample -> sleep -> wake -> sync;
 #   4. the 1.5B-shape step: packing, the FlexAttention compile sweep, the engine following an update,
-#      FSDP2 update tokens/s and MFU.
+#      FSDP2 update tokens/s and MFU;
+#   5. asynchronous rollouts (trainer.async_level=1): a rollout worker process on its own GPU (cuda:1,
+#      weights by NCCL broadcast) when there are two, else beside the trainer (weights by file; the
+#      CPU: by gloo broadcast), 3 steps; the lag and the worker's timings checked in the metrics.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=cuda
@@ -68,6 +71,16 @@ else
 fi
 
 stage "4. the 1.5B-shape step" 420 $PY -u benchmarks/gpu_check.py step --device "$DEVICE" "${SHAPE[@]}" "${STEP_ARGS[@]}"
+
+if [[ $DEVICE == cpu ]]; then
+  ASYNC=(trainer.weight_transfer=broadcast)
+elif [[ $($PY -c 'import torch; print(torch.cuda.device_count())') -ge 2 ]]; then
+  ASYNC=(trainer.rollout_device=cuda:1 trainer.weight_transfer=broadcast)
+else
+  ASYNC=(trainer.weight_transfer=file)
+fi
+stage "5a. async_level=1: ${ASYNC[*]}" 300 "${TRAIN[@]}" trainer.out="$OUT/async" trainer.steps=3 trainer.async_level=1 "${ASYNC[@]}"
+stage "5b. the lag and the worker in the metrics" 60 $PY -u benchmarks/gpu_check.py async --out "$OUT/async" --steps 3
 
 if [[ ${#FAILED[@]} -gt 0 ]]; then
   echo "gpu_check: ${#FAILED[@]} stage(s) failed: ${FAILED[*]}"

@@ -8,6 +8,7 @@ import torch
 from anytime_reasoner.config import PPOConfig, TrainConfig, build_config
 from anytime_reasoner.config.base import ConfigError
 from anytime_reasoner.train.async_rollouts import LagSchedule
+from anytime_reasoner.train.rollout_worker import own_gpu
 from anytime_reasoner.train.update import behaviour_weights
 
 
@@ -65,3 +66,11 @@ def test_behaviour_weights_follow_the_configured_correction():
     torch.testing.assert_close(
         behaviour_weights(old, rollout, PPOConfig(decoupled=True, behaviour_weight_cap=5.0)), torch.tensor([[2.0, 0.0]])
     )
+
+
+def test_a_worker_on_cuda_n_sees_only_that_gpu():
+    env = {"CUDA_VISIBLE_DEVICES": "2,5,7"}
+    assert own_gpu("cuda:1", env) == "cuda" and env["CUDA_VISIBLE_DEVICES"] == "5"  # the 2nd visible one
+    env = {}
+    assert own_gpu("cuda:3", env) == "cuda" and env["CUDA_VISIBLE_DEVICES"] == "3"
+    assert own_gpu("cpu", env) == "cpu" and own_gpu("cuda", {}) == "cuda"

@@ -90,7 +90,8 @@ class ProcessRollouts:
 
     cfg: TrainConfig
     out: Path
-    device: str
+    device: str  # the worker's
+    trainer_device: str
     threads: int
     schedule: LagSchedule
     versions: dict[int, Weights] = field(default_factory=dict)  # the last k + 1, for restarts and checkpoints
@@ -114,7 +115,7 @@ class ProcessRollouts:
         if device.type == "cpu":
             torch.set_num_threads(max(1, threads - worker_threads))
         where = cfg.trainer.rollout_device or str(device)
-        return cls(cfg, out, where, worker_threads, LagSchedule(cfg.trainer.async_level, cfg.trainer.steps))
+        return cls(cfg, out, where, str(device), worker_threads, LagSchedule(cfg.trainer.async_level, cfg.trainer.steps))
 
     # ------------------------------------------------------------------ the worker process
 
@@ -138,9 +139,10 @@ class ProcessRollouts:
         self.requests, self.results = ctx.Queue(), ctx.Queue()
         port, store = None, None
         transfer = self.cfg.trainer.weight_transfer
-        backend = "nccl" if self.device.startswith("cuda") else "gloo"
+        both_gpus = self.device.startswith("cuda") and self.trainer_device.startswith("cuda")
+        backend = "nccl" if both_gpus else "gloo"
         if transfer == "broadcast":
-            store, port = WeightChannel.host(backend, torch.device(self.device))
+            store, port = WeightChannel.host()
         spec = WorkerSpec(dump(self.cfg), self.device, self.threads, os.getpid(), port, backend)
         self.proc = ctx.Process(
             target=rollout_worker.main, args=(spec, self.requests, self.results), daemon=False
@@ -148,7 +150,7 @@ class ProcessRollouts:
         self.proc.start()
         (self.out / "rollout_worker.pid").write_text(str(self.proc.pid), encoding="utf-8")
         if store is not None:
-            self.channel = WeightChannel(store, 0, backend, torch.device(self.device))
+            self.channel = WeightChannel(store, 0, backend, torch.device(self.trainer_device if both_gpus else "cpu"))
             self.sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="weight-broadcast")
 
     def _ask(self, steps: list[int]) -> None:

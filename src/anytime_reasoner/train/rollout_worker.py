@@ -74,8 +74,8 @@ class WeightChannel:
             self.group = dist.ProcessGroupGloo(store, rank, 2, timeout)
         self.device = device
 
-    @classmethod
-    def host(cls, backend: str, device: torch.device) -> tuple[Any, int]:
+    @staticmethod
+    def host() -> tuple[Any, int]:
         """The trainer's store on a free port → (store, port); :meth:`__init__` with rank 0 joins it."""
         store = dist.TCPStore("127.0.0.1", 0, 2, True, timeout=datetime.timedelta(minutes=30), wait_for_workers=False)
         return store, store.port
@@ -111,16 +111,28 @@ def load_policy(sampler: Sampler, tensors: dict[str, torch.Tensor]) -> None:
         sampler.model.load_state_dict(tensors, strict=True)
 
 
+def own_gpu(device: str, env: dict[str, str]) -> str:
+    """``cuda:N`` → ``cuda`` with ``CUDA_VISIBLE_DEVICES`` narrowed to that one GPU in ``env`` (before
+    CUDA starts in this process), so an engine that takes every visible GPU (vLLM) takes only it."""
+    if not device.startswith("cuda:"):
+        return device
+    index = int(device.split(":", 1)[1])
+    visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    env["CUDA_VISIBLE_DEVICES"] = visible[index] if visible else str(index)
+    return "cuda"
+
+
 def main(spec: WorkerSpec, requests: Any, results: Any) -> None:
     """The worker process's entry point (``multiprocessing`` spawn target)."""
     torch.set_num_threads(spec.threads)
     try:
+        device = own_gpu(spec.device, os.environ)  # type: ignore[arg-type]
         cfg = TrainConfig.model_validate(spec.config)
         channel = None
         if spec.store_port is not None:  # first: the trainer waits for the group before it builds on
             store = dist.TCPStore("127.0.0.1", spec.store_port, 2, False, timeout=datetime.timedelta(minutes=30))
-            channel = WeightChannel(store, 1, spec.backend, torch.device(spec.device))
-        sampler = build_sampler(cfg, spec.device)
+            channel = WeightChannel(store, 1, spec.backend, torch.device(device if spec.backend == "nccl" else "cpu"))
+        sampler = build_sampler(cfg, device)
         results.put(("ready", os.getpid()))
         serve(sampler, channel, spec.parent_pid, requests, results)
     except UserError as err:
