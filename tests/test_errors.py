@@ -287,6 +287,8 @@ CASES: dict[str, Case] = {
     "length-cap-schedule-start": Case(lambda c: ["train", "length.cap_schedule=2:0.5"]),
     "length-cap-schedule-collides": Case(lambda c: ["train", "rollout.max_budget=4", "length.cap_schedule=1:0.3"]),
     "eval-budget-prompt-without-n": Case(lambda c: ["eval", "model=m", "mode=prompt-budget", "budget_prompt=Think briefly."]),
+    "async-inline-placement": Case(lambda c: ["train", "trainer.async_level=1", "trainer.rollout_placement=inline"]),
+    "decoupled-with-tis": Case(lambda c: ["train", "ppo.decoupled=true", "ppo.tis_cap=2"]),
     "ask-empty-question": Case(lambda c: ["ask", "", "model=m"]),
     "ask-blank-question": Case(lambda c: ["ask", "   ", "model=m"]),
     # -- data sources (exit 1)
