@@ -171,7 +171,7 @@ class Trainer:
 
     def start_worker(self) -> None:
         """``trainer.async_level ≥ 1``: start the rollout worker with the policies the next steps sample."""
-        if self.cfg.trainer.placement() != "process":
+        if self.cfg.trainer.placement() != "process" or self.start_step >= self.cfg.trainer.steps:
             return
         if self.runtime.distributed:
             raise UserError(
