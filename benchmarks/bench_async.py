@@ -42,11 +42,14 @@ from anytime_reasoner.train.build import build_trainer
 REPO = Path(__file__).resolve().parents[1]
 
 
-def train_once(preset: str, level: int, steps: int, threads: int, base: Path, out: Path) -> list[dict]:
-    """One run of ``steps`` steps at ``async_level=level`` on ``threads`` threads → its metrics."""
+def train_once(preset: str, mode: str, steps: int, threads: int, base: Path, out: Path) -> list[dict]:
+    """One run of ``steps`` steps in ``mode`` (``k``: async_level k, the threads split; ``k/t``: the
+    worker on t threads, the trainer on all ``threads``) → its metrics."""
+    level, _, worker_threads = mode.partition("/")
     demo = build_config(DemoConfig, overrides=[f"steps={steps}", "val_every=0", f"async_level={level}", "progress=false"])
     cfg = train_config(demo, base, preset, seed=0, out=out, max_response_len=shared_response_len(demo, base))
-    cfg = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"save_every": 0})})
+    trainer_keys = {"save_every": 0, "rollout_threads": int(worker_threads or 0)}
+    cfg = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update=trainer_keys)})
     torch.set_num_threads(threads)
     trainer = build_trainer(cfg)
     try:
@@ -54,6 +57,20 @@ def train_once(preset: str, level: int, steps: int, threads: int, base: Path, ou
     finally:
         trainer.verifier.close()
         torch.set_num_threads(threads)  # an asynchronous run gave half to its worker
+
+
+def lag(mode: str) -> int:
+    """The async level of a mode (``k`` or ``k/t``)."""
+    return int(mode.partition("/")[0])
+
+
+def describe(mode: str, threads: int) -> str:
+    level, _, worker = mode.partition("/")
+    if level == "0":
+        return f"synchronous, {threads} threads"
+    if worker:
+        return f"async_level={level}, trainer {threads} threads + worker {worker}"
+    return f"async_level={level}, trainer {max(1, threads - threads // 2)} + worker {max(1, threads // 2)} threads"
 
 
 def summarize(runs: list[list[dict]], level: int) -> dict[str, float]:
@@ -104,34 +121,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="torch threads of the synchronous loop (split when async)")
-    p.add_argument("--levels", default="0,1,2", help="async levels to compare (0 = synchronous)")
+    p.add_argument(
+        "--modes", default="0,1,2,1/1", help="k = async_level k (0: synchronous), threads split; k/t: the worker on t threads"
+    )
     p.add_argument("--link-gbps", type=float, default=25.0, help="weight broadcast bandwidth of the model, GB/s")
     args = p.parse_args(argv)
-    levels = [int(x) for x in args.levels.split(",")]
+    modes = args.modes.split(",")
     base = base_model(build_config(DemoConfig, overrides=["progress=false"]))
-    runs: dict[int, list[list[dict]]] = {k: [] for k in levels}
+    runs: dict[str, list[list[dict]]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory(prefix="bench-async-") as tmp:
         for rep in range(args.reps):
-            for k in levels:
-                history = train_once(args.preset, k, args.steps, args.threads, base, Path(tmp) / f"k{k}_r{rep}")
-                runs[k].append(history)
-                print(
-                    f"rep {rep} async_level={k}: step medians {statistics.median(h['time_step'] for h in history[k + 1 :]):.2f}s",
-                    flush=True,
+            for mode in modes:
+                history = train_once(
+                    args.preset, mode, args.steps, args.threads, base, Path(tmp) / f"m{mode.replace('/', '_')}_r{rep}"
                 )
-    stats = {k: summarize(runs[k], k) for k in levels}
-    sync = stats[levels[0]]["step"]
+                runs[mode].append(history)
+                median = statistics.median(h["time_step"] for h in history[lag(mode) + 1 :])
+                print(f"rep {rep} mode {mode}: step median {median:.2f}s", flush=True)
+    stats = {mode: summarize(runs[mode], lag(mode)) for mode in modes}
+    sync = stats[modes[0]]["step"]
     print(
-        f"\n{args.preset}, demo scale, {args.steps} steps x {args.reps} repetitions, {args.threads} threads in all, "
+        f"\n{args.preset}, demo scale, {args.steps} steps x {args.reps} repetitions, {args.threads} threads, "
         f"torch {torch.__version__}\n"
     )
     print("| mode | step s (median) | sync / mode | trainer waits | worker idle |")
     print("|---|---|---|---|---|")
-    for k in levels:
-        s = stats[k]
-        name = "synchronous" if k == 0 else f"async_level={k}"
-        idle = "-" if k == 0 else f"{s['worker_idle']:.0%}"
-        print(f"| {name} | {s['step']:.2f} | {sync / s['step']:.2f}x | {s['trainer_wait']:.0%} | {idle} |")
+    for mode in modes:
+        s = stats[mode]
+        print(
+            f"| {describe(mode, args.threads)} | {s['step']:.2f} | {sync / s['step']:.2f}x | {s['trainer_wait']:.0%} | "
+            f"{'-' if lag(mode) == 0 else format(s['worker_idle'], '.0%')} |"
+        )
     print()
     print("\n".join(scaling_model(args.link_gbps)))
     return 0

@@ -326,6 +326,12 @@ class TrainerConfig(StrictModel):
     rollout_device: str | None = Field(
         None, description="the rollout process's device (e.g. cuda:1: separate inference GPUs); default: model.device"
     )
+    rollout_threads: int = Field(
+        0,
+        ge=0,
+        description="torch threads of the rollout process (0: on CPU half the trainer's, which keeps the rest; N: N, "
+        "and the trainer keeps all of its own)",
+    )
     max_worker_restarts: int = Field(
         2, ge=0, description="restart a rollout process that dies at most this many times, then stop with one line"
     )

@@ -25,7 +25,8 @@ Weights reach the worker by file (``trainer.weight_transfer=file``: safetensors 
 (``=broadcast``: a 2-member gloo group on CPU, nccl between GPUs, beside any ``torchrun`` group;
 the trainer broadcasts from a background thread so that training goes on meanwhile).
 
-On CPU the cores are split: the worker gets half the torch threads, the trainer the rest.
+On CPU the cores are split by default: the worker gets half the torch threads, the trainer the
+rest (``trainer.rollout_threads=N`` gives the worker N and leaves the trainer's alone).
 Departure from prime-rl and AReaL: one worker process and one trainer process (several trainer
 ranks, several inference servers: not yet; see docs/SCALING.md).
 """
@@ -108,11 +109,13 @@ class ProcessRollouts:
 
     @classmethod
     def launch(cls, cfg: TrainConfig, out: Path, device: torch.device) -> ProcessRollouts:
-        """A worker on ``trainer.rollout_device`` (default the trainer's device); on CPU it gets half
-        the threads and the trainer keeps the rest."""
+        """A worker on ``trainer.rollout_device`` (default the trainer's device) with
+        ``trainer.rollout_threads`` torch threads; by default, on CPU, it gets half the threads and
+        the trainer keeps the rest."""
         threads = torch.get_num_threads()
-        worker_threads = max(1, threads // 2) if device.type == "cpu" else threads
-        if device.type == "cpu":
+        worker_threads = cfg.trainer.rollout_threads or threads
+        if device.type == "cpu" and not cfg.trainer.rollout_threads:
+            worker_threads = max(1, threads // 2)
             torch.set_num_threads(max(1, threads - worker_threads))
         where = cfg.trainer.rollout_device or str(device)
         return cls(cfg, out, where, str(device), worker_threads, LagSchedule(cfg.trainer.async_level, cfg.trainer.steps))
