@@ -10,8 +10,10 @@ synchronous loop computes on all ``--threads`` torch threads; an asynchronous ru
 wall time is the trainer's ``time_step`` (take the rollouts → update → publish the policy); the
 first k + 1 steps of a lag-k run wait for their rollouts by construction and are left out of the
 medians. Printed per mode: median step seconds, the ratio of the synchronous median to it, the
-share of the trainer's time spent waiting for rollouts (``time_wait_rollouts``), and the share of
-the worker's time spent idle (waiting for a policy or a request).
+share of the trainer's time spent waiting for rollouts (``time_wait_rollouts``), the share of
+the worker's time spent idle (waiting for a policy or a request), and the median seconds of a
+step's rollout (synchronous: ``time_rollout``; asynchronous: the worker's ``worker_sample_seconds``)
+and update (old log-probs + forward/backward + optimizer), with the old log-probs apart.
 
 Modelled, not measured (``scripts/scaling_table.py``'s phase times for the 1.5B recipe: every
 thinking runs to the full budget, HF-engine decoding, A100 figures): synchronous on N GPUs takes
@@ -85,7 +87,9 @@ def summarize(runs: list[list[dict]], level: int) -> dict[str, float]:
         "step": step,
         "trainer_wait": waits / sum(h["time_step"] for h in steady),
         "worker_idle": idle / (busy + idle) if worker else float("nan"),
-        "rollout": statistics.median(h["time_rollout"] for h in steady) if level == 0 else float("nan"),
+        "rollout": statistics.median(h["time_rollout"] if level == 0 else h["worker_sample_seconds"] for h in steady),
+        "update": statistics.median(h["time_old_logprobs"] + h["time_forward_backward"] + h["time_optimizer"] for h in steady),
+        "old_logprobs": statistics.median(h["time_old_logprobs"] for h in steady),
     }
 
 
@@ -144,13 +148,16 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{args.preset}, demo scale, {args.steps} steps x {args.reps} repetitions, {args.threads} threads, "
         f"torch {torch.__version__}\n"
     )
-    print("| mode | step s (median) | sync / mode | trainer waits | worker idle |")
-    print("|---|---|---|---|---|")
+    print(
+        "| mode | step s (median) | sync / mode | trainer waits | worker idle | rollout s | update s | of which old log-probs |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for mode in modes:
         s = stats[mode]
         print(
             f"| {describe(mode, args.threads)} | {s['step']:.2f} | {sync / s['step']:.2f}x | {s['trainer_wait']:.0%} | "
-            f"{'-' if lag(mode) == 0 else format(s['worker_idle'], '.0%')} |"
+            f"{'-' if lag(mode) == 0 else format(s['worker_idle'], '.0%')} | {s['rollout']:.2f} | {s['update']:.2f} | "
+            f"{s['old_logprobs']:.2f} |"
         )
     print()
     print("\n".join(scaling_model(args.link_gbps)))
