@@ -17,8 +17,8 @@ over them, exactly as the trainer's own, so a step's rollouts are the same funct
 
 Because the trainer sends the weights of version v before the steps that v samples, and messages
 are served in order, the version behind every step is fixed by the trainer, not by timing: runs
-are deterministic. An error is sent back as ``("error", one line)``; the worker exits when the
-trainer's process is gone.
+are deterministic. An error is sent back as ``("error", one line)``; the worker exits within half a
+second of the trainer's process being gone (:func:`exit_with`), whatever it is doing.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import datetime
 import logging
 import os
 import queue
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ from anytime_reasoner.train.weight_sync import WeightLoadingEngine
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.5  # how often an idle worker checks that the trainer is alive
+POLL_SECONDS = 0.5  # how often the worker checks that the trainer is alive (and an idle one wakes)
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,24 @@ def own_gpu(device: str, env: dict[str, str]) -> str:
     return "cuda"
 
 
+def exit_with(parent_pid: int) -> threading.Thread:
+    """A daemon thread that ends this process when ``parent_pid`` is no longer its parent (the
+    trainer died, even by SIGKILL): checked every ``POLL_SECONDS``, while the worker loads a model
+    or samples a step as well as while it waits."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(POLL_SECONDS)
+        os._exit(0)  # nothing to save: the trainer's checkpoints are the run's state
+
+    watcher = threading.Thread(target=watch, name="parent-watch", daemon=True)
+    watcher.start()
+    return watcher
+
+
 def main(spec: WorkerSpec, requests: Any, results: Any) -> None:
     """The worker process's entry point (``multiprocessing`` spawn target)."""
+    exit_with(spec.parent_pid)
     torch.set_num_threads(spec.threads)
     try:
         device = own_gpu(spec.device, os.environ)  # type: ignore[arg-type]
@@ -134,15 +151,15 @@ def main(spec: WorkerSpec, requests: Any, results: Any) -> None:
             channel = WeightChannel(store, 1, spec.backend, torch.device(device if spec.backend == "nccl" else "cpu"))
         sampler = build_sampler(cfg, device)
         results.put(("ready", os.getpid()))
-        serve(sampler, channel, spec.parent_pid, requests, results)
+        serve(sampler, channel, requests, results)
     except UserError as err:
         results.put(("error", str(err)))
     except Exception as err:  # noqa: BLE001 - sent to the trainer, which stops with it
         results.put(("error", f"rollout worker: {type(err).__name__}: {err}\n{traceback.format_exc()}"))
 
 
-def serve(sampler: Sampler, channel: WeightChannel | None, parent_pid: int, requests: Any, results: Any) -> None:
-    """Serve ``requests`` in order until ``("stop",)`` or the trainer is gone. Each sampled step
+def serve(sampler: Sampler, channel: WeightChannel | None, requests: Any, results: Any) -> None:
+    """Serve ``requests`` in order until ``("stop",)``. Each sampled step
     reports the worker's seconds since its last one: ``worker_idle_seconds`` (waiting for a
     message), ``worker_load_seconds`` (receiving and loading weights), ``worker_sample_seconds``."""
     version: int | None = None
@@ -152,10 +169,8 @@ def serve(sampler: Sampler, channel: WeightChannel | None, parent_pid: int, requ
             t0 = time.perf_counter()
             try:
                 message = requests.get(timeout=POLL_SECONDS)
-            except queue.Empty:
+            except queue.Empty:  # (a trainer that died ends this process: exit_with)
                 clock["idle"] += time.perf_counter() - t0
-                if os.getppid() != parent_pid:  # the trainer died (SIGKILL): nothing will come
-                    return
                 continue
             clock["idle"] += time.perf_counter() - t0
             if message[0] == "stop":
