@@ -3,19 +3,24 @@ a rollout worker process at lag 0 computes what the trainer computes in-process,
 1 and 2 are deterministic and resume exactly (a run stopped and resumed is a second run, which
 ends with the same weights as an uninterrupted one); weights sent by gloo broadcast equal weights
 sent by file; a worker killed mid-run is restarted and the run ends identical, and past
-``trainer.max_worker_restarts`` the run stops with one line."""
+``trainer.max_worker_restarts`` the run stops with one line; two ``torchrun`` ranks sharing one
+worker train as one process does."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from anytime_reasoner.config import TrainConfig, build_config
 from anytime_reasoner.train.async_rollouts import ProcessRollouts, RolloutWorkerError
 from anytime_reasoner.train.build import build_trainer
+from anytime_reasoner.train.loggers import read_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 
@@ -118,3 +123,22 @@ def test_worker_deaths_past_the_limit_stop_the_run_with_one_line(tmp_path, monke
     _kill_worker_before(2, monkeypatch)
     with pytest.raises(RolloutWorkerError, match=r"trainer.max_worker_restarts: the rollout worker died 1 times \(limit 0"):
         _fit(tmp_path / "run", 3, "trainer.async_level=1", "trainer.max_worker_restarts=0")
+
+
+def test_two_trainer_ranks_share_one_worker_and_train_as_one_process(tmp_path):
+    """``torchrun`` with 2 ranks: rank 0 runs the worker, which samples the whole step as one process
+    does (no rank in its streams), and each rank trains its questions under FSDP2; both steps sample
+    with the initial policy, so the samples are the one-process run's and the weights agree to float32
+    rounding (measured 1.9e-7)."""
+    one = _fit(tmp_path / "one", 2, "trainer.async_level=1")
+    out = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "anytime_reasoner"]
+    cmd += ["train", "ar-uniform", *SCALE, "trainer.steps=2", f"trainer.out={out}", "trainer.async_level=1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-4000:]
+    two = load_file(str(out / "final" / "model.safetensors"))
+    for name, tensor in one.model.state_dict().items():
+        torch.testing.assert_close(two[name], tensor, rtol=0, atol=1e-5, msg=name)
+    logged = read_metrics(out / "metrics.jsonl")
+    assert [m["tokens"] for m in logged] == [h["tokens"] for h in one.history]  # the same samples
+    assert [m["policy_version"] for m in logged] == [0.0, 0.0]

@@ -27,8 +27,11 @@ the trainer broadcasts from a background thread so that training goes on meanwhi
 
 On CPU the cores are split by default: the worker gets half the torch threads, the trainer the
 rest (``trainer.rollout_threads=N`` gives the worker N and leaves the trainer's alone).
-Departure from prime-rl and AReaL: one worker process and one trainer process (several trainer
-ranks, several inference servers: not yet; see docs/SCALING.md).
+Several trainer ranks (``torchrun``): rank 0 runs the one worker, which samples each whole step as
+one process does (its streams name no rank, so the samples do not depend on the world size), and
+rank 0 hands each rank its questions (``Sampled.shard``); every rank joins the gathering of the
+policy's weights, which rank 0 publishes. Departure from prime-rl and AReaL: one inference worker
+(several, or an inference server elsewhere: not yet; see docs/SCALING.md).
 """
 
 from __future__ import annotations

@@ -105,6 +105,14 @@ class Runtime:
         dist.all_gather_object(out, obj)
         return out
 
+    def broadcast(self, obj: T) -> T:
+        """Rank 0's ``obj`` on every rank (``obj`` itself in one process)."""
+        if not self.distributed:
+            return obj
+        box: list[Any] = [obj if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

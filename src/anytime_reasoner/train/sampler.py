@@ -58,6 +58,15 @@ class Sampled:
     metrics: dict[str, float] = field(default_factory=dict)
     version: int = 0
 
+    def shard(self, runtime: Runtime) -> Sampled:
+        """This rank's questions (``runtime.shard``'s: ``r, r + W, …``) of a whole step's rollouts."""
+        if self.rollouts is None or not runtime.distributed:
+            return self
+        mine = list(range(runtime.rank, len(self.rollouts.thinkings), runtime.world_size))
+        rollouts = self.rollouts.select(mine) if mine else None
+        targets = self.targets[mine] if self.targets is not None and mine else None
+        return Sampled(rollouts, targets, dict(self.metrics), self.version)
+
     @property
     def trainable(self) -> bool:
         """There is something to update on: rollouts, and (dynamic sampling) a kept question."""

@@ -169,32 +169,56 @@ class Trainer:
                 logger.close()
         return self.history
 
+    @property
+    def lagged(self) -> bool:
+        """Training rollouts come from a rollout worker (``trainer.rollout_placement=process``)."""
+        return self.cfg.trainer.placement() == "process"
+
     def start_worker(self) -> None:
-        """``trainer.async_level ≥ 1``: start the rollout worker with the policies the next steps sample."""
-        if self.cfg.trainer.placement() != "process" or self.start_step >= self.cfg.trainer.steps:
+        """``trainer.async_level ≥ 1``: start the rollout worker with the policies the next steps
+        sample (rank 0 runs it; every rank joins the gathering of the weights)."""
+        if not self.lagged or self.start_step >= self.cfg.trainer.steps:
             return
-        if self.runtime.distributed:
-            raise UserError(
-                "trainer.rollout_placement: a rollout worker serves one trainer process; under torchrun use "
-                "trainer.async_level=0 (several trainer ranks with workers: not yet supported)"
-            )
-        self.worker = ProcessRollouts.launch(self.cfg, self.out, self.runtime.device)
-        self.worker.start(self.start_step, self.policy_tensors(), self.resumed_policies)
+        current = self.policy_tensors()
+        if self.runtime.is_main:
+            self.worker = ProcessRollouts.launch(self.cfg, self.out, self.runtime.device)
+            self.worker.start(self.start_step, current, self.resumed_policies)
         self.resumed_policies = {}
+
+    def take(self, step: int, plan: BudgetPlan) -> Sampled:
+        """This rank's rollouts of ``step``: sampled here, or (lagged) by the rollout worker, which
+        samples the whole step as one process does; rank 0 hands each rank its questions."""
+        if not self.lagged:
+            return self.sample(step, plan)
+        whole = self.worker.take(step) if self.worker is not None else None
+        whole = self.runtime.broadcast(whole)
+        assert whole is not None
+        return whole.shard(self.runtime)
+
+    def publish(self, step: int) -> None:
+        """Send the policy after ``step`` to the rollout worker (every rank gathers, rank 0 sends)."""
+        tensors = self.policy_tensors()
+        if self.worker is not None:
+            self.worker.publish(step, tensors)
 
     def policy_tensors(self) -> Weights:
         """The current policy as the rollout worker loads it: Hugging Face names (merged under LoRA),
-        CPU copies in the compute dtype."""
-        return {name: t.to("cpu", copy=True).contiguous() for name, t in policy_weights(self.policy, self.runtime.compute_dtype)}
+        CPU copies in the compute dtype, on rank 0 (the others join the gathers and keep nothing)."""
+        weights = policy_weights(self.policy, self.runtime.compute_dtype)
+        if not self.runtime.is_main:
+            for _ in weights:  # under FSDP2 each tensor is a collective every rank runs
+                pass
+            return {}
+        return {name: t.to("cpu", copy=True).contiguous() for name, t in weights}
 
     # ------------------------------------------------------------------ one step
 
     def train_step(self, step: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         plan = self.cfg.plan_at(step)  # the rollout's budgets under the cap schedule
-        sampled = self.worker.take(step) if self.worker is not None else self.sample(step, plan)
+        sampled = self.take(step, plan)
         rollouts, targets, sampling_metrics = sampled.rollouts, sampled.targets, sampled.metrics
-        if isinstance(self.engine, WeightLoadingEngine) and self.worker is None:
+        if isinstance(self.engine, WeightLoadingEngine) and not self.lagged:
             self.engine.sleep()  # GPU: memory back to training until the next weight sync
         t_rollout = time.perf_counter() - t0
         phases = {f"time_{name}": seconds for name, seconds in (rollouts.timings if rollouts else {}).items()}
@@ -223,8 +247,8 @@ class Trainer:
                 if targets is not None:
                     length_metrics["target_length"] = float(targets.float().mean())
         t_sync = time.perf_counter()
-        if self.worker is not None:
-            self.worker.publish(step, self.policy_tensors())
+        if self.lagged:
+            self.publish(step)
             update_metrics["time_weight_sync"] = time.perf_counter() - t_sync
         elif self.sync_engine():
             update_metrics["time_weight_sync"] = time.perf_counter() - t_sync
