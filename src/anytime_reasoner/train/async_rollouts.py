@@ -109,6 +109,7 @@ class ProcessRollouts:
     channel: WeightChannel | None = None
     sender: ThreadPoolExecutor | None = None
     pending: list[Future[None]] = field(default_factory=list)
+    trainer_threads: int | None = None  # the trainer's torch threads before the split (restored on close)
 
     @classmethod
     def launch(cls, cfg: TrainConfig, out: Path, device: torch.device) -> ProcessRollouts:
@@ -121,7 +122,8 @@ class ProcessRollouts:
             worker_threads = max(1, threads // 2)
             torch.set_num_threads(max(1, threads - worker_threads))
         where = cfg.trainer.rollout_device or str(device)
-        return cls(cfg, out, where, str(device), worker_threads, LagSchedule(cfg.trainer.async_level, cfg.trainer.steps))
+        schedule = LagSchedule(cfg.trainer.async_level, cfg.trainer.steps)
+        return cls(cfg, out, where, str(device), worker_threads, schedule, trainer_threads=threads)
 
     # ------------------------------------------------------------------ the worker process
 
@@ -208,6 +210,9 @@ class ProcessRollouts:
             except queue.Empty:
                 if not self.proc.is_alive():
                     self._restart(step)
+                for sent in self.pending:  # a broadcast that failed while the worker lives: stop with it
+                    if sent.done() and sent.exception() is not None:
+                        raise RolloutWorkerError(f"trainer.weight_transfer=broadcast: {sent.exception()}")
                 continue
             if message[0] == "error":
                 raise RolloutWorkerError(message[1])
@@ -256,6 +261,8 @@ class ProcessRollouts:
         self._close_channel()
         shutil.rmtree(self.out / WEIGHTS_DIR, ignore_errors=True)
         (self.out / "rollout_worker.pid").unlink(missing_ok=True)
+        if self.trainer_threads is not None:
+            torch.set_num_threads(self.trainer_threads)
 
     def _close_channel(self) -> None:
         if self.sender is not None:
