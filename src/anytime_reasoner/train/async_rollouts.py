@@ -212,7 +212,7 @@ class ProcessRollouts:
                     self._restart(step)
                 for sent in self.pending:  # a broadcast that failed while the worker lives: stop with it
                     if sent.done() and sent.exception() is not None:
-                        raise RolloutWorkerError(f"trainer.weight_transfer=broadcast: {sent.exception()}")
+                        raise RolloutWorkerError(f"trainer.weight_transfer=broadcast: {sent.exception()}") from None
                 continue
             if message[0] == "error":
                 raise RolloutWorkerError(message[1])
