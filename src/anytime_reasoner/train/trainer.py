@@ -62,7 +62,7 @@ from anytime_reasoner.engine.base import GenerationEngine
 from anytime_reasoner.errors import UserError
 from anytime_reasoner.rewards.base import Verifier
 from anytime_reasoner.rollout.types import RolloutBatch
-from anytime_reasoner.train.async_rollouts import ProcessRollouts, Weights
+from anytime_reasoner.train.async_rollouts import ProcessRollouts, RolloutWorkerError, Weights
 from anytime_reasoner.train.checkpoint import TrainerState, export_model, prune_checkpoints, save_checkpoint
 from anytime_reasoner.train.loggers import MetricLogger
 from anytime_reasoner.train.logprobs import PolicyScorer
@@ -190,8 +190,15 @@ class Trainer:
         samples the whole step as one process does; rank 0 hands each rank its questions."""
         if not self.lagged:
             return self.sample(step, plan)
-        whole = self.worker.take(step) if self.worker is not None else None
-        whole = self.runtime.broadcast(whole)
+        whole, failure = None, None
+        if self.worker is not None:
+            try:
+                whole = self.worker.take(step)
+            except RolloutWorkerError as err:  # every rank stops with it, not only rank 0
+                failure = err
+        whole, failure = self.runtime.broadcast((whole, failure))
+        if failure is not None:
+            raise failure
         assert whole is not None
         return whole.shard(self.runtime)
 
