@@ -360,6 +360,7 @@ CASES: dict[str, Case] = {
     "train-out-under-a-file": Case(lambda c: [*c.train(), f"trainer.out={c.file('taken', 'x') / 'run'}"]),
     "train-out-read-only": Case(lambda c: [*c.train(), f"trainer.out={c.read_only('locked') / 'run'}"]),
     "eval-out-read-only": Case(lambda c: [*c.eval(), f"out={c.read_only('locked') / 'eval'}"]),
+    "bootstrap-out-holds-a-model": Case(lambda c: ["bootstrap", f"out={c.file('built/model.safetensors', b'x').parent}"]),
     "data-out-is-a-file": Case(lambda c: ["data", str(c.good()), f"out={c.file('taken', 'x')}"]),
     "grade-output-under-a-file": Case(
         lambda c: [*_grade(c, '{"response": "1", "ground_truth": "1"}\n'), f"output={c.file('taken', 'x') / 'o.jsonl'}"]

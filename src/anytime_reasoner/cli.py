@@ -107,6 +107,12 @@ COMMANDS: dict[str, Command] = {
         config="anytime_reasoner.config:ServeConfig",
         check="anytime_reasoner.serve.preflight:preflight_serve",
     ),
+    "bootstrap": Command(
+        summary="rebuild the embedded base model by SFT (the package ships it) and check it against the shipped weights",
+        run="anytime_reasoner.tasks.bootstrap:run_bootstrap",
+        config="anytime_reasoner.config:BootstrapConfig",
+        check="anytime_reasoner.tasks.bootstrap:preflight_bootstrap",
+    ),
 }
 
 

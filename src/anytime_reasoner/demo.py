@@ -344,10 +344,11 @@ def progress_bar(total_steps: int, runs: Sequence[Path], n_evals: int, enabled: 
 
 
 def base_model(cfg: RunScale) -> Path:
-    """The base model folder: ``base_model`` if given, else the cached (or new) bootstrap."""
+    """The base model folder: ``base_model`` if given, else the cached one, assembled from the
+    package's shipped weights or, for a seed the package does not ship, bootstrapped."""
     if cfg.base_model:
         return Path(cfg.base_model)
-    print("bootstrapping the tiny base model, or reusing the cached one ...", flush=True)
+    print("the tiny base model: cached, shipped with the package, or bootstrapped (SFT, minutes) ...", flush=True)
     return ensure_base_model(cfg.cache_dir, seed=cfg.bootstrap_seed, progress=cfg.progress)
 
 

@@ -164,3 +164,76 @@ def test_sft_rows_are_byte_identical_to_the_old_recipe(default_tokenizer):
         digest.update(json.dumps([row.input_ids, row.loss_mask]).encode())
     assert digest.hexdigest() == FIRST_300_ROWS_SHA
     assert boot.FORMAT_VERSION == 1 and BootstrapSpec().key(0) == "61957e4bdab3"  # the cached base model's folder
+
+
+# ---- the shipped base model ----
+
+
+def test_the_package_ships_the_default_recipes_base_model():
+    """A recipe change gives another key: the package must then ship the weights rebuilt by
+    ``anytime-reasoner bootstrap`` (or every fresh clone bootstraps again, for minutes)."""
+    weights = boot.shipped_weights(BootstrapSpec(), seed=0)
+    assert weights is not None, f"no shipped weights for tiny-{BootstrapSpec().key(0)}: run 'anytime-reasoner bootstrap'"
+    info = json.loads(weights.with_suffix(".json").read_text())
+    assert info["key"] == BootstrapSpec().key(0) and info["seed"] == 0
+    assert boot.shipped_weights(BootstrapSpec(), seed=1) is None  # only seed 0 ships
+
+
+def test_a_missing_cache_is_filled_from_the_shipped_weights_without_training(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    monkeypatch.setattr(boot, "bootstrap", lambda *a, **k: pytest.fail("trained although the weights ship"))
+    path = ensure_base_model(tmp_path, seed=0, progress=False)
+    assert path.name == f"tiny-{BootstrapSpec().key(0)}"
+    info = json.loads((path / "bootstrap.json").read_text())
+    shipped = load_file(str(boot.shipped_weights(BootstrapSpec(), 0)))
+    model = AutoModelForCausalLM.from_pretrained(str(path))
+    assert info["source"] == "shipped" and info["parameters"] == sum(p.numel() for p in model.parameters())
+    state = model.state_dict()
+    assert all(torch.equal(state[name], tensor) for name, tensor in shipped.items())
+    assert torch.equal(model.lm_head.weight, shipped["model.embed_tokens.weight"])  # tied, as the recipe's model
+    assert AutoTokenizer.from_pretrained(str(path)).get_vocab() == build_tokenizer(TokenizerSpec()).get_vocab()
+    assert boot.compare_with_shipped(path, BootstrapSpec(), 0) is None  # what it wrote is what ships
+
+
+def test_compare_with_shipped_names_how_many_tensors_differ_and_by_how_much(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = ensure_base_model(tmp_path, seed=0, progress=False)
+    state = load_file(str(path / boot.WEIGHTS_FILE))
+    state["model.norm.weight"][3] += 0.25  # one element of one tensor
+    save_file(state, str(path / boot.WEIGHTS_FILE))
+    assert boot.compare_with_shipped(path, BootstrapSpec(), 0) == f"1 of {len(state)} tensors differ, largest difference 0.25"
+    with pytest.raises(FileNotFoundError, match="no shipped weights"):
+        boot.compare_with_shipped(path, BootstrapSpec(), 1)
+
+
+def test_the_cache_can_be_told_to_bootstrap_instead(tmp_path, monkeypatch):
+    called = []
+    monkeypatch.setattr(boot, "bootstrap", lambda out, **k: called.append(out) or (out / "bootstrap.json").write_text("{}"))
+    ensure_base_model(tmp_path, seed=0, progress=False, use_shipped=False)
+    assert len(called) == 1
+
+
+@pytest.mark.parametrize("nudge, check, status, line", [
+    (0.0, True, 0, "identical to the shipped weights, bit for bit"),
+    (0.5, True, 1, "differs from the shipped weights: 1 of 50 tensors differ, largest difference 0.5"),
+    (0.5, False, 0, "differs from the shipped weights: 1 of 50 tensors differ, largest difference 0.5"),
+])  # fmt: skip
+def test_the_bootstrap_command_reports_how_its_rebuild_compares(tmp_path, monkeypatch, capsys, nudge, check, status, line):
+    """``anytime-reasoner bootstrap``: the SFT is replaced by a copy of the shipped model (nudged by
+    ``nudge`` in one element), so only the command's comparison and exit status are under test."""
+    from safetensors.torch import load_file, save_file
+
+    from anytime_reasoner.config import BootstrapConfig
+
+    def rebuilt(out, seed, spec, progress):  # stands in for the 2,600 SFT steps
+        folder = boot.unpack_shipped(out, boot.shipped_weights(spec, seed), spec, seed)
+        state = load_file(str(folder / boot.WEIGHTS_FILE))
+        state["model.layers.0.mlp.up_proj.weight"][0, 0] += nudge
+        save_file(state, str(folder / boot.WEIGHTS_FILE))
+        return folder
+
+    monkeypatch.setattr(boot, "bootstrap", rebuilt)
+    assert boot.run_bootstrap(BootstrapConfig(out=str(tmp_path / "b"), check=check, progress=False)) == status
+    assert capsys.readouterr().out.splitlines()[-1] == line

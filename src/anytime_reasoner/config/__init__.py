@@ -23,7 +23,7 @@ from anytime_reasoner.config.grade import GradeConfig
 from anytime_reasoner.config.loading import SEED_ALIASES, build_config, deep_merge, dump, format_error, parse_overrides, validate
 from anytime_reasoner.config.plot import PlotConfig
 from anytime_reasoner.config.presets import BASELINE_PIECES, PRESET_SETS, PRESETS
-from anytime_reasoner.config.runs import CompareConfig, DemoConfig, RunScale
+from anytime_reasoner.config.runs import BootstrapConfig, CompareConfig, DemoConfig, RunScale
 from anytime_reasoner.config.serve import ServeConfig
 from anytime_reasoner.config.train import (
     LORA_TARGETS,
@@ -45,6 +45,7 @@ __all__ = [
     "PRESET_SETS",
     "SEED_ALIASES",
     "AskConfig",
+    "BootstrapConfig",
     "CompareConfig",
     "ConfigError",
     "DataBuildConfig",

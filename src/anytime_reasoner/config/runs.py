@@ -105,3 +105,12 @@ class CompareConfig(RunScale):
         if len(set(self.presets)) != len(self.presets) or len(set(self.seeds)) != len(self.seeds):
             raise ValueError("presets: each preset and each seed may appear once")
         return self
+
+
+class BootstrapConfig(StrictModel):
+    """``anytime-reasoner bootstrap``: run the base model's SFT and check it against the shipped weights."""
+
+    seed: int = Field(0, description="bootstrap seed (the package ships the weights of seed 0)")
+    out: str = Field("runs/bootstrap", description="folder the rebuilt base model is written to")
+    check: bool = Field(True, description="exit 1 when the rebuilt weights differ from the shipped ones (false: report only)")
+    progress: bool = True

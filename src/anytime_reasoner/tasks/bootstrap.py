@@ -5,6 +5,14 @@
 tokenizer, SFT, seed, format version), so a second call finds it and returns at once; it is written
 to a temporary folder and renamed, so an interrupted bootstrap never leaves a half-written model.
 
+Shipped weights: the package carries the default recipe's base model (seed 0) as
+``tasks/weights/tiny-<key>.safetensors`` (1.8 MB) with its ``bootstrap.json``. When the cache lacks
+the folder and the package holds weights of that key, the folder is assembled from them (the
+tokenizer and config are rebuilt from the spec; about a second) instead of running the SFT (about
+150-185 s on this project's 2-core machine). ``anytime-reasoner bootstrap`` runs the SFT and checks
+its result against the shipped weights (:func:`compare_with_shipped`); it is also how they are
+rebuilt when the recipe changes (a changed recipe has another key, so stale weights are never used).
+
 Training rows are built at the token level exactly like the anytime rollout builds its prompts
 (docs/ALGORITHM.md §3), so what the model sees in SFT is what it sees in RL:
 
@@ -35,12 +43,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
 from anytime_reasoner import protocol
+from anytime_reasoner.config import BootstrapConfig
 from anytime_reasoner.data.prompts import encode_prompt
 from anytime_reasoner.data.schema import Example as Row
+from anytime_reasoner.errors import UserError, check_writable
 from anytime_reasoner.tasks import synthetic
 from anytime_reasoner.tasks.tiny_model import TinyModelSpec, build_tiny_model, count_parameters
 from anytime_reasoner.tasks.tokenizer import TokenizerSpec, build_tokenizer
@@ -52,6 +63,8 @@ IGNORE = -100
 # (2 threads gave another base model, final SFT loss 0.158 vs 0.095, that learns far less in RL),
 # while the cache key holds only the recipe. 2 threads would be 1.5x faster on an idle 2-core Xeon.
 THREADS = 1
+SHIPPED_DIR = Path(__file__).parent / "weights"
+WEIGHTS_FILE = "model.safetensors"  # what save_pretrained writes for the tiny model
 
 
 @dataclass(frozen=True)
@@ -252,21 +265,68 @@ def bootstrap(
     return out_dir
 
 
+def shipped_weights(spec: BootstrapSpec, seed: int) -> Path | None:
+    """The package's weights for this recipe and seed, or None when it ships none."""
+    path = SHIPPED_DIR / f"tiny-{spec.key(seed)}.safetensors"
+    return path if path.is_file() else None
+
+
+def unpack_shipped(out_dir: str | Path, weights: Path, spec: BootstrapSpec, seed: int) -> Path:
+    """Write the base model folder from shipped ``weights``: the tokenizer and config rebuilt from
+    ``spec``, the weights loaded into the model (every tensor present, with its shape), and the
+    bootstrap's own ``bootstrap.json`` with ``"source": "shipped"``."""
+    out_dir = Path(out_dir)
+    tokenizer = build_tokenizer(spec.tokenizer)
+    model = build_tiny_model(spec.model, tokenizer, seed=seed)
+    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
+    if unexpected or set(missing) - tied:
+        raise RuntimeError(f"{weights}: tensors do not fit the recipe's model (missing {missing}, unexpected {unexpected})")
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    info = json.loads(weights.with_suffix(".json").read_text())
+    (out_dir / MARKER_FILE).write_text(json.dumps({**info, "source": "shipped"}, indent=2) + "\n")
+    return out_dir
+
+
+def compare_with_shipped(folder: str | Path, spec: BootstrapSpec, seed: int) -> str | None:
+    """How a freshly bootstrapped ``folder`` differs from the shipped weights of its recipe: None
+    when every tensor is equal bit for bit, else one line (tensors differing, largest difference).
+    Raises ``FileNotFoundError`` when the package ships no weights for this recipe and seed."""
+    weights = shipped_weights(spec, seed)
+    if weights is None:
+        raise FileNotFoundError(f"no shipped weights for tiny-{spec.key(seed)} in {SHIPPED_DIR}")
+    shipped, built = load_file(str(weights)), load_file(str(Path(folder) / WEIGHTS_FILE))
+    if shipped.keys() != built.keys():
+        return f"tensor names differ: {sorted(shipped.keys() ^ built.keys())}"
+    differing = [name for name in shipped if not torch.equal(shipped[name], built[name])]
+    if not differing:
+        return None
+    largest = max(float((shipped[n] - built[n]).abs().max()) for n in differing)
+    return f"{len(differing)} of {len(shipped)} tensors differ, largest difference {largest:.3g}"
+
+
 def ensure_base_model(
     cache_dir: str | Path | None = None,
     seed: int = 0,
     spec: BootstrapSpec = BootstrapSpec(),
     progress: bool = True,
+    use_shipped: bool = True,
 ) -> Path:
-    """The cached base model's folder (``<cache>/tiny-<hash>``), bootstrapped first if missing."""
+    """The cached base model's folder (``<cache>/tiny-<hash>``); when missing, assembled from the
+    shipped weights of this recipe (``use_shipped`` and the package has them), else bootstrapped."""
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = root / f"tiny-{spec.key(seed)}"
     if (target / MARKER_FILE).is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
+    weights = shipped_weights(spec, seed) if use_shipped else None
     try:
-        bootstrap(tmp, seed=seed, spec=spec, progress=progress)
+        if weights is not None:
+            unpack_shipped(tmp, weights, spec, seed)
+        else:
+            bootstrap(tmp, seed=seed, spec=spec, progress=progress)
         try:
             tmp.rename(target)
         except OSError:
@@ -275,3 +335,32 @@ def ensure_base_model(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def preflight_bootstrap(cfg: BootstrapConfig) -> None:
+    """``out`` must be a folder this process can create or write into, and not hold another model."""
+    check_writable(cfg.out, "out")
+    if (Path(cfg.out) / WEIGHTS_FILE).exists():
+        raise UserError(f"out: {cfg.out} already holds a model ({WEIGHTS_FILE}); name a new folder")
+
+
+def run_bootstrap(cfg: BootstrapConfig) -> int:
+    """Run the SFT of the default recipe into ``cfg.out`` and compare it with the shipped weights."""
+    spec = BootstrapSpec()
+    print(f"bootstrapping tiny-{spec.key(cfg.seed)} (SFT, {spec.sft.steps} steps, one thread) into {cfg.out} ...", flush=True)
+    out = bootstrap(cfg.out, seed=cfg.seed, spec=spec, progress=cfg.progress)
+    info = json.loads((out / MARKER_FILE).read_text())
+    print(f"done in {info['seconds']} s, final SFT loss {info['final_loss']}", flush=True)
+    try:
+        difference = compare_with_shipped(out, spec, cfg.seed)
+    except FileNotFoundError as missing:
+        print(
+            f"{missing}: to ship these weights, copy {out / WEIGHTS_FILE} to that folder as tiny-{spec.key(cfg.seed)}.safetensors "
+            f"and {out / MARKER_FILE} beside it as tiny-{spec.key(cfg.seed)}.json"
+        )
+        return 0
+    if difference is None:
+        print("identical to the shipped weights, bit for bit")
+        return 0
+    print(f"differs from the shipped weights: {difference}")
+    return 1 if cfg.check else 0
