@@ -39,7 +39,7 @@ def test_demo_runs_both_methods_and_writes_results(tiny_model_dir, tmp_path, cap
 def test_demo_learns_from_the_embedded_base_model(tmp_path, capsys):
     """Six AR steps from the bootstrapped base model raise its anytime accuracy on held-out questions.
 
-    The base model is the demo's own (bootstrapped once, about 4 minutes on 2 cores, then cached in
+    The base model is the demo's own (the package's shipped weights, unpacked once into
     ``$ANYTIME_REASONER_CACHE`` or ~/.cache). In the full demo AR's validation anytime score is
     already ~13 points above the base model's after 6 steps; the test asks for 3.
     """
