@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from anytime_reasoner.engine import hf
-from anytime_reasoner.engine.base import SamplingParams
+from anytime_reasoner.engine.base import ForcedAnswer, SamplingParams
 from anytime_reasoner.engine.hf import TransformersEngine, left_pad, plan_chunks, position_ids
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -158,3 +158,73 @@ def test_sampling_restores_train_mode(tiny_model_factory):
     model = tiny_model_factory().train()
     TransformersEngine(model, pad_token_id=PAD).sample([[1, 2]], 1, SamplingParams(max_new_tokens=1, temperature=0))
     assert model.training
+
+
+# ---- answers in the thinking's pass ----
+
+
+def _two_phase(engine, prefixes, budget, answer):
+    """The reference, greedy: the thinking, then its answer from the re-encoded prefix + forced text."""
+    stops = (answer.close_id, *answer.stop_ids)
+    thinkings = engine.sample(prefixes, 1, SamplingParams(max_new_tokens=budget, temperature=0, stop_token_ids=stops))
+    out = []
+    for prefix, (t,) in zip(prefixes, thinkings, strict=True):
+        if t.token_ids[-1] in answer.stop_ids:
+            out.append((t, None))
+            continue
+        inserted = answer.after_close if t.token_ids[-1] == answer.close_id else answer.after_budget
+        params = SamplingParams(max_new_tokens=answer.max_answer_tokens, temperature=0, stop_token_ids=answer.stop_ids)
+        (a,) = engine.sample([list(prefix) + list(t.token_ids) + list(inserted)], 1, params)[0]
+        out.append((t, (inserted, a)))
+    return out
+
+
+def test_greedy_answers_in_the_pass_equal_thinking_then_answer(tiny_model, engine):
+    """Greedy, so both paths pick the same tokens: one pass must give exactly the thinking and the
+    answer of two passes in every case — closed by itself, cut at the budget, answer capped, and
+    ended by EOS (no answer). The close and EOS ids are taken from the model's own greedy streams."""
+    prefixes = [[5, 6, 7, 8, 9, 10, 11], [30, 31, 32], [40, 41], [50, 51, 52, 53], [60], [61, 62]]
+    streams = [reference(tiny_model, p, 12) for p in prefixes]
+    close_id, eos = streams[0][3], streams[4][1]  # prefix 0 closes itself at token 4, prefix 4 ends by EOS at 2
+    answer = ForcedAnswer(close_id=close_id, after_close=(70, 71), after_budget=(72, 73, close_id, 70, 71),
+                          max_answer_tokens=3, stop_ids=(eos,))  # fmt: skip
+    thinking = SamplingParams(max_new_tokens=6, temperature=0, stop_token_ids=(close_id, eos))
+    one_pass = engine.sample_with_answers(prefixes, 1, thinking, answer)
+    cases = set()
+    for (got,), (t, second) in zip(one_pass, _two_phase(engine, prefixes, 6, answer), strict=True):
+        closed = t.token_ids[-1] == close_id
+        assert (got.token_ids, got.finish_reason) == (t.token_ids, "stop" if closed else t.finish_reason)
+        if second is None:
+            assert got.answer is None
+            cases.add("eos")
+            continue
+        inserted, a = second
+        assert got.answer is not None and got.answer.inserted_ids == inserted
+        assert (got.answer.completion.token_ids, got.answer.completion.finish_reason) == (a.token_ids, a.finish_reason)
+        cases |= {"closed" if closed else "cut", "capped" if a.finish_reason == "length" else "stopped"}
+    assert {"closed", "cut", "eos", "capped"} <= cases  # answers ended by EOS: the rollout test (a trained model)
+
+
+def test_sampled_answers_carry_the_log_probs_of_their_prefix(tiny_model, engine):
+    """At temperature 1 the pass's answer log-probs equal a teacher-forced forward of prompt +
+    thinking + forced text + answer: the answer was sampled from the model given that prefix."""
+    prefixes = [[5, 6, 7, 8, 9, 10, 11], [30, 31, 32]]
+    answer = ForcedAnswer(close_id=1, after_close=(70,), after_budget=(72, 73, 1, 70), max_answer_tokens=4, stop_ids=(2,))
+    params = SamplingParams(max_new_tokens=5, temperature=1.0, stop_token_ids=(1, 2), seed=3, logprobs=True)
+    out = engine.sample_with_answers(prefixes, 3, params, answer)
+    checked = 0
+    for prefix, row in zip(prefixes, out, strict=True):
+        for c in row:
+            if c.answer is None:
+                continue
+            ids = list(prefix) + list(c.token_ids) + list(c.answer.inserted_ids) + list(c.answer.completion.token_ids)
+            with torch.no_grad():
+                logp = torch.log_softmax(tiny_model(torch.tensor([ids])).logits[0].float(), -1)  # [T, V]
+            start = len(ids) - len(c.answer.completion.token_ids)
+            forced = [logp[p - 1, ids[p]].item() for p in range(start, len(ids))]
+            assert c.answer.completion.logprobs == pytest.approx(forced, abs=1e-4)
+            assert c.logprobs == pytest.approx(
+                [logp[p - 1, ids[p]].item() for p in range(len(prefix), len(prefix) + len(c.token_ids))], abs=1e-4
+            )
+            checked += 1
+    assert checked == 6

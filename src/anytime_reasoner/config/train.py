@@ -96,6 +96,12 @@ class RolloutConfig(StrictModel):
     summary_max_tokens: int = protocol_field("summary_max_tokens", ge=1)
     temperature: float = Field(1.0, gt=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    one_pass: bool = Field(
+        True,
+        description="sample the answer at each thinking's last cut in the thinking's own pass (the delimiter or the cut "
+        "text forced inside decoding) where the engine can (engine.backend=hf); false: the thinking, then every answer "
+        "from a second encoding of its prefix",
+    )
     cut_marker: str = protocol_field("cut_marker")
     answer_delimiter: str = protocol_field("answer_delimiter")
 

@@ -21,6 +21,13 @@ so the global RNG is left as it was. Big requests are split into chunks of at mo
 ``max_batch_rows`` sampled rows and (optionally) ``max_batch_tokens`` padded tokens; prefixes are
 sorted by length first so chunks carry little padding.
 
+Answers in the thinking's pass (:meth:`TransformersEngine.sample_with_answers`): one ``generate``
+call samples the thinking and its answer; :class:`AnswerForcer`, a logits processor after the
+log-prob recorder, follows each row's phase from its last token (thinking, forced text, answer) and,
+where a token is forced, leaves only that token's logit finite, so temperature and top-p then pick
+it. An answer that reaches its cap gets a forced stop id so its row ends (stripped afterwards, finish
+``"length"``). The result is split per row into the thinking and its ``Answer``.
+
 Log-probs (``params.logprobs``): a logits processor placed before generate's temperature/top-p
 warpers sees the raw float32 logits of each step, keeps ``log_softmax(logits / T)`` of that step
 only (``[rows, vocab]``, never the whole ``[steps, rows, vocab]``) and gathers it at the token
@@ -41,7 +48,7 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, cache_utils
 
-from anytime_reasoner.engine.base import Completion, SampleCounts, SamplingParams, sample_counts
+from anytime_reasoner.engine.base import Answer, Completion, ForcedAnswer, SampleCounts, SamplingParams, sample_counts
 
 log = logging.getLogger(__name__)
 
@@ -91,21 +98,35 @@ class TransformersEngine:
         return next(self.model.parameters()).device
 
     def sample(self, prefixes: Sequence[Sequence[int]], n: SampleCounts, params: SamplingParams) -> list[list[Completion]]:
+        return self._sample(prefixes, n, params, None)
+
+    def sample_with_answers(
+        self, prefixes: Sequence[Sequence[int]], n: SampleCounts, params: SamplingParams, answer: ForcedAnswer
+    ) -> list[list[Completion]]:
+        """The thinkings of :meth:`sample`, each with the answer sampled after it in the same pass."""
+        return self._sample(prefixes, n, params, answer)
+
+    def _sample(
+        self, prefixes: Sequence[Sequence[int]], n: SampleCounts, params: SamplingParams, answer: ForcedAnswer | None
+    ) -> list[list[Completion]]:
         counts = sample_counts(n, len(prefixes))
         if any(len(p) == 0 for p in prefixes):
             raise ValueError("prefixes: every prefix needs at least one token")
         out: list[list[Completion]] = [[] for _ in prefixes]
         lengths = [len(p) for p in prefixes]
+        longest = params.max_new_tokens if answer is None else answer.longest(params.max_new_tokens) + 1
         with torch.no_grad(), _eval_mode(self.model), _seeded(params.seed, self.device):
-            for group in plan_chunks(lengths, counts, params.max_new_tokens, self.max_batch_rows, self.max_batch_tokens):
-                done = self._sample_chunk([prefixes[i] for i in group], [counts[i] for i in group], params)
+            for group in plan_chunks(lengths, counts, longest, self.max_batch_rows, self.max_batch_tokens):
+                done = self._sample_chunk([prefixes[i] for i in group], [counts[i] for i in group], params, answer)
                 for i, completions in zip(group, done, strict=False):
                     out[i] = completions
         return out
 
     # -- one chunk of prefixes ---------------------------------------------------------------
 
-    def _sample_chunk(self, prefixes: list[Sequence[int]], counts: list[int], params: SamplingParams) -> list[list[Completion]]:
+    def _sample_chunk(
+        self, prefixes: list[Sequence[int]], counts: list[int], params: SamplingParams, answer: ForcedAnswer | None
+    ) -> list[list[Completion]]:
         ids, mask = left_pad(prefixes, self.pad_token_id, self.device)  # [k, T], [k, T]
         rows = torch.repeat_interleave(torch.arange(len(prefixes)), torch.tensor(counts))  # [R]
         cache = self._prefill(ids[:, :-1], mask[:, :-1]) if self.reuse_prefix and ids.shape[1] > 1 else None
@@ -119,11 +140,16 @@ class TransformersEngine:
                 sub_cache = cache if j == len(slices) - 1 else copy.deepcopy(cache)
                 sub_cache.batch_select_indices(sub)
             self._count(mask[sub], encoded_last_only=sub_cache is not None)
-            tokens, logprobs = self._generate(ids[sub], mask[sub], sub_cache, params)  # [r, new], [r, new] | None
+            forcer = AnswerForcer(answer, params, len(sub), ids.shape[1]) if answer is not None else None
+            tokens, logprobs = self._generate(ids[sub], mask[sub], sub_cache, params, forcer)  # [r, new], [r, new] | None
             for r, row in enumerate(tokens.tolist()):
+                row_logprobs = logprobs[r].tolist() if logprobs is not None else None
+                if forcer is not None:
+                    sampled.append(forcer.split(r, row, row_logprobs))
+                    continue
                 done = finish(row, params.stop_token_ids)
-                if logprobs is not None:
-                    done = replace(done, logprobs=tuple(logprobs[r, : len(done.token_ids)].tolist()))
+                if row_logprobs is not None:
+                    done = replace(done, logprobs=tuple(row_logprobs[: len(done.token_ids)]))
                 sampled.append(done)
         starts = [0] + torch.cumsum(torch.tensor(counts), 0).tolist()
         return [sampled[a:b] for a, b in zip(starts[:-1], starts[1:], strict=False)]
@@ -151,16 +177,20 @@ class TransformersEngine:
         return cache if self._reuse_ok else None
 
     def _generate(
-        self, ids: torch.Tensor, mask: torch.Tensor, cache: Any | None, params: SamplingParams
+        self, ids: torch.Tensor, mask: torch.Tensor, cache: Any | None, params: SamplingParams, forcer: AnswerForcer | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Sampled tokens after the prefix, ``[rows, new]`` (finished rows padded after their stop),
-        and their log-probs ``[rows, new]`` when ``params.logprobs``."""
+        and their log-probs ``[rows, new]`` when ``params.logprobs``. With ``forcer``: the thinking,
+        its forced text and its answer in one pass (``forcer.split`` reads each row)."""
+        if forcer is not None:
+            params = replace(params, max_new_tokens=forcer.longest, stop_token_ids=forcer.answer.stop_ids)
         kwargs = generation_kwargs(self.model, params, self.pad_token_id)
         if cache is not None:
             kwargs[_cache_kwarg(self.model)] = cache
         recorder = LogprobRecorder(params.temperature) if params.logprobs else None
-        if recorder is not None:
-            kwargs["logits_processor"] = LogitsProcessorList([recorder])
+        processors = [p for p in (recorder, forcer) if p is not None]  # the recorder sees the logits before any forcing
+        if processors:
+            kwargs["logits_processor"] = LogitsProcessorList(processors)
         start = time.perf_counter()
         out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)  # [rows, T + new]
         self.stats.generate_seconds += time.perf_counter() - start
@@ -205,6 +235,94 @@ class LogprobRecorder(LogitsProcessor):
         if not self.taken:
             return torch.zeros(output_ids.shape[0], 0)
         return torch.stack(self.taken, dim=1)  # [rows, new]
+
+
+_THINK, _FORCE, _ANSWER, _CAPPED, _DONE = range(5)
+
+
+class AnswerForcer(LogitsProcessor):
+    """Follow every row of one ``generate`` call through thinking → forced text → answer and force
+    the tokens that are not sampled (see the module docstring and :class:`ForcedAnswer`).
+
+    ``params.max_new_tokens`` is the thinking budget, ``params.stop_token_ids`` end a thinking;
+    ``width`` is the prefix width (generated tokens start there). Row state is kept in plain lists:
+    a call has at most ``max_batch_rows`` rows.
+    """
+
+    def __init__(self, answer: ForcedAnswer, params: SamplingParams, rows: int, width: int) -> None:
+        self.answer, self.budget, self.width = answer, params.max_new_tokens, width
+        self.thinking_stops = set(params.stop_token_ids) - {answer.close_id}
+        self.stops = set(answer.stop_ids)
+        self.longest = answer.longest(self.budget) + 1  # + the stop forced at the answer's cap
+        self.phase = [_THINK] * rows
+        self.count = [0] * rows  # tokens of the current phase so far
+        self.thinking: list[int | None] = [None] * rows  # thinking length, once it ended with an answer to come
+        self.inserted: list[tuple[int, ...]] = [()] * rows
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if input_ids.shape[1] > self.width:
+            for row, token in enumerate(input_ids[:, -1].tolist()):
+                self._advance(row, token)
+        forced = [(row, token) for row in range(len(self.phase)) if (token := self._forced(row)) is not None]
+        if not forced:
+            return scores
+        rows = torch.tensor([r for r, _ in forced], device=scores.device)  # [f]
+        tokens = torch.tensor([t for _, t in forced], device=scores.device)  # [f]
+        scores = scores.clone()
+        scores[rows] = float("-inf")
+        scores[rows, tokens] = 0.0
+        return scores
+
+    def _advance(self, row: int, token: int) -> None:
+        """Move ``row`` on by the token just sampled (or forced) there."""
+        phase = self.phase[row]
+        self.count[row] += 1
+        if phase == _THINK:
+            if token == self.answer.close_id:
+                self._start_forcing(row, self.answer.after_close)
+            elif token in self.thinking_stops:
+                self.phase[row] = _DONE
+            elif self.count[row] == self.budget:
+                self._start_forcing(row, self.answer.after_budget)
+        elif phase == _FORCE and self.count[row] == len(self.inserted[row]):
+            self.phase[row], self.count[row] = _ANSWER, 0
+        elif phase == _ANSWER:
+            if token in self.stops:
+                self.phase[row] = _DONE
+            elif self.count[row] == self.answer.max_answer_tokens:
+                self.phase[row] = _CAPPED
+        elif phase == _CAPPED:
+            self.phase[row] = _DONE
+
+    def _start_forcing(self, row: int, inserted: tuple[int, ...]) -> None:
+        self.thinking[row], self.inserted[row] = self.count[row], inserted
+        self.phase[row], self.count[row] = (_FORCE if inserted else _ANSWER), 0
+
+    def _forced(self, row: int) -> int | None:
+        if self.phase[row] == _FORCE:
+            return self.inserted[row][self.count[row]]
+        if self.phase[row] == _CAPPED:
+            return self.answer.stop_ids[0]
+        return None
+
+    def split(self, row: int, tokens: list[int], logprobs: list[float] | None) -> Completion:
+        """Row ``row`` of the output (``tokens`` after the prefix) as the thinking with its answer."""
+        length = self.thinking[row]
+        if length is None:  # ended by a stop id other than close_id: no answer
+            done = finish(tokens, tuple(self.thinking_stops))
+            return replace(done, logprobs=tuple(logprobs[: len(done.token_ids)]) if logprobs is not None else None)
+        start = length + len(self.inserted[row])
+        answer = finish(tokens[start : start + self.answer.max_answer_tokens], self.answer.stop_ids)
+        end = start + len(answer.token_ids)
+        if logprobs is not None:
+            answer = replace(answer, logprobs=tuple(logprobs[start:end]))
+        closed = tokens[length - 1] == self.answer.close_id
+        return Completion(
+            tuple(tokens[:length]),
+            "stop" if closed else "length",
+            tuple(logprobs[:length]) if logprobs is not None else None,
+            Answer(self.inserted[row], answer),
+        )
 
 
 # -- helpers -------------------------------------------------------------------------------------

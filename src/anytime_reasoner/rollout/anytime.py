@@ -21,6 +21,13 @@ For a batch of B questions:
 
 Output: :class:`RolloutBatch` with ``scores()`` ``[B, G, S, A]`` and ``segment_mask()`` ``[B, G, S]``.
 
+One pass (``params.one_pass`` and an :class:`~anytime_reasoner.engine.base.AnswerEngine`): step 1
+also samples, in the thinking's own pass, the first summary of its last cut group (the largest
+budget's: the delimiter forced where the thinking closes, the cut text where it reaches b_m), so
+step 2 asks the engine for one summary fewer from that prefix (none at all for GRPO, S = A = 1).
+The summary is the same draw from the same distribution; only the random stream it comes from
+differs (the thinking's), so one-pass and two-phase rollouts are equally valid but not equal.
+
 Random streams: ``params.seed`` names the rollout; the thinking and summary phases sample with
 ``derive_seed(seed, "thinking")`` and ``derive_seed(seed, "summary")`` (:mod:`anytime_reasoner.seeding`),
 so no phase of one rollout replays a stream of another.
@@ -40,7 +47,7 @@ from dataclasses import dataclass, field
 from anytime_reasoner.algo.budgets import BudgetPlan
 from anytime_reasoner.config import RolloutConfig
 from anytime_reasoner.data.codec import TokenizerCodec
-from anytime_reasoner.engine.base import Completion, GenerationEngine, SamplingParams
+from anytime_reasoner.engine.base import AnswerEngine, Completion, ForcedAnswer, GenerationEngine, SamplingParams
 from anytime_reasoner.protocol import AnytimeProtocol, InsertedIds
 from anytime_reasoner.rewards.base import Verifier
 from anytime_reasoner.rollout.types import RolloutBatch, Summary, Thinking
@@ -59,6 +66,7 @@ class RolloutParams:
     seed: int | None = None
     protocol: AnytimeProtocol = field(default_factory=AnytimeProtocol)
     logprobs: bool = False  # keep the engine's log-prob of every sampled token (training: off-policy metrics)
+    one_pass: bool = True  # the last cut's first summary in the thinking's pass, where the engine can
 
     def __post_init__(self) -> None:
         if self.n_thinking < 1 or self.n_summary < 1:
@@ -75,6 +83,7 @@ class RolloutParams:
             top_p=cfg.top_p,
             seed=seed,
             protocol=protocol if protocol is not None else cfg.protocol(),
+            one_pass=cfg.one_pass,
         )
 
 
@@ -132,6 +141,19 @@ def sample_thinkings(
     params: RolloutParams,
 ) -> list[list[Thinking]]:
     """``[B][G]`` thinkings sampled to ``max(budgets)`` with their per-budget cuts (no summaries)."""
+    return [[t for t, _ in row] for row in _sample_thinkings(engine, codec, prompt_ids, budgets, params, one_pass=False)]
+
+
+def _sample_thinkings(
+    engine: GenerationEngine,
+    codec: TokenizerCodec,
+    prompt_ids: Sequence[Sequence[int]],
+    budgets: Sequence[int],
+    params: RolloutParams,
+    one_pass: bool,
+) -> list[list[tuple[Thinking, Completion | None]]]:
+    """``[B][G]`` thinkings, each with the answer sampled in its pass (``one_pass`` and an
+    :class:`AnswerEngine`; None otherwise, or where the thinking ended by EOS)."""
     sampling = SamplingParams(
         max_new_tokens=max(budgets),
         temperature=params.temperature,
@@ -140,8 +162,22 @@ def sample_thinkings(
         seed=phase_seed(params.seed, "thinking"),
         logprobs=params.logprobs,
     )
-    completions = engine.sample(prompt_ids, params.n_thinking, sampling)  # [B][G]
-    return [[_thinking(prompt, c, codec, budgets) for c in row] for prompt, row in zip(prompt_ids, completions, strict=False)]
+    if one_pass and isinstance(engine, AnswerEngine):
+        inserted = params.protocol.inserted_ids(codec)
+        answer = ForcedAnswer(
+            close_id=codec.think_end_id,
+            after_close=inserted.closed,
+            after_budget=inserted.forced,
+            max_answer_tokens=params.protocol.summary_max_tokens,
+            stop_ids=codec.eos_ids,
+        )
+        completions = engine.sample_with_answers(prompt_ids, params.n_thinking, sampling, answer)  # [B][G]
+    else:
+        completions = engine.sample(prompt_ids, params.n_thinking, sampling)  # [B][G]
+    return [
+        [(_thinking(prompt, c, codec, budgets), c.answer.completion if c.answer else None) for c in row]
+        for prompt, row in zip(prompt_ids, completions, strict=False)
+    ]
 
 
 def _thinking(prompt: Sequence[int], c: Completion, codec: TokenizerCodec, budgets: Sequence[int]) -> Thinking:
@@ -187,9 +223,11 @@ def anytime_rollout(
         raise ValueError(f"{len(prompt_ids)} prompts but {len(ground_truths)} ground-truth lists")
     inserted = params.protocol.inserted_ids(codec)
     t0 = time.perf_counter()
-    thinkings = sample_thinkings(engine, codec, prompt_ids, plan.budgets, params)
+    sampled = _sample_thinkings(engine, codec, prompt_ids, plan.budgets, params, one_pass=params.one_pass)
+    thinkings = [[t for t, _ in row] for row in sampled]
     t_thinking = time.perf_counter() - t0
     requests = summary_requests(thinkings, plan.budgets, inserted)
+    in_pass = [_answer_in_pass(r, sampled, len(plan.budgets)) for r in requests]  # the summary each already has
     sampling = SamplingParams(
         max_new_tokens=params.protocol.summary_max_tokens,
         temperature=params.temperature,
@@ -198,15 +236,26 @@ def anytime_rollout(
         seed=phase_seed(params.seed, "summary"),
         logprobs=params.logprobs,
     )
-    counts = [params.n_summary * len(r.group.budget_indices) for r in requests]
+    counts = [params.n_summary * len(r.group.budget_indices) - (a is not None) for r, a in zip(requests, in_pass, strict=True)]
     t1 = time.perf_counter()
-    completions = engine.sample([r.prefix for r in requests], counts, sampling)
+    completions = engine.sample([r.prefix for r in requests], counts, sampling) if any(counts) else [[] for _ in requests]
+    completions = [([a] if a is not None else []) + list(c) for a, c in zip(in_pass, completions, strict=True)]
     t_summary = time.perf_counter() - t1
     t_grading = _attach_summaries(thinkings, requests, completions, codec, inserted, params.n_summary, ground_truths, verifier)
     timings = {"thinking": t_thinking, "summary": t_summary, "grading": t_grading}
     return RolloutBatch(
         budgets=plan.budgets, thinkings=thinkings, ground_truths=[list(t) for t in ground_truths], timings=timings
     )
+
+
+def _answer_in_pass(
+    request: SummaryRequest, sampled: list[list[tuple[Thinking, Completion | None]]], n_budgets: int
+) -> Completion | None:
+    """The answer sampled in the thinking's pass, when ``request`` is the cut it was sampled at: the
+    group holding the largest budget (whose prefix ends with the text the pass forced)."""
+    if n_budgets - 1 not in request.group.budget_indices:
+        return None
+    return sampled[request.b][request.g][1]
 
 
 def _attach_summaries(

@@ -1,0 +1,89 @@
+"""The anytime rollout with the last cut's answer sampled in the thinking's pass (``one_pass``), on the
+embedded base model (the package's shipped weights) and the real grader.
+
+Greedy decoding makes both paths pick the same tokens, so the one-pass rollout must equal the
+two-phase rollout exactly — thinkings, every summary, every reward — while asking the engine for
+one summary fewer per thinking that did not end by EOS. With GRPO's shape (one budget, one
+summary) the summary phase makes no engine call at all.
+"""
+
+import pytest
+from transformers import AutoModelForCausalLM
+
+from anytime_reasoner.algo.budgets import BudgetPlan
+from anytime_reasoner.data.codec import TokenizerCodec
+from anytime_reasoner.data.prompts import encode_prompt
+from anytime_reasoner.engine.hf import TransformersEngine
+from anytime_reasoner.models.loading import generation_eos_ids, load_tokenizer
+from anytime_reasoner.protocol import AnytimeProtocol
+from anytime_reasoner.rewards.grader import GraderSettings, MathVerifier
+from anytime_reasoner.rollout.anytime import RolloutParams, anytime_rollout, ended_by_eos
+from anytime_reasoner.tasks.bootstrap import ensure_base_model
+from anytime_reasoner.tasks.synthetic import synthetic_held_out
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    path = ensure_base_model(tmp_path_factory.mktemp("cache"), progress=False)
+    tokenizer = load_tokenizer(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path))
+    protocol = AnytimeProtocol()
+    codec = TokenizerCodec.for_protocol(tokenizer, protocol, generation_eos_ids(str(path)))
+    examples = synthetic_held_out(6)
+    prompts = [encode_prompt(tokenizer, e.messages) for e in examples]
+    with MathVerifier(GraderSettings.from_protocol(protocol, workers=1)) as verifier:
+        yield model, codec, prompts, [list(e.ground_truths) for e in examples], verifier
+
+
+def _rollout(embedded, plan, one_pass, **params):
+    model, codec, prompts, truths, verifier = embedded
+    engine = TransformersEngine(model, pad_token_id=codec.pad_id)
+    batch = anytime_rollout(engine, codec, prompts, truths, plan, RolloutParams(one_pass=one_pass, **params), verifier)
+    return batch, engine.stats
+
+
+def _tree(batch):
+    return [
+        [(t.thinking_ids, t.closed, t.cuts, [[(s.inserted_ids, s.sampled_ids, s.reward) for s in per] for per in t.summaries])
+         for t in row]
+        for row in batch.thinkings
+    ]  # fmt: skip
+
+
+def test_greedy_one_pass_rollout_equals_the_two_phase_rollout(embedded):
+    # greedy thinkings of these 6 questions run 37-64 tokens: 12 and 30 cut every one; at 48 four
+    # have closed by themselves and two are cut by the pass
+    plan = BudgetPlan.build(max_budget=48, budgets=(12, 30, 48))
+    params = dict(n_thinking=2, n_summary=2, temperature=0.0, seed=0)
+    one, one_stats = _rollout(embedded, plan, True, **params)
+    two, two_stats = _rollout(embedded, plan, False, **params)
+    assert _tree(one) == _tree(two)
+    thinkings = [t for row in one.thinkings for t in row]
+    assert any(t.closed for t in thinkings) and not all(t.closed for t in thinkings)
+    assert float(one.scores().mean()) > 0  # real answers, some right
+    # one summary row fewer per thinking with an answer in its pass (all but those ended by EOS)
+    eos_id = embedded[1].eos_id
+    assert two_stats.sampled_rows - one_stats.sampled_rows == sum(not ended_by_eos(t, eos_id) for t in thinkings)
+
+
+def test_grpo_shaped_rollout_samples_everything_in_one_pass(embedded):
+    """S = A = 1 at temperature 1: each summary is the answer of its thinking's pass, so the only
+    engine call is the thinkings' (6 questions x 8 = 48 rows, one call), plus one for the thinkings
+    ended by EOS, if any (their summaries come from the summary phase, as before)."""
+    codec = embedded[1]
+    plan = BudgetPlan.build(max_budget=40, n_support=1)
+    batch, stats = _rollout(embedded, plan, True, n_thinking=8, n_summary=1, temperature=1.0, seed=1)
+    thinkings = [t for row in batch.thinkings for t in row]
+    by_eos = sum(ended_by_eos(t, codec.eos_id) for t in thinkings)
+    assert batch.shape == (6, 8, 1, 1)
+    assert (stats.generate_calls, stats.sampled_rows) == (1 + (by_eos > 0), 48 + by_eos)
+    inserted = AnytimeProtocol().inserted_ids(codec)
+    for t in thinkings:
+        (s,) = t.summaries[0]
+        assert s.inserted_ids == list(inserted.of(t.closed))  # the delimiter after a close, else the cut text
+        assert 1 <= len(s.sampled_ids) <= AnytimeProtocol().summary_max_tokens
+    stopped = [t.summaries[0][0] for t in thinkings if t.summaries[0][0].sampled_ids[-1] in codec.eos_ids]
+    assert stopped and all(s.finish_reason == "stop" for s in stopped)
+    assert 0 < float(batch.scores().mean()) < 1
