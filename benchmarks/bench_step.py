@@ -5,9 +5,11 @@ Builds the demo's own training runs (``demo.train_config`` at the demo's scale, 
 bootstrapped base model) in this process, one per preset × variant, and steps them in turn (step 1
 of each, then step 2 of each, …) so every variant sees the same machine load. Variants:
 
-    dense     one tree per row, dense [N, 1, T, T] tree mask (model.attention=dense, ppo.multi_tree_rows=false)
-    tree      one tree per row, tree attention (model.attention=tree)
-    tree+rows several trees per row, tree attention (the default on CPU)
+    dense      one tree per row, dense [N, 1, T, T] tree mask (model.attention=dense, ppo.multi_tree_rows=false)
+    tree       one tree per row, tree attention (model.attention=tree)
+    tree+rows  several trees per row, tree attention (the default on CPU)
+    two-phase  tree+rows with rollout.one_pass=false: every answer from a second encoding of its
+               prefix (before one pass), to compare the generation phases
  Every step is the trainer's real ``train_step``; the phases are its timing metrics:
 
     thinking, summary, grading     (inside the rollout)
@@ -16,10 +18,12 @@ of each, then step 2 of each, …) so every variant sees the same machine load. 
 
 Prints per run the median seconds of each phase over the steps, its share of the median step, the
 update's padding share (pad tokens / tokens run through the model), and per preset the ratios of
-update time (old log-probs + forward/backward) and step time of ``dense`` to each variant.
+update time (old log-probs + forward/backward) and step time of ``dense`` to each variant, and of
+generation (thinking + summary phases) of ``two-phase`` to one pass (``tree+rows``).
 
-    python benchmarks/bench_step.py                        # ar-uniform and grpo, 4 steps each, ~4 min
+    python benchmarks/bench_step.py                        # ar-uniform and grpo, 4 steps each, ~5 min
     python benchmarks/bench_step.py --presets ar-uniform --steps 2
+    python benchmarks/bench_step.py --variants tree+rows,two-phase --steps 6   # generation before/after one pass
 
 One thread per process, as the demo runs its jobs (``OMP_NUM_THREADS=1``).
 """
@@ -34,7 +38,12 @@ from pathlib import Path
 PHASES = ("thinking", "summary", "grading", "packing", "old_logprobs", "forward_backward", "optimizer")
 
 
-VARIANTS = {"dense": ("dense", False), "tree": ("tree", False), "tree+rows": ("tree", True)}
+VARIANTS = {
+    "dense": ("dense", False, True),
+    "tree": ("tree", False, True),
+    "tree+rows": ("tree", True, True),
+    "two-phase": ("tree", True, False),
+}
 
 
 def build(preset: str, variant: str, base: Path, out: Path, steps: int):
@@ -44,10 +53,11 @@ def build(preset: str, variant: str, base: Path, out: Path, steps: int):
 
     scale = DemoConfig()
     cfg = train_config(scale, base, preset, seed=0, out=out, max_response_len=shared_response_len(scale, base))
-    attention, multi_tree = VARIANTS[variant]
+    attention, multi_tree, one_pass = VARIANTS[variant]
     cfg = cfg.model_copy(
         update={
             "model": cfg.model.model_copy(update={"attention": attention}),
+            "rollout": cfg.rollout.model_copy(update={"one_pass": one_pass}),
             "ppo": cfg.ppo.model_copy(update={"multi_tree_rows": multi_tree}),
             "trainer": cfg.trainer.model_copy(update={"steps": steps, "save_every": 10_000, "val_every": 0}),
         }
@@ -62,14 +72,22 @@ def row(name: str, history: list[dict]) -> dict[str, float]:
     padding = statistics.mean(h["padding_share"] for h in history)
     cells = " | ".join(f"{phases[p]:.2f} s ({phases[p] / step:.0%})" for p in (*PHASES, "other"))
     print(f"| {name} | {step:.2f} s | {cells} | {padding:.1%} |", flush=True)
-    return {"step": step, "update": phases["old_logprobs"] + phases["forward_backward"], "padding": padding}
+    generation = phases["thinking"] + phases["summary"]
+    return {
+        "step": step,
+        "update": phases["old_logprobs"] + phases["forward_backward"],
+        "padding": padding,
+        "generation": generation,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="ar-uniform,grpo")
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"a subset of {', '.join(VARIANTS)}")
     args = parser.parse_args()
+    variants = [v for v in args.variants.split(",") if v]
 
     import torch
 
@@ -79,7 +97,7 @@ def main() -> None:
     base = ensure_base_model(None, seed=0, progress=True)
     presets = [p for p in args.presets.split(",") if p]
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {(p, v): build(p, v, base, Path(tmp) / f"{p}-{v}", args.steps) for p in presets for v in VARIANTS}
+        trainers = {(p, v): build(p, v, base, Path(tmp) / f"{p}-{v}", args.steps) for p in presets for v in variants}
         histories: dict[tuple[str, bool], list[dict]] = {key: [] for key in trainers}
         try:
             for step in range(1, args.steps + 1):
@@ -96,12 +114,19 @@ def main() -> None:
     rows = {key: row(f"{key[0]}, {key[1]}", h) for key, h in histories.items()}
     print()
     for p in presets:
-        base_row = rows[(p, "dense")]
-        for v in list(VARIANTS)[1:]:
-            r = rows[(p, v)]
+        if "dense" in variants:
+            base_row = rows[(p, "dense")]
+            for v in [v for v in ("tree", "tree+rows") if v in variants]:
+                r = rows[(p, v)]
+                print(
+                    f"{p}: dense ÷ {v}: update (old log-probs + forward/backward) {base_row['update'] / r['update']:.2f}×, "
+                    f"step {base_row['step'] / r['step']:.2f}×; padding {base_row['padding']:.1%} → {r['padding']:.1%}"
+                )
+        if "two-phase" in variants and "tree+rows" in variants:
+            two, one = rows[(p, "two-phase")], rows[(p, "tree+rows")]
             print(
-                f"{p}: dense ÷ {v}: update (old log-probs + forward/backward) {base_row['update'] / r['update']:.2f}×, "
-                f"step {base_row['step'] / r['step']:.2f}×; padding {base_row['padding']:.1%} → {r['padding']:.1%}"
+                f"{p}: two-phase ÷ one pass: generation (thinking + summary) {two['generation']:.2f} s ÷ "
+                f"{one['generation']:.2f} s = {two['generation'] / one['generation']:.2f}×, step {two['step'] / one['step']:.2f}×"
             )
 
 
