@@ -79,14 +79,16 @@ def run_ours(preset: str, base: Path, steps: int, out: Path) -> list[dict[str, f
     trainer = build_trainer(train_config(preset, base, out, steps))
     engine = trainer.engine
     counted = {"sampled": 0}
-    sample = engine.sample
+    sample, sample_with_answers = engine.sample, getattr(engine, "sample_with_answers", None)
 
-    def counting_sample(prefixes, n, params):  # type: ignore[no-untyped-def]
-        done = sample(prefixes, n, params)
-        counted["sampled"] += sum(len(c.token_ids) for row in done for c in row)
+    def count(done):  # type: ignore[no-untyped-def]
+        for c in (c for row in done for c in row):
+            counted["sampled"] += len(c.token_ids) + (len(c.answer.completion.token_ids) if c.answer else 0)
         return done
 
-    engine.sample = counting_sample  # type: ignore[method-assign]
+    engine.sample = lambda *args: count(sample(*args))  # type: ignore[method-assign]
+    if sample_with_answers is not None:  # one pass: the thinkings with their answers
+        engine.sample_with_answers = lambda *args: count(sample_with_answers(*args))
     records = []
     try:
         for step in range(1, steps + 1):
