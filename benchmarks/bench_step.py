@@ -7,9 +7,9 @@ of each, then step 2 of each, …) so every variant sees the same machine load. 
 
     dense      one tree per row, dense [N, 1, T, T] tree mask (model.attention=dense, ppo.multi_tree_rows=false)
     tree       one tree per row, tree attention (model.attention=tree)
-    tree+rows  several trees per row, tree attention (the default on CPU)
-    two-phase  tree+rows with rollout.one_pass=false: every answer from a second encoding of its
-               prefix (before one pass), to compare the generation phases
+    tree+rows  several trees per row, tree attention (the default on CPU; rollout.one_pass=auto)
+    one-pass   tree+rows with rollout.one_pass=true: the last cut's first answer in the thinking's pass
+    two-phase  tree+rows with rollout.one_pass=false: every answer from a second encoding of its prefix
  Every step is the trainer's real ``train_step``; the phases are its timing metrics:
 
     thinking, summary, grading     (inside the rollout)
@@ -19,11 +19,11 @@ of each, then step 2 of each, …) so every variant sees the same machine load. 
 Prints per run the median seconds of each phase over the steps, its share of the median step, the
 update's padding share (pad tokens / tokens run through the model), and per preset the ratios of
 update time (old log-probs + forward/backward) and step time of ``dense`` to each variant, and of
-generation (thinking + summary phases) of ``two-phase`` to one pass (``tree+rows``).
+generation (thinking + summary phases) of ``two-phase`` to ``one-pass``.
 
-    python benchmarks/bench_step.py                        # ar-uniform and grpo, 4 steps each, ~5 min
+    python benchmarks/bench_step.py                        # ar-uniform and grpo, 4 steps each, ~6 min
     python benchmarks/bench_step.py --presets ar-uniform --steps 2
-    python benchmarks/bench_step.py --variants tree+rows,two-phase --steps 6   # generation before/after one pass
+    python benchmarks/bench_step.py --variants one-pass,two-phase --steps 5   # generation with and without one pass
 
 One thread per process, as the demo runs its jobs (``OMP_NUM_THREADS=1``).
 """
@@ -39,9 +39,10 @@ PHASES = ("thinking", "summary", "grading", "packing", "old_logprobs", "forward_
 
 
 VARIANTS = {
-    "dense": ("dense", False, True),
-    "tree": ("tree", False, True),
-    "tree+rows": ("tree", True, True),
+    "dense": ("dense", False, "auto"),
+    "tree": ("tree", False, "auto"),
+    "tree+rows": ("tree", True, "auto"),
+    "one-pass": ("tree", True, True),
     "two-phase": ("tree", True, False),
 }
 
@@ -122,8 +123,8 @@ def main() -> None:
                     f"{p}: dense ÷ {v}: update (old log-probs + forward/backward) {base_row['update'] / r['update']:.2f}×, "
                     f"step {base_row['step'] / r['step']:.2f}×; padding {base_row['padding']:.1%} → {r['padding']:.1%}"
                 )
-        if "two-phase" in variants and "tree+rows" in variants:
-            two, one = rows[(p, "two-phase")], rows[(p, "tree+rows")]
+        if "two-phase" in variants and "one-pass" in variants:
+            two, one = rows[(p, "two-phase")], rows[(p, "one-pass")]
             print(
                 f"{p}: two-phase ÷ one pass: generation (thinking + summary) {two['generation']:.2f} s ÷ "
                 f"{one['generation']:.2f} s = {two['generation'] / one['generation']:.2f}×, step {two['step'] / one['step']:.2f}×"

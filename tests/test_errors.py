@@ -289,6 +289,7 @@ CASES: dict[str, Case] = {
     "eval-budget-prompt-without-n": Case(lambda c: ["eval", "model=m", "mode=prompt-budget", "budget_prompt=Think briefly."]),
     "async-inline-placement": Case(lambda c: ["train", "trainer.async_level=1", "trainer.rollout_placement=inline"]),
     "decoupled-with-tis": Case(lambda c: ["train", "ppo.decoupled=true", "ppo.tis_cap=2"]),
+    "one-pass-choice": Case(lambda c: ["train", "rollout.one_pass=maybe"]),
     "ask-empty-question": Case(lambda c: ["ask", "", "model=m"]),
     "ask-blank-question": Case(lambda c: ["ask", "   ", "model=m"]),
     # -- data sources (exit 1)

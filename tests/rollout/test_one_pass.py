@@ -87,3 +87,15 @@ def test_grpo_shaped_rollout_samples_everything_in_one_pass(embedded):
     stopped = [t.summaries[0][0] for t in thinkings if t.summaries[0][0].sampled_ids[-1] in codec.eos_ids]
     assert stopped and all(s.finish_reason == "stop" for s in stopped)
     assert 0 < float(batch.scores().mean()) < 1
+
+
+@pytest.mark.parametrize("one_pass, budgets, n_summary, expected", [
+    ("auto", 1, 1, True),  # GRPO: the pass samples every summary, no second phase
+    ("auto", 4, 1, False),  # three more cuts per thinking: the second phase runs anyway
+    ("auto", 1, 4, False),  # three more summaries of the one cut
+    (True, 4, 4, True),
+    (False, 1, 1, False),
+])  # fmt: skip
+def test_one_pass_auto_is_on_where_it_leaves_no_second_phase(one_pass, budgets, n_summary, expected):
+    params = RolloutParams(n_thinking=8, n_summary=n_summary, one_pass=one_pass)
+    assert params.in_one_pass(budgets) is expected

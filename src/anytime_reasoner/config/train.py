@@ -96,11 +96,11 @@ class RolloutConfig(StrictModel):
     summary_max_tokens: int = protocol_field("summary_max_tokens", ge=1)
     temperature: float = Field(1.0, gt=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    one_pass: bool = Field(
-        True,
+    one_pass: bool | Literal["auto"] = Field(
+        "auto",
         description="sample the answer at each thinking's last cut in the thinking's own pass (the delimiter or the cut "
-        "text forced inside decoding) where the engine can (engine.backend=hf); false: the thinking, then every answer "
-        "from a second encoding of its prefix",
+        "text forced inside decoding) where the engine can (engine.backend=hf); auto: when that is every summary of "
+        "the rollout (one budget, n_summary=1: GRPO); false: the thinking, then every answer from its encoded prefix",
     )
     cut_marker: str = protocol_field("cut_marker")
     answer_delimiter: str = protocol_field("answer_delimiter")
@@ -109,6 +109,16 @@ class RolloutConfig(StrictModel):
     @classmethod
     def _grid(cls, value: Any) -> Any:
         return grid_field(value, "budgets", optional=True)
+
+    @field_validator("one_pass", mode="before")
+    @classmethod
+    def _one_pass(cls, value: Any) -> Any:
+        words = {"auto": "auto", "true": True, "false": False}
+        if isinstance(value, str) and value.lower() in words:
+            return words[value.lower()]
+        if isinstance(value, bool) or value == "auto":
+            return value
+        raise ValueError(f"allowed: auto, true, false (got {value!r})")
 
     @field_validator("budget_probs", mode="before")
     @classmethod

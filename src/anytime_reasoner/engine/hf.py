@@ -83,7 +83,9 @@ class TransformersEngine:
 
     model: Any  # a transformers PreTrainedModel with generate()
     pad_token_id: int
-    max_batch_rows: int = 128  # sampled rows per generate() call (a tiny model is bound by per-step overhead: fewer, larger calls)
+    max_batch_rows: int = (
+        128  # sampled rows per generate() call (a tiny model is bound by per-step overhead: fewer, larger calls)
+    )
     max_batch_tokens: int | None = None  # rows × (padded prefix + max_new_tokens) per call
     reuse_prefix: bool = True
     stats: EngineStats = field(default_factory=EngineStats)

@@ -21,10 +21,13 @@ For a batch of B questions:
 
 Output: :class:`RolloutBatch` with ``scores()`` ``[B, G, S, A]`` and ``segment_mask()`` ``[B, G, S]``.
 
-One pass (``params.one_pass`` and an :class:`~anytime_reasoner.engine.base.AnswerEngine`): step 1
-also samples, in the thinking's own pass, the first summary of its last cut group (the largest
-budget's: the delimiter forced where the thinking closes, the cut text where it reaches b_m), so
-step 2 asks the engine for one summary fewer from that prefix (none at all for GRPO, S = A = 1).
+One pass (:meth:`RolloutParams.in_one_pass` and an :class:`~anytime_reasoner.engine.base.AnswerEngine`):
+step 1 also samples, in the thinking's own pass, the first summary of its last cut group (the
+largest budget's: the delimiter forced where the thinking closes, the cut text where it reaches b_m),
+so step 2 asks the engine for one summary fewer from that prefix. ``one_pass="auto"`` (the default)
+does so only where it leaves step 2 nothing to do (S = A = 1: GRPO): with more summaries per
+thinking it saves one row of many batched ones but lengthens the thinking call by the answer's
+decoding steps, a loss on this project's 2-core machine (docs/BENCHMARKS.md, "One pass").
 The summary is the same draw from the same distribution; only the random stream it comes from
 differs (the thinking's), so one-pass and two-phase rollouts are equally valid but not equal.
 
@@ -43,6 +46,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from anytime_reasoner.algo.budgets import BudgetPlan
 from anytime_reasoner.config import RolloutConfig
@@ -66,11 +70,17 @@ class RolloutParams:
     seed: int | None = None
     protocol: AnytimeProtocol = field(default_factory=AnytimeProtocol)
     logprobs: bool = False  # keep the engine's log-prob of every sampled token (training: off-policy metrics)
-    one_pass: bool = True  # the last cut's first summary in the thinking's pass, where the engine can
+    one_pass: bool | Literal["auto"] = "auto"  # the last cut's first summary in the thinking's pass (auto: S = A = 1)
 
     def __post_init__(self) -> None:
         if self.n_thinking < 1 or self.n_summary < 1:
             raise ValueError(f"n_thinking and n_summary must be >= 1, got {self.n_thinking}, {self.n_summary}")
+
+    def in_one_pass(self, n_budgets: int) -> bool:
+        """Sample the last cut's first summary in the thinking's pass (where the engine can)."""
+        if self.one_pass == "auto":
+            return n_budgets == 1 and self.n_summary == 1
+        return self.one_pass
 
     @classmethod
     def from_config(cls, cfg: RolloutConfig, seed: int | None = None, protocol: AnytimeProtocol | None = None) -> RolloutParams:
@@ -223,7 +233,8 @@ def anytime_rollout(
         raise ValueError(f"{len(prompt_ids)} prompts but {len(ground_truths)} ground-truth lists")
     inserted = params.protocol.inserted_ids(codec)
     t0 = time.perf_counter()
-    sampled = _sample_thinkings(engine, codec, prompt_ids, plan.budgets, params, one_pass=params.one_pass)
+    one_pass = params.in_one_pass(len(plan.budgets))
+    sampled = _sample_thinkings(engine, codec, prompt_ids, plan.budgets, params, one_pass=one_pass)
     thinkings = [[t for t, _ in row] for row in sampled]
     t_thinking = time.perf_counter() - t0
     requests = summary_requests(thinkings, plan.budgets, inserted)
