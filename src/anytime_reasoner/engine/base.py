@@ -98,8 +98,9 @@ class ForcedAnswer:
             raise ValueError("stop_ids: the answer needs at least one stop id")
 
     def longest(self, budget: int) -> int:
-        """Tokens one pass may generate after the prefix: thinking, forced text, answer."""
-        return budget + max(len(self.after_close), len(self.after_budget)) + self.max_answer_tokens
+        """Tokens one pass may generate after the prefix: thinking, forced text, answer, and the stop
+        an engine may force to end an answer at its cap."""
+        return budget + max(len(self.after_close), len(self.after_budget)) + self.max_answer_tokens + 1
 
 
 class GenerationEngine(Protocol):

@@ -116,7 +116,7 @@ class TransformersEngine:
             raise ValueError("prefixes: every prefix needs at least one token")
         out: list[list[Completion]] = [[] for _ in prefixes]
         lengths = [len(p) for p in prefixes]
-        longest = params.max_new_tokens if answer is None else answer.longest(params.max_new_tokens) + 1
+        longest = params.max_new_tokens if answer is None else answer.longest(params.max_new_tokens)
         with torch.no_grad(), _eval_mode(self.model), _seeded(params.seed, self.device):
             for group in plan_chunks(lengths, counts, longest, self.max_batch_rows, self.max_batch_tokens):
                 done = self._sample_chunk([prefixes[i] for i in group], [counts[i] for i in group], params, answer)
@@ -255,7 +255,7 @@ class AnswerForcer(LogitsProcessor):
         self.answer, self.budget, self.width = answer, params.max_new_tokens, width
         self.thinking_stops = set(params.stop_token_ids) - {answer.close_id}
         self.stops = set(answer.stop_ids)
-        self.longest = answer.longest(self.budget) + 1  # + the stop forced at the answer's cap
+        self.longest = answer.longest(self.budget)
         self.phase = [_THINK] * rows
         self.count = [0] * rows  # tokens of the current phase so far
         self.thinking: list[int | None] = [None] * rows  # thinking length, once it ended with an answer to come

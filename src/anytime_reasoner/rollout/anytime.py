@@ -149,17 +149,6 @@ def sample_thinkings(
     prompt_ids: Sequence[Sequence[int]],
     budgets: Sequence[int],
     params: RolloutParams,
-) -> list[list[Thinking]]:
-    """``[B][G]`` thinkings sampled to ``max(budgets)`` with their per-budget cuts (no summaries)."""
-    return [[t for t, _ in row] for row in _sample_thinkings(engine, codec, prompt_ids, budgets, params, one_pass=False)]
-
-
-def _sample_thinkings(
-    engine: GenerationEngine,
-    codec: TokenizerCodec,
-    prompt_ids: Sequence[Sequence[int]],
-    budgets: Sequence[int],
-    params: RolloutParams,
     one_pass: bool,
 ) -> list[list[tuple[Thinking, Completion | None]]]:
     """``[B][G]`` thinkings, each with the answer sampled in its pass (``one_pass`` and an
@@ -234,7 +223,7 @@ def anytime_rollout(
     inserted = params.protocol.inserted_ids(codec)
     t0 = time.perf_counter()
     one_pass = params.in_one_pass(len(plan.budgets))
-    sampled = _sample_thinkings(engine, codec, prompt_ids, plan.budgets, params, one_pass=one_pass)
+    sampled = sample_thinkings(engine, codec, prompt_ids, plan.budgets, params, one_pass=one_pass)
     thinkings = [[t for t, _ in row] for row in sampled]
     t_thinking = time.perf_counter() - t0
     requests = summary_requests(thinkings, plan.budgets, inserted)
