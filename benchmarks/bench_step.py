@@ -10,6 +10,8 @@ of each, then step 2 of each, …) so every variant sees the same machine load. 
     tree+rows  several trees per row, tree attention (the default on CPU; rollout.one_pass=auto)
     one-pass   tree+rows with rollout.one_pass=true: the last cut's first answer in the thinking's pass
     two-phase  tree+rows with rollout.one_pass=false: every answer from a second encoding of its prefix
+    generate   tree+rows sampling with transformers' ``model.generate`` instead of the engine's own loop
+               (engine/decode.py: the same tokens, a KV cache reserved up front)
  Every step is the trainer's real ``train_step``; the phases are its timing metrics:
 
     thinking, summary, grading     (inside the rollout)
@@ -19,11 +21,12 @@ of each, then step 2 of each, …) so every variant sees the same machine load. 
 Prints per run the median seconds of each phase over the steps, its share of the median step, the
 update's padding share (pad tokens / tokens run through the model), and per preset the ratios of
 update time (old log-probs + forward/backward) and step time of ``dense`` to each variant, and of
-generation (thinking + summary phases) of ``two-phase`` to ``one-pass``.
+generation (thinking + summary phases) of ``two-phase`` to ``one-pass`` and of ``generate`` to ``tree+rows``.
 
     python benchmarks/bench_step.py                        # ar-uniform and grpo, 4 steps each, ~6 min
     python benchmarks/bench_step.py --presets ar-uniform --steps 2
     python benchmarks/bench_step.py --variants one-pass,two-phase --steps 5   # generation with and without one pass
+    python benchmarks/bench_step.py --variants tree+rows,generate --steps 5   # the engine's loop against generate()
 
 One thread per process, as the demo runs its jobs (``OMP_NUM_THREADS=1``).
 """
@@ -38,12 +41,13 @@ from pathlib import Path
 PHASES = ("thinking", "summary", "grading", "packing", "old_logprobs", "forward_backward", "optimizer")
 
 
-VARIANTS = {
-    "dense": ("dense", False, "auto"),
-    "tree": ("tree", False, "auto"),
-    "tree+rows": ("tree", True, "auto"),
-    "one-pass": ("tree", True, True),
-    "two-phase": ("tree", True, False),
+VARIANTS = {  # attention, several trees per row, rollout.one_pass, engine decoder
+    "dense": ("dense", False, "auto", "loop"),
+    "tree": ("tree", False, "auto", "loop"),
+    "tree+rows": ("tree", True, "auto", "loop"),
+    "one-pass": ("tree", True, True, "loop"),
+    "two-phase": ("tree", True, False, "loop"),
+    "generate": ("tree", True, "auto", "generate"),
 }
 
 
@@ -54,7 +58,7 @@ def build(preset: str, variant: str, base: Path, out: Path, steps: int):
 
     scale = DemoConfig()
     cfg = train_config(scale, base, preset, seed=0, out=out, max_response_len=shared_response_len(scale, base))
-    attention, multi_tree, one_pass = VARIANTS[variant]
+    attention, multi_tree, one_pass, decoder = VARIANTS[variant]
     cfg = cfg.model_copy(
         update={
             "model": cfg.model.model_copy(update={"attention": attention}),
@@ -63,7 +67,9 @@ def build(preset: str, variant: str, base: Path, out: Path, steps: int):
             "trainer": cfg.trainer.model_copy(update={"steps": steps, "save_every": 10_000, "val_every": 0}),
         }
     )
-    return build_trainer(cfg)
+    trainer = build_trainer(cfg)
+    trainer.engine.decoder = decoder  # a TransformersEngine (the demo's engine)
+    return trainer
 
 
 def row(name: str, history: list[dict]) -> dict[str, float]:
@@ -128,6 +134,13 @@ def main() -> None:
             print(
                 f"{p}: two-phase ÷ one pass: generation (thinking + summary) {two['generation']:.2f} s ÷ "
                 f"{one['generation']:.2f} s = {two['generation'] / one['generation']:.2f}×, step {two['step'] / one['step']:.2f}×"
+            )
+        if "generate" in variants and "tree+rows" in variants:
+            by_generate, by_loop = rows[(p, "generate")], rows[(p, "tree+rows")]
+            print(
+                f"{p}: generate() ÷ the engine's loop: generation (thinking + summary) {by_generate['generation']:.2f} s ÷ "
+                f"{by_loop['generation']:.2f} s = {by_generate['generation'] / by_loop['generation']:.2f}×, "
+                f"step {by_generate['step'] / by_loop['step']:.2f}×"
             )
 
 

@@ -13,6 +13,7 @@ import torch
 
 from anytime_reasoner.engine import hf
 from anytime_reasoner.engine.base import ForcedAnswer, SamplingParams
+from anytime_reasoner.engine.decode import output_cache
 from anytime_reasoner.engine.hf import TransformersEngine, left_pad, plan_chunks, position_ids
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -138,7 +139,7 @@ def test_fallback_when_cache_cannot_be_expanded(tiny_model, monkeypatch, caplog)
 
 def test_expandable_on_real_cache(tiny_model):
     out = tiny_model(input_ids=torch.tensor([[1, 2]]), use_cache=True)
-    assert hf.expandable(hf._output_cache(out))
+    assert hf.expandable(output_cache(out))
     assert not hf.expandable(None)
 
 

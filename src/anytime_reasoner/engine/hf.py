@@ -1,18 +1,18 @@
-"""Generation with a Hugging Face causal LM (``model.generate``), CPU or CUDA, with prefix reuse.
+"""Generation with a Hugging Face causal LM, CPU or CUDA, with prefix reuse.
 
 :class:`TransformersEngine` samples ``n`` continuations per prefix. Prefix reuse (docs/ALGORITHM.md §3.4): the
 distinct prefixes of a chunk are left-padded into ``ids [k, T]`` and ``ids[:, :-1]`` is run once
 through the model into a ``DynamicCache``; the cache rows are then gathered n-fold
 (``Cache.batch_select_indices`` with row indices ``[0,0,…,1,1,…]``, which also allows a different
-n per prefix) and ``generate`` is called on the expanded full ids with that cache. In transformers
-5.x ``GenerationMixin._prefill`` then sees ``input_ids`` longer than the cache by one and feeds
-only the last prefix token; position ids come from the full attention mask (``cumsum - 1``), the
-same ones the prefill used, so the result is plain ``generate`` on the full prefix, minus
-``n - 1`` re-encodings of it.
+n per prefix) and the sampling loop (``engine/decode.py``: ``generate``'s sampling, token for token,
+over a KV cache reserved up front) runs the last prefix token on that cache; position ids come from
+the full attention mask (``cumsum - 1``), the same ones the prefill used, so the result is plain
+``generate`` on the full prefix, minus ``n - 1`` re-encodings of it.
 
 Fallback: a model whose cache cannot be gathered by rows (no ``Cache`` returned, or
-linear-attention/recurrent layers) is served by re-encoding the prefix for each sample (one log
-line says so), as is ``reuse_prefix=False`` (used by the benchmark as the baseline).
+linear-attention/recurrent layers) is served by ``model.generate`` re-encoding the prefix for each
+sample (one log line says so); ``reuse_prefix=False`` (the benchmark's baseline) re-encodes each
+prefix in the sampling loop.
 
 Sampling is exactly temperature / top-p from the model: the model's own ``generation_config``
 knobs that would change the distribution (top-k, min-p, typical-p, repetition penalty, …) are
@@ -37,18 +37,18 @@ sampled from it when the next step (or the end) shows which one that was.
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, cache_utils
 
 from anytime_reasoner.engine.base import Answer, Completion, ForcedAnswer, SampleCounts, SamplingParams, sample_counts
+from anytime_reasoner.engine.decode import cache_kwarg, decode, forward_kwargs, output_cache
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ class TransformersEngine:
     )
     max_batch_tokens: int | None = None  # rows × (padded prefix + max_new_tokens) per call
     reuse_prefix: bool = True
+    decoder: Literal["loop", "generate"] = "loop"  # engine/decode.py, or model.generate (the reference, slower)
     stats: EngineStats = field(default_factory=EngineStats)
     _reuse_ok: bool | None = field(default=None, init=False, repr=False)  # learned at first prefill
 
@@ -160,15 +161,13 @@ class TransformersEngine:
         """Run ``ids [k, T-1]`` once; return its cache if it can be gathered by rows, else None."""
         if self._reuse_ok is False:
             return None
-        kwargs: dict[str, Any] = {}
-        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
-            kwargs["logits_to_keep"] = 1
+        kwargs = forward_kwargs(self.model)
         start = time.perf_counter()
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=True, **kwargs)
         self.stats.prefill_seconds += time.perf_counter() - start
         self.stats.prefill_tokens += int(mask.sum())
         self.stats.padded_prefill_tokens += mask.numel()
-        cache = _output_cache(out)
+        cache = output_cache(out)
         if self._reuse_ok is None:
             self._reuse_ok = expandable(cache)
             if not self._reuse_ok:
@@ -186,21 +185,32 @@ class TransformersEngine:
         its forced text and its answer in one pass (``forcer.split`` reads each row)."""
         if forcer is not None:
             params = replace(params, max_new_tokens=forcer.longest, stop_token_ids=forcer.answer.stop_ids)
-        kwargs = generation_kwargs(self.model, params, self.pad_token_id)
-        if cache is not None:
-            kwargs[_cache_kwarg(self.model)] = cache
         recorder = LogprobRecorder(params.temperature) if params.logprobs else None
-        processors = [p for p in (recorder, forcer) if p is not None]  # the recorder sees the logits before any forcing
-        if processors:
-            kwargs["logits_processor"] = LogitsProcessorList(processors)
+        processors = LogitsProcessorList(
+            [p for p in (recorder, forcer) if p is not None]
+        )  # the recorder sees the logits before any forcing
         start = time.perf_counter()
-        out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)  # [rows, T + new]
+        if self.decoder == "generate" or self._reuse_ok is False:  # a cache of another kind: generate() knows it
+            out = self._generate_by_transformers(ids, mask, cache, params, processors)  # [rows, T + new]
+        else:
+            out = decode(self.model, ids, mask, cache, params, processors, self.pad_token_id)  # [rows, T + new]
         self.stats.generate_seconds += time.perf_counter() - start
         self.stats.generate_calls += 1
         self.stats.sampled_rows += ids.shape[0]
         new = out[:, ids.shape[1] :]  # [rows, new]
         logprobs = recorder.finish(out).cpu() if recorder is not None else None
         return new.cpu(), logprobs
+
+    def _generate_by_transformers(
+        self, ids: torch.Tensor, mask: torch.Tensor, cache: Any | None, params: SamplingParams, processors: LogitsProcessorList
+    ) -> torch.Tensor:
+        """``model.generate`` (on the whole prefix for models whose cache :func:`decode` cannot hold)."""
+        kwargs = generation_kwargs(self.model, params, self.pad_token_id)
+        if processors:
+            kwargs["logits_processor"] = processors
+        if cache is not None:
+            kwargs[cache_kwarg(self.model)] = cache
+        return self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)  # [rows, T + new]
 
     def _count(self, mask: torch.Tensor, *, encoded_last_only: bool) -> None:
         """Count the prefix tokens generate() itself runs: only the last one per row when cached."""
@@ -415,19 +425,6 @@ def generation_kwargs(model: Any, params: SamplingParams, pad_id: int) -> dict[s
         if defaults is not None and getattr(defaults, name, None) not in (None, neutral):
             kwargs[name] = neutral
     return kwargs
-
-
-def _cache_kwarg(model: Any) -> str:
-    """transformers 5.x calls the cache ``cache``; 4.x called it ``past_key_values``."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def _output_cache(out: Any) -> Any | None:
-    for name in ("cache", "past_key_values"):
-        value = getattr(out, name, None)
-        if value is not None:
-            return value
-    return None
 
 
 @contextmanager
