@@ -1,5 +1,6 @@
 """``compare``: the aggregation by hand, the per-preset run configs, and end to end at toy scale
-(the demo's numbers equal the comparison's for the same seed)."""
+(the demo's numbers equal the comparison's for the same seed, and the demo writes its results,
+plot and trained models)."""
 
 import json
 import statistics
@@ -113,13 +114,22 @@ def test_compare_end_to_end_equals_the_demo(tiny_model_dir, tmp_path, capsys):
     for seed in (0, 1):
         assert len((out / f"seed{seed}" / "grpo" / "metrics.jsonl").read_text().splitlines()) == 2
 
+    capsys.readouterr()
+
     # the demo is the one-seed case: its runs are the same commands, so its numbers are equal
     demo = tmp_path / "demo"
     assert main(["demo", f"base_model={base}", f"out={demo}", "seed=1", *TOY]) == 0
-    shown = json.loads((demo / "results.json").read_text())["models"]
-    for name in ("base", "grpo", "ar-uniform"):
-        assert shown[name]["accuracy"] == results["models"][name]["per_seed"]["1"]["accuracy"]
-    capsys.readouterr()
+    shown = json.loads((demo / "results.json").read_text())
+    assert shown["budgets"] == [2, 4, 6, 8, 10, 12, 14, 16] and shown["seed"] == 1
+    assert list(shown["models"]) == ["base", "grpo", "ar-uniform"]
+    for name, m in shown["models"].items():
+        assert m["accuracy"] == results["models"][name]["per_seed"]["1"]["accuracy"]
+        assert m["mean"] == pytest.approx(sum(m["accuracy"]) / 8)
+    assert (demo / "anytime_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for preset in ("grpo", "ar-uniform"):  # each method was a real training run that saved a loadable model
+        assert (demo / preset / "final" / "config.json").is_file()
+        assert len((demo / preset / "metrics.jsonl").read_text().splitlines()) == 2
+    assert "| ar-uniform |" in capsys.readouterr().out
 
 
 def test_compare_help_is_listed(capsys):

@@ -1,5 +1,5 @@
-"""The demo end to end: at toy scale (real child `train`/`eval` commands, results.json shape, plot),
-and from the real embedded base model, where AnytimeReasoner must learn."""
+"""The demo from the real embedded base model, where AnytimeReasoner must learn (at toy scale, with
+its results file, plot and trained models: tests/test_compare.py), and its job runner."""
 
 import json
 
@@ -8,31 +8,6 @@ import pytest
 from anytime_reasoner.cli import main
 from anytime_reasoner.demo import Job, run_jobs
 from anytime_reasoner.errors import UserError
-
-
-@pytest.mark.slow
-def test_demo_runs_both_methods_and_writes_results(tiny_model_dir, tmp_path, capsys):
-    base = tiny_model_dir
-    out = tmp_path / "demo"
-    code = main([
-        "demo", f"base_model={base}", f"out={out}", "steps=1", "batch_size=2", "n=2", "n_summary=2",
-        "max_budget=16", "summary_max_tokens=4", "eval_size=3", "eval_samples=1", "eval_budgets=2:16:2",
-        "progress=false",
-    ])  # fmt: skip
-    assert code == 0
-    results = json.loads((out / "results.json").read_text())
-    assert results["budgets"] == [2, 4, 6, 8, 10, 12, 14, 16]
-    assert list(results["models"]) == ["base", "grpo", "ar-uniform"]
-    for m in results["models"].values():
-        assert len(m["accuracy"]) == 8 and all(0.0 <= a <= 1.0 for a in m["accuracy"])
-        assert m["mean"] == pytest.approx(sum(m["accuracy"]) / 8)
-    assert results["seed"] == 0
-    assert (out / "anytime_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # each method was a real training run that saved a loadable model
-    for preset in ("grpo", "ar-uniform"):
-        assert (out / preset / "final" / "config.json").is_file()
-        assert len((out / preset / "metrics.jsonl").read_text().splitlines()) == 1
-    assert "| ar-uniform |" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -71,15 +46,18 @@ def test_jobs_wait_for_what_they_need(tmp_path):
 
 @pytest.mark.slow
 def test_lora_learns_the_demo_task(tmp_path):
-    """Six AR steps with rank-8 LoRA adapters (lr 1e-3) from the bootstrapped base model raise the
-    validation anytime accuracy on 64 held-out questions: measured 0.375 → 0.501; the test asks for 5 points."""
+    """Six AR steps of 8 questions with rank-8 LoRA adapters (lr 1e-3) from the bootstrapped base model
+    raise the validation anytime accuracy on 64 held-out questions: measured 0.350 → 0.463 (16 questions
+    a step: 0.471, in 1.6x the time); the test asks for 5 points."""
     from anytime_reasoner.config import RunScale
     from anytime_reasoner.demo import train_config
     from anytime_reasoner.tasks.bootstrap import ensure_base_model
     from anytime_reasoner.train.build import build_trainer
 
     base = ensure_base_model(progress=False)
-    cfg = train_config(RunScale(steps=6, lr=1e-3, val_every=6, val_size=64), base, "ar-uniform", 0, tmp_path / "lora", 524)
+    cfg = train_config(
+        RunScale(steps=6, batch_size=8, lr=1e-3, val_every=6, val_size=64), base, "ar-uniform", 0, tmp_path / "lora", 524
+    )
     cfg.model.lora_rank = 8
     trainer = build_trainer(cfg)
     try:
@@ -93,11 +71,11 @@ def test_lora_learns_the_demo_task(tmp_path):
 
 @pytest.mark.slow
 def test_a_first_train_with_a_preset_and_no_scale_key_runs(tmp_path, capsys):
-    """A newcomer's first ``anytime-reasoner train ar-uniform trainer.steps=2``: the embedded model (the
-    default) runs at the embedded scale, not the paper's 8,000-token budgets (which do not fit its
-    1,024 positions: the command stopped with that error before)."""
+    """A newcomer's first ``anytime-reasoner train ar-uniform trainer.steps=2`` (README; one step here):
+    the embedded model (the default) runs at the embedded scale, not the paper's 8,000-token budgets
+    (which do not fit its 1,024 positions: the command stopped with that error before)."""
     out = tmp_path / "run"
-    assert main(["train", "ar-uniform", "trainer.steps=2", f"trainer.out={out}", "trainer.progress=false"]) == 0
+    assert main(["train", "ar-uniform", "trainer.steps=1", f"trainer.out={out}", "trainer.progress=false"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["rollout"]["max_budget"] == 108 and config["rollout"]["n_summary"] == 4
     assert (out / "final" / "config.json").is_file()
