@@ -1,0 +1,74 @@
+"""The engine's own sampling loop (engine/decode.py) against transformers' ``model.generate``, on the
+demo's real rollouts (docs/BENCHMARKS.md, "The engine's sampling loop").
+
+Builds the demo's training runs (``bench_step.build``: the shipped base model, the demo's scale) for
+each preset twice, one engine per decoder, and samples the rollouts of steps 1..``--steps`` with each
+in turn (no update in between, so both decode the same policy). The two rollouts of a step must hold
+the same thinkings and summaries (tokens, log-probs, rewards) (the loop draws what ``generate`` draws from the same
+seed); the script stops if they differ. Prints per preset the median time of the thinking and summary
+phases with each decoder and their ratio.
+
+    python benchmarks/bench_decode.py                  # grpo and ar-uniform, 5 steps, ~3 min
+    python benchmarks/bench_decode.py --presets grpo --steps 10
+
+One thread (``OMP_NUM_THREADS=1``), as the demo runs its jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from bench_step import build
+
+DECODERS = {"loop": "tree+rows", "generate": "generate"}  # bench_step's variants: the same run, one decoder each
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", default="grpo,ar-uniform")
+    parser.add_argument("--steps", type=int, default=5)
+    args = parser.parse_args()
+
+    import torch
+
+    from anytime_reasoner.tasks.bootstrap import ensure_base_model
+
+    torch.set_num_threads(1)
+    base = ensure_base_model(None, seed=0, progress=True)
+    print("| preset | phase | generate() | the engine's loop | generate ÷ loop |")
+    print("|---|---|---:|---:|---:|")
+    for preset in [p for p in args.presets.split(",") if p]:
+        with tempfile.TemporaryDirectory() as tmp:
+            trainers = {d: build(preset, v, base, Path(tmp) / d, args.steps) for d, v in DECODERS.items()}
+            times: dict[str, dict[str, list[float]]] = {d: {"thinking": [], "summary": []} for d in trainers}
+            try:
+                for step in range(1, args.steps + 1):
+                    sampled = {}
+                    for d, trainer in trainers.items():
+                        sampled[d] = trainer.sample(step, trainer.plan).rollouts
+                        for phase in ("thinking", "summary"):
+                            times[d][phase].append(sampled[d].timings[phase])
+                    if sampled["loop"].thinkings != sampled["generate"].thinkings:  # tokens, log-probs, rewards
+                        raise SystemExit(f"{preset} step {step}: the loop sampled other tokens than generate()")
+            finally:
+                for trainer in trainers.values():
+                    trainer.verifier.close()
+        for phase in ("thinking", "summary", "both"):
+            med = {
+                d: statistics.median(
+                    [a + b for a, b in zip(t["thinking"], t["summary"], strict=True)] if phase == "both" else t[phase]
+                )
+                for d, t in times.items()
+            }
+            if med["loop"] >= 0.01:  # GRPO has no summary phase
+                print(
+                    f"| {preset} | {phase} | {med['generate']:.2f} s | {med['loop']:.2f} s | {med['generate'] / med['loop']:.2f}× |"
+                )
+    print(f"\nmedians over {args.steps} steps; every step's rollouts equal token for token")
+
+
+if __name__ == "__main__":
+    main()
