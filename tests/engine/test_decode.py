@@ -7,8 +7,8 @@ from transformers import DynamicCache, LogitsProcessorList
 from transformers.cache_utils import DynamicLayer
 
 from anytime_reasoner.engine.base import ForcedAnswer, SamplingParams
-from anytime_reasoner.engine.decode import ReservedLayer, decode, output_cache, reserve
-from anytime_reasoner.engine.hf import LogprobRecorder, TransformersEngine, generation_kwargs, left_pad, position_ids
+from anytime_reasoner.engine.decode import ReservedLayer, decode, output_cache, position_ids, reserve
+from anytime_reasoner.engine.hf import LogprobRecorder, TransformersEngine, generation_kwargs, left_pad
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -10,12 +10,12 @@ when greedy); finished rows get the pad id, and the loop ends when every row has
 ``max_new_tokens``.
 
 Departure from ``generate``, for speed on a small model: ``DynamicCache`` grows every layer's keys
-and values by concatenation, copying the whole cache at every step (half of a decoding step's time
-for the embedded model, 128 rows). :func:`reserve` swaps each plain attention layer of the cache for
-a :class:`ReservedLayer` that holds ``capacity`` positions from the start and writes each step's keys
-and values in place; attention reads a view of the filled part. Layers of other kinds (sliding
-windows, linear attention) are left as they are. With generate's own per-step bookkeeping gone
-too, a decoding step of the embedded model takes ~0.7x its time under ``generate`` (docs/BENCHMARKS.md).
+and values by concatenation, copying the whole cache at every step. :func:`reserve` swaps each plain
+attention layer of the cache for a :class:`ReservedLayer` that holds ``capacity`` positions from the
+start and writes each step's keys and values in place; attention reads a view of the filled part.
+Layers of other kinds (sliding windows, linear attention) are left as they are. With generate's own
+per-step bookkeeping gone too, the thinking phase of the demo's rollouts runs 1.18x faster than under
+``generate`` (``benchmarks/bench_decode.py``, docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -106,17 +106,25 @@ def sampling_warpers(params: SamplingParams) -> LogitsProcessorList:
     return warpers
 
 
-def cache_kwarg(model: Any) -> str:
-    """The forward's name for the cache: ``cache`` in transformers ≥ 5.2x, ``past_key_values`` before
-    (a peft wrapper is looked through)."""
+def _forward_parameters(model: Any) -> Any:
+    """The named parameters of the model's forward (a peft wrapper, which takes ``**kwargs``, is looked through)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return inspect.signature(base.forward).parameters
+
+
+def cache_kwarg(model: Any) -> str:
+    """The forward's name for the cache: ``cache`` in transformers ≥ 5.2x, ``past_key_values`` before."""
+    return "cache" if "cache" in _forward_parameters(model) else "past_key_values"
 
 
 def forward_kwargs(model: Any) -> dict[str, Any]:
     """``logits_to_keep=1`` where the forward takes it (the logits of the last position only)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
+    return {"logits_to_keep": 1} if "logits_to_keep" in _forward_parameters(model) else {}
+
+
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens (0 on padding), as ``generate`` derives them. ``[k, T]``"""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def output_cache(out: Any) -> Any | None:
@@ -143,7 +151,7 @@ def decode(
     before the warpers."""
     warpers = sampling_warpers(params)
     stops = torch.tensor(list(params.stop_token_ids), dtype=ids.dtype, device=ids.device)  # [s]
-    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # [R, T], as generate derives them
+    positions = position_ids(mask)  # [R, T]
     inputs, step_positions = (ids, positions) if cache is None else (ids[:, -1:], positions[:, -1:])
     capacity = ids.shape[1] + params.max_new_tokens
     unfinished = torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)  # [R]

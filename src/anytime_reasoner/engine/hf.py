@@ -48,7 +48,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, cache_utils
 
 from anytime_reasoner.engine.base import Answer, Completion, ForcedAnswer, SampleCounts, SamplingParams, sample_counts
-from anytime_reasoner.engine.decode import cache_kwarg, decode, forward_kwargs, output_cache
+from anytime_reasoner.engine.decode import cache_kwarg, decode, forward_kwargs, output_cache, position_ids
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class EngineStats:
     prefill_tokens: int = 0  # prefix tokens run through the model (excluding left padding)
     padded_prefill_tokens: int = 0  # the same including left padding
     prefill_seconds: float = 0.0  # in the shared-prefix prefill forwards
-    generate_seconds: float = 0.0  # in generate() (decoding, plus any prefix it encodes itself)
+    generate_seconds: float = 0.0  # in the sampling calls (decoding, plus any prefix they encode themselves)
 
 
 @dataclass
@@ -213,7 +213,7 @@ class TransformersEngine:
         return self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)  # [rows, T + new]
 
     def _count(self, mask: torch.Tensor, *, encoded_last_only: bool) -> None:
-        """Count the prefix tokens generate() itself runs: only the last one per row when cached."""
+        """Count the prefix tokens the sampling call itself runs: only the last one per row when cached."""
         if encoded_last_only:
             self.stats.prefill_tokens += mask.shape[0]
             self.stats.padded_prefill_tokens += mask.shape[0]
@@ -375,11 +375,6 @@ def left_pad(prefixes: Sequence[Sequence[int]], pad_id: int, device: torch.devic
             ids[row, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
             mask[row, width - len(p) :] = 1
     return ids.to(device), mask.to(device)
-
-
-def position_ids(mask: torch.Tensor) -> torch.Tensor:
-    """Positions counted over real tokens (0 on padding), as ``generate`` derives them. ``[k, T]``"""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def finish(tokens: Sequence[int], stop_ids: Sequence[int]) -> Completion:
