@@ -12,6 +12,8 @@ of each, then step 2 of each, …) so every variant sees the same machine load. 
     two-phase  tree+rows with rollout.one_pass=false: every answer from a second encoding of its prefix
     generate   tree+rows sampling with transformers' ``model.generate`` instead of the engine's own loop
                (engine/decode.py: the same tokens, a KV cache reserved up front)
+    re-encode  tree+rows with every summary prefix encoded anew (engine.prefix_caching=false) instead
+               of forked from the thinking's held cache (engine/prefix_cache.py)
  Every step is the trainer's real ``train_step``; the phases are its timing metrics:
 
     thinking, summary, grading     (inside the rollout)
@@ -21,12 +23,13 @@ of each, then step 2 of each, …) so every variant sees the same machine load. 
 Prints per run the median seconds of each phase over the steps, its share of the median step, the
 update's padding share (pad tokens / tokens run through the model), and per preset the ratios of
 update time (old log-probs + forward/backward) and step time of ``dense`` to each variant, and of
-generation (thinking + summary phases) of ``two-phase`` to ``one-pass`` and of ``generate`` to ``tree+rows``.
+generation (thinking + summary phases) of ``two-phase`` to ``one-pass``, of ``generate`` and of ``re-encode`` to ``tree+rows``.
 
     python benchmarks/bench_step.py                        # ar-uniform and grpo, 4 steps each, ~6 min
     python benchmarks/bench_step.py --presets ar-uniform --steps 2
     python benchmarks/bench_step.py --variants one-pass,two-phase --steps 5   # generation with and without one pass
     python benchmarks/bench_step.py --variants tree+rows,generate --steps 5   # the engine's loop against generate()
+    python benchmarks/bench_step.py --presets ar-uniform --variants tree+rows,re-encode --steps 5   # summaries forked vs re-encoded
 
 One thread per process, as the demo runs its jobs (``OMP_NUM_THREADS=1``).
 """
@@ -41,13 +44,14 @@ from pathlib import Path
 PHASES = ("thinking", "summary", "grading", "packing", "old_logprobs", "forward_backward", "optimizer")
 
 
-VARIANTS = {  # attention, several trees per row, rollout.one_pass, engine decoder
-    "dense": ("dense", False, "auto", "loop"),
-    "tree": ("tree", False, "auto", "loop"),
-    "tree+rows": ("tree", True, "auto", "loop"),
-    "one-pass": ("tree", True, True, "loop"),
-    "two-phase": ("tree", True, False, "loop"),
-    "generate": ("tree", True, "auto", "generate"),
+VARIANTS = {  # attention, several trees per row, rollout.one_pass, engine decoder, summaries forked from the held cache
+    "dense": ("dense", False, "auto", "loop", True),
+    "tree": ("tree", False, "auto", "loop", True),
+    "tree+rows": ("tree", True, "auto", "loop", True),
+    "one-pass": ("tree", True, True, "loop", True),
+    "two-phase": ("tree", True, False, "loop", True),
+    "generate": ("tree", True, "auto", "generate", True),
+    "re-encode": ("tree", True, "auto", "loop", False),
 }
 
 
@@ -58,7 +62,7 @@ def build(preset: str, variant: str, base: Path, out: Path, steps: int):
 
     scale = DemoConfig()
     cfg = train_config(scale, base, preset, seed=0, out=out, max_response_len=shared_response_len(scale, base))
-    attention, multi_tree, one_pass, decoder = VARIANTS[variant]
+    attention, multi_tree, one_pass, decoder, prefix_caching = VARIANTS[variant]
     cfg = cfg.model_copy(
         update={
             "model": cfg.model.model_copy(update={"attention": attention}),
@@ -69,6 +73,7 @@ def build(preset: str, variant: str, base: Path, out: Path, steps: int):
     )
     trainer = build_trainer(cfg)
     trainer.engine.decoder = decoder  # a TransformersEngine (the demo's engine)
+    trainer.engine.prefix_caching = prefix_caching
     return trainer
 
 
@@ -85,6 +90,7 @@ def row(name: str, history: list[dict]) -> dict[str, float]:
         "update": phases["old_logprobs"] + phases["forward_backward"],
         "padding": padding,
         "generation": generation,
+        "summary": phases["summary"],
     }
 
 
@@ -134,6 +140,13 @@ def main() -> None:
             print(
                 f"{p}: two-phase ÷ one pass: generation (thinking + summary) {two['generation']:.2f} s ÷ "
                 f"{one['generation']:.2f} s = {two['generation'] / one['generation']:.2f}×, step {two['step'] / one['step']:.2f}×"
+            )
+        if "re-encode" in variants and "tree+rows" in variants:
+            again, forked = rows[(p, "re-encode")], rows[(p, "tree+rows")]
+            print(
+                f"{p}: re-encoded ÷ forked summaries: summary phase {again['summary']:.2f} s ÷ {forked['summary']:.2f} s = "
+                f"{again['summary'] / forked['summary']:.2f}×, generation {again['generation'] / forked['generation']:.2f}×, "
+                f"step {again['step'] / forked['step']:.2f}×"
             )
         if "generate" in variants and "tree+rows" in variants:
             by_generate, by_loop = rows[(p, "generate")], rows[(p, "tree+rows")]

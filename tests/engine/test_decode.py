@@ -34,7 +34,7 @@ def test_decode_samples_what_generate_samples(tiny_model, temperature, top_p, pr
             head = tiny_model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids(mask[:, :-1]))
             cache = output_cache(head)
         torch.manual_seed(3)
-        got = decode(tiny_model, ids, mask, cache, params, LogitsProcessorList(), PAD)
+        got, _ = decode(tiny_model, ids, mask, cache, params, LogitsProcessorList(), PAD)
     assert torch.equal(got, expected)
     assert any(t in (7, 33) for row in expected[:, ids.shape[1] : -1].tolist() for t in row)  # some row stopped early
 
@@ -51,7 +51,7 @@ def test_decode_logprobs_equal_generate_logprobs(tiny_model):
             input_ids=ids, attention_mask=mask, logits_processor=LogitsProcessorList([recorders[0]]), **kwargs
         )
         torch.manual_seed(0)
-        by_decode = decode(tiny_model, ids, mask, None, params, LogitsProcessorList([recorders[1]]), PAD)
+        by_decode, _ = decode(tiny_model, ids, mask, None, params, LogitsProcessorList([recorders[1]]), PAD)
     assert torch.equal(by_decode, by_generate)
     assert torch.allclose(recorders[1].finish(by_decode), recorders[0].finish(by_generate), atol=1e-6)
 

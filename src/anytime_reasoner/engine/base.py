@@ -14,6 +14,12 @@ inside decoding continues each thinking into its answer in the same pass — the
 forced where the thinking closes itself, the cut text forced where it reaches the budget — so the
 answer at the thinking's last cut needs no second encoding of the thinking (:class:`ForcedAnswer`).
 
+Prefixes already encoded: ``SamplingParams(keep_cache=True)`` asks an engine that keeps a KV cache
+to hold this call's (prefixes and samples) for the next call, which takes from it the head of any
+prefix it already holds and encodes only the rest (the summaries after cuts of the thinkings just
+sampled); the next call consumes what is held. Engines with their own prefix caching (vLLM) or no
+model ignore it.
+
 Log-probs: with ``SamplingParams(logprobs=True)`` a model-backed engine also returns, per sampled
 token, ``log softmax(logits / temperature)`` at that token (raw logits at temperature 0): the
 quantity the trainer recomputes as its old log-probs, so the two can be compared
@@ -38,6 +44,7 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     seed: int | None = None
     logprobs: bool = False  # also return each sampled token's log-prob (Completion.logprobs)
+    keep_cache: bool = False  # hold this call's KV cache for the next call's prefixes (engines without one ignore it)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:

@@ -44,6 +44,17 @@ class ReservedLayer(DynamicLayer):
         self.device, self.is_initialized = keys.device, True
         self._fill(filled)
 
+    @classmethod
+    def reserved(cls, keys: torch.Tensor, values: torch.Tensor, filled: int) -> ReservedLayer:
+        """A layer whose buffers are ``keys``/``values [B, H, C, D]`` themselves (no copy), the first
+        ``filled`` positions of them held."""
+        layer = cls.__new__(cls)
+        DynamicLayer.__init__(layer)
+        layer.key_buffer, layer.value_buffer = keys, values
+        layer.device, layer.is_initialized = keys.device, True
+        layer._fill(filled)
+        return layer
+
     def _fill(self, filled: int) -> tuple[torch.Tensor, torch.Tensor]:
         self.filled = filled
         keys, values = self.key_buffer[:, :, :filled], self.value_buffer[:, :, :filled]  # [B, H, filled, D]
@@ -144,11 +155,12 @@ def decode(
     params: SamplingParams,
     processors: LogitsProcessorList,
     pad_id: int,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, Cache]:
     """Sample after the left-padded prefixes ``ids [R, T]`` (``mask [R, T]``) as ``generate`` would;
-    returns ``[R, T + new]``. ``cache`` holds ``ids[:, :-1]`` already (only the last token is run) or
-    is None (the whole prefix is run here). ``processors`` see ``(ids so far, float32 logits)``
-    before the warpers."""
+    returns ``[R, T + new]`` and the cache, which then holds every position but the last
+    (``[R, H, T + new - 1, D]`` per layer). ``cache`` holds ``ids[:, :-1]`` already (only the last
+    token is run) or is None (the whole prefix is run here). ``processors`` see ``(ids so far,
+    float32 logits)`` before the warpers."""
     warpers = sampling_warpers(params)
     stops = torch.tensor(list(params.stop_token_ids), dtype=ids.dtype, device=ids.device)  # [s]
     positions = position_ids(mask)  # [R, T]
@@ -174,4 +186,4 @@ def decode(
             break
         inputs, step_positions = tokens[:, None], step_positions[:, -1:] + 1  # [R, 1]
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)  # [R, T + step + 1]
-    return ids
+    return ids, cast(Cache, cache)

@@ -21,6 +21,10 @@ so the global RNG is left as it was. Big requests are split into chunks of at mo
 ``max_batch_rows`` sampled rows and (optionally) ``max_batch_tokens`` padded tokens; prefixes are
 sorted by length first so chunks carry little padding.
 
+Prefixes already held (``engine/prefix_cache.py``): after a call with ``SamplingParams(keep_cache=True)``
+the sampling loop's caches are kept; the next call forks every prefix whose head they hold (the
+summaries after cuts of the thinkings just sampled) and runs only the rest through the model.
+
 Answers in the thinking's pass (:meth:`TransformersEngine.sample_with_answers`): one ``generate``
 call samples the thinking and its answer; :class:`AnswerForcer`, a logits processor after the
 log-prob recorder, follows each row's phase from its last token (thinking, forced text, answer) and,
@@ -48,7 +52,8 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, cache_utils
 
 from anytime_reasoner.engine.base import Answer, Completion, ForcedAnswer, SampleCounts, SamplingParams, sample_counts
-from anytime_reasoner.engine.decode import cache_kwarg, decode, forward_kwargs, output_cache, position_ids
+from anytime_reasoner.engine.decode import ReservedLayer, cache_kwarg, decode, forward_kwargs, output_cache, position_ids
+from anytime_reasoner.engine.prefix_cache import HeldIndex, HeldRows, Hit, fork
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +78,8 @@ class EngineStats:
     sampled_rows: int = 0
     prefill_tokens: int = 0  # prefix tokens run through the model (excluding left padding)
     padded_prefill_tokens: int = 0  # the same including left padding
-    prefill_seconds: float = 0.0  # in the shared-prefix prefill forwards
+    reused_prefix_tokens: int = 0  # prefix tokens taken from the previous call's held cache (not run again)
+    prefill_seconds: float = 0.0  # in the shared-prefix prefill forwards (and the forks from a held cache)
     generate_seconds: float = 0.0  # in the sampling calls (decoding, plus any prefix they encode themselves)
 
 
@@ -89,8 +95,10 @@ class TransformersEngine:
     max_batch_tokens: int | None = None  # rows × (padded prefix + max_new_tokens) per call
     reuse_prefix: bool = True
     decoder: Literal["loop", "generate"] = "loop"  # engine/decode.py, or model.generate (the reference, slower)
+    prefix_caching: bool = True  # honour SamplingParams.keep_cache (False: re-encode every prefix; a benchmark's baseline)
     stats: EngineStats = field(default_factory=EngineStats)
     _reuse_ok: bool | None = field(default=None, init=False, repr=False)  # learned at first prefill
+    _held: list[HeldRows] = field(default_factory=list, init=False, repr=False)  # from a keep_cache call, for the next
 
     def __post_init__(self) -> None:
         if self.max_batch_rows < 1:
@@ -118,9 +126,11 @@ class TransformersEngine:
         out: list[list[Completion]] = [[] for _ in prefixes]
         lengths = [len(p) for p in prefixes]
         longest = params.max_new_tokens if answer is None else answer.longest(params.max_new_tokens)
+        held, self._held = self._held, []  # consumed by this call, hit or miss
+        index = HeldIndex(held) if held else None
         with torch.no_grad(), _eval_mode(self.model), _seeded(params.seed, self.device):
             for group in plan_chunks(lengths, counts, longest, self.max_batch_rows, self.max_batch_tokens):
-                done = self._sample_chunk([prefixes[i] for i in group], [counts[i] for i in group], params, answer)
+                done = self._sample_chunk([prefixes[i] for i in group], [counts[i] for i in group], params, answer, index)
                 for i, completions in zip(group, done, strict=False):
                     out[i] = completions
         return out
@@ -128,23 +138,22 @@ class TransformersEngine:
     # -- one chunk of prefixes ---------------------------------------------------------------
 
     def _sample_chunk(
-        self, prefixes: list[Sequence[int]], counts: list[int], params: SamplingParams, answer: ForcedAnswer | None
+        self,
+        prefixes: list[Sequence[int]],
+        counts: list[int],
+        params: SamplingParams,
+        answer: ForcedAnswer | None,
+        index: HeldIndex | None = None,
     ) -> list[list[Completion]]:
-        ids, mask = left_pad(prefixes, self.pad_token_id, self.device)  # [k, T], [k, T]
         rows = torch.repeat_interleave(torch.arange(len(prefixes)), torch.tensor(counts))  # [R]
-        cache = self._prefill(ids[:, :-1], mask[:, :-1]) if self.reuse_prefix and ids.shape[1] > 1 else None
-        slices = [rows[i : i + self.max_batch_rows] for i in range(0, len(rows), self.max_batch_rows)]
+        longest = params.max_new_tokens if answer is None else answer.longest(params.max_new_tokens)
         sampled: list[Completion] = []
-        for j, sub in enumerate(slices):
-            sub = sub.to(self.device)  # [r] row → prefix index within the chunk
-            sub_cache = None
-            if cache is not None:
-                # the last slice may consume the prefill cache itself; earlier ones gather from a copy
-                sub_cache = cache if j == len(slices) - 1 else copy.deepcopy(cache)
-                sub_cache.batch_select_indices(sub)
-            self._count(mask[sub], encoded_last_only=sub_cache is not None)
+        for sub, ids, mask, cache in self._encoded_slices(prefixes, rows, index, longest):
             forcer = AnswerForcer(answer, params, len(sub), ids.shape[1]) if answer is not None else None
-            tokens, logprobs = self._generate(ids[sub], mask[sub], sub_cache, params, forcer)  # [r, new], [r, new] | None
+            out, logprobs, kept = self._generate(ids, mask, cache, params, forcer)  # [r, T + new], [r, new]
+            if params.keep_cache and self.prefix_caching and kept is not None:
+                self._hold(out, mask, ids.shape[1], [tuple(prefixes[i]) for i in sub.tolist()], kept)
+            tokens = out[:, ids.shape[1] :].cpu()  # [r, new]
             for r, row in enumerate(tokens.tolist()):
                 row_logprobs = logprobs[r].tolist() if logprobs is not None else None
                 if forcer is not None:
@@ -156,6 +165,50 @@ class TransformersEngine:
                 sampled.append(done)
         starts = [0] + torch.cumsum(torch.tensor(counts), 0).tolist()
         return [sampled[a:b] for a, b in zip(starts[:-1], starts[1:], strict=False)]
+
+    def _encoded_slices(
+        self, prefixes: list[Sequence[int]], rows: torch.Tensor, index: HeldIndex | None, new_tokens: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any | None]]:
+        """Per slice of at most ``max_batch_rows`` sampled rows (``rows [R]``: each row's prefix):
+        the slice, its ``ids [r, T]``, ``mask [r, T]`` and a cache holding ``ids[:, :-1]`` (None when
+        the sampling call runs the whole prefix). The chunk's distinct prefixes are forked from the
+        held cache when it holds the head of every one, else prefilled; either cache is then
+        gathered row by row."""
+        slices = [rows[i : i + self.max_batch_rows].to(self.device) for i in range(0, len(rows), self.max_batch_rows)]
+        hits = [index.find(p) for p in prefixes] if index is not None else []
+        if index is not None and hits and all(h is not None for h in hits):
+            ids, mask, cache = self._fork(index, [h for h in hits if h is not None], prefixes, new_tokens)  # [k, T] ×2
+        else:
+            ids, mask = left_pad(prefixes, self.pad_token_id, self.device)  # [k, T], [k, T]
+            cache = self._prefill(ids[:, :-1], mask[:, :-1]) if self.reuse_prefix and ids.shape[1] > 1 else None
+        for j, sub in enumerate(slices):
+            sub_cache = None
+            if cache is not None:
+                # the last slice may consume the chunk's cache itself; earlier ones gather from a copy
+                sub_cache = cache if j == len(slices) - 1 else copy.deepcopy(cache)
+                sub_cache.batch_select_indices(sub)
+            self._count(mask[sub], encoded_last_only=sub_cache is not None)
+            yield sub, ids[sub], mask[sub], sub_cache
+
+    def _fork(
+        self, index: HeldIndex, hits: list[Hit], prefixes: list[Sequence[int]], new_tokens: int
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """The chunk's prefixes forked from the held cache (``prefix_cache.fork``), counted."""
+        start = time.perf_counter()
+        ids, mask, cache = fork(self.model, index.held, hits, prefixes, self.pad_token_id, new_tokens)
+        self.stats.prefill_seconds += time.perf_counter() - start
+        self.stats.reused_prefix_tokens += sum(h.reused for h in hits)
+        run = mask[:, max(h.reused for h in hits) : -1]  # [k, U - 1] the rests but their last tokens
+        self.stats.prefill_tokens += int(run.sum())
+        self.stats.padded_prefill_tokens += run.numel()
+        return ids, mask, cache
+
+    def _hold(self, out: torch.Tensor, mask: torch.Tensor, width: int, prefixes: list[tuple[int, ...]], cache: Any) -> None:
+        """Keep one decoding call's cache for the next call (plain attention layers only)."""
+        if not all(isinstance(layer, ReservedLayer) for layer in getattr(cache, "layers", ())):
+            return
+        sampled = mask.new_ones(mask.shape[0], out.shape[1] - width)  # [r, new]
+        self._held.append(HeldRows(out, torch.cat([mask, sampled], dim=1), width, tuple(prefixes), cache))
 
     def _prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> Any | None:
         """Run ``ids [k, T-1]`` once; return its cache if it can be gathered by rows, else None."""
@@ -179,10 +232,11 @@ class TransformersEngine:
 
     def _generate(
         self, ids: torch.Tensor, mask: torch.Tensor, cache: Any | None, params: SamplingParams, forcer: AnswerForcer | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Sampled tokens after the prefix, ``[rows, new]`` (finished rows padded after their stop),
-        and their log-probs ``[rows, new]`` when ``params.logprobs``. With ``forcer``: the thinking,
-        its forced text and its answer in one pass (``forcer.split`` reads each row)."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, Any | None]:
+        """The prefix and the tokens sampled after it, ``[rows, T + new]`` (finished rows padded after
+        their stop), their log-probs ``[rows, new]`` when ``params.logprobs``, and the sampling loop's
+        cache (None under ``generate``). With ``forcer``: the thinking, its forced text and its answer
+        in one pass (``forcer.split`` reads each row)."""
         if forcer is not None:
             params = replace(params, max_new_tokens=forcer.longest, stop_token_ids=forcer.answer.stop_ids)
         recorder = LogprobRecorder(params.temperature) if params.logprobs else None
@@ -190,16 +244,16 @@ class TransformersEngine:
             [p for p in (recorder, forcer) if p is not None]
         )  # the recorder sees the logits before any forcing
         start = time.perf_counter()
+        kept = None
         if self.decoder == "generate" or self._reuse_ok is False:  # a cache of another kind: generate() knows it
             out = self._generate_by_transformers(ids, mask, cache, params, processors)  # [rows, T + new]
         else:
-            out = decode(self.model, ids, mask, cache, params, processors, self.pad_token_id)  # [rows, T + new]
+            out, kept = decode(self.model, ids, mask, cache, params, processors, self.pad_token_id)  # [rows, T + new]
         self.stats.generate_seconds += time.perf_counter() - start
         self.stats.generate_calls += 1
         self.stats.sampled_rows += ids.shape[0]
-        new = out[:, ids.shape[1] :]  # [rows, new]
         logprobs = recorder.finish(out).cpu() if recorder is not None else None
-        return new.cpu(), logprobs
+        return out, logprobs, kept
 
     def _generate_by_transformers(
         self, ids: torch.Tensor, mask: torch.Tensor, cache: Any | None, params: SamplingParams, processors: LogitsProcessorList

@@ -12,7 +12,9 @@ For a batch of B questions:
    Budgets that give the same cut share one summary prefix ``prompt + z[:cut] + inserted``; it is
    sent to the engine once with ``n = A × (budgets sharing it)`` and the samples are dealt out A
    per budget in budget order (each budget keeps its own A samples). All prefixes of the batch go
-   in ONE engine call.
+   in ONE engine call. The thinking call asked the engine to keep its KV cache
+   (``SamplingParams.keep_cache``), so an engine that holds one runs only the inserted text of each
+   prefix (``engine/prefix_cache.py``); the others encode the prefix as usual.
 3. Grade each summary: response = decode(z[:cut] + inserted) + decode(summary); reward =
    ``grade.reward``, except for a thinking ended by EOS (no think-end, before the cap): the cut
    group whose prefix is the whole thinking (EOS included: every budget at or past its end) scores
@@ -160,6 +162,7 @@ def sample_thinkings(
         stop_token_ids=(codec.think_end_id, *codec.eos_ids),
         seed=phase_seed(params.seed, "thinking"),
         logprobs=params.logprobs,
+        keep_cache=not (one_pass and len(budgets) == 1 and params.n_summary == 1),  # the summaries fork from it
     )
     if one_pass and isinstance(engine, AnswerEngine):
         inserted = params.protocol.inserted_ids(codec)

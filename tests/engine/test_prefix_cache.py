@@ -1,0 +1,108 @@
+"""engine/prefix_cache.py: a call after a ``keep_cache`` call takes the head of each prefix from the
+held cache and runs only the rest, and samples what re-encoding the whole prefix samples."""
+
+import pytest
+import torch
+
+from anytime_reasoner.engine.base import SamplingParams
+from anytime_reasoner.engine.hf import TransformersEngine
+from anytime_reasoner.engine.prefix_cache import HeldIndex
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+PAD = 256  # tests/conftest.py: <pad>
+PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [20, 21], [30, 31, 32]]  # left-padded to 7 in the thinking call
+INSERTED = (40, 41, 42)  # stands for the cut text
+
+
+def _thinkings(engine, keep_cache):
+    params = SamplingParams(max_new_tokens=20, temperature=1.0, stop_token_ids=(7,), seed=1, keep_cache=keep_cache)
+    return engine.sample(PROMPTS, 2, params)  # [3][2]
+
+
+def _summary_prefixes(thinkings):
+    """Every thinking cut at 5 tokens and whole (the whole one ends on the last token sampled, which
+    never ran through the model), each followed by the inserted text; plus one prompt cut alone."""
+    prefixes = []
+    for prompt, row in zip(PROMPTS, thinkings, strict=True):
+        for c in row:
+            for cut in (5, len(c.token_ids)):
+                prefixes.append(list(prompt) + list(c.token_ids[:cut]) + list(INSERTED))
+    prefixes.append(list(PROMPTS[1]) + list(INSERTED))
+    return prefixes
+
+
+def test_summaries_from_the_held_cache_equal_reencoded_ones(tiny_model):
+    """Greedy summaries after 13 prefixes: the same tokens and log-probs (1e-4: the held keys were
+    computed a token at a time, the re-encoded ones in one forward) as a fresh engine re-encoding
+    every prefix; only the rests ran through the model (the held head of each is counted as reused)."""
+    held_engine, fresh_engine = TransformersEngine(tiny_model, PAD), TransformersEngine(tiny_model, PAD)
+    thinkings = _thinkings(held_engine, keep_cache=True)
+    assert held_engine._held  # kept for the next call
+    prefixes = _summary_prefixes(thinkings)
+    params = SamplingParams(max_new_tokens=8, temperature=0.0, logprobs=True)
+    before = held_engine.stats.prefill_tokens
+    forked = held_engine.sample(prefixes, 1, params)
+    reencoded = fresh_engine.sample(prefixes, 1, params)
+    assert not held_engine._held  # consumed
+    for a, b in zip(forked, reencoded, strict=True):
+        assert a[0].token_ids == b[0].token_ids
+        assert torch.allclose(torch.tensor(a[0].logprobs), torch.tensor(b[0].logprobs), atol=1e-4)
+    # reused: each prefix's prompt and its thinking tokens, except the last token of the call's
+    # longest thinking (sampled at the last step, it never ran through the model); the prompt alone
+    # keeps itself (the inserted text is not what was sampled after it: checked below)
+    held = max(len(c.token_ids) for row in thinkings for c in row) - 1
+    reused = sum(
+        2 * len(p) + min(5, len(c.token_ids)) + min(len(c.token_ids), held)
+        for p, row in zip(PROMPTS, thinkings, strict=True)
+        for c in row
+    )
+    assert all(c.token_ids[0] != INSERTED[0] for c in thinkings[1])
+    reused += len(PROMPTS[1])
+    assert held_engine.stats.reused_prefix_tokens == reused
+    total = sum(len(p) for p in prefixes)  # what re-encoding runs: the prefill, then each last token
+    assert held_engine.stats.prefill_tokens - before == total - reused
+
+
+def test_sampled_summaries_follow_the_same_distribution(tiny_model):
+    """Seeded sampling at temperature 1: the log-prob each engine records for its sampled tokens is
+    that of the same model, so re-scoring the forked engine's samples by re-encoding agrees (1e-4)."""
+    engine, scorer = TransformersEngine(tiny_model, PAD), TransformersEngine(tiny_model, PAD)
+    prefixes = _summary_prefixes(_thinkings(engine, keep_cache=True))
+    sampled = engine.sample(prefixes, 3, SamplingParams(max_new_tokens=6, temperature=1.0, seed=4, logprobs=True))
+    for prefix, row in zip(prefixes, sampled, strict=True):
+        for c in row:
+            full = torch.tensor([prefix + list(c.token_ids)])
+            with torch.no_grad():
+                logits = tiny_model(input_ids=full).logits[0, len(prefix) - 1 : -1]  # [n, V]
+            want = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(c.token_ids)[:, None]).squeeze(1)
+            assert torch.allclose(torch.tensor(c.logprobs), want, atol=1e-4)
+    assert scorer.stats.generate_calls == 0
+
+
+def test_held_cache_is_consumed_and_misses_are_prefilled(tiny_model):
+    """A call without ``keep_cache`` holds nothing; a call after a held one whose prefixes share no
+    prompt re-encodes them (and nothing stays held after it)."""
+    engine = TransformersEngine(tiny_model, PAD)
+    _thinkings(engine, keep_cache=False)
+    assert not engine._held
+    _thinkings(engine, keep_cache=True)
+    engine.sample([[60, 61, 62]], 1, SamplingParams(max_new_tokens=3, temperature=0.0))
+    assert engine.stats.reused_prefix_tokens == 0 and not engine._held
+
+
+def test_index_picks_the_row_with_the_longest_common_head(tiny_model):
+    """Two samples of one prompt: a prefix continuing the second sample's first 4 tokens is found in
+    that row, with 4 + the prompt's tokens reused; a prefix equal to a held prompt keeps 1 token to run."""
+    engine = TransformersEngine(tiny_model, PAD)
+    row = _thinkings(engine, keep_cache=True)[0]
+    held = HeldIndex(engine._held)
+    second = list(PROMPTS[0]) + list(row[1].token_ids[:4]) + [250]
+    hit = held.find(second)
+    assert hit is not None
+    assert held.held[hit.source].ids[hit.row, 7:11].tolist() == list(row[1].token_ids[:4])
+    assert hit.reused == 7 + 4 and hit.kept == 0 + 11  # prompt 0 is the widest: no left padding
+    alone = held.find(list(PROMPTS[1]))
+    assert alone is None  # a query no longer than a held prompt has nothing to fork
+    short = held.find(list(PROMPTS[1]) + [250])
+    assert short is not None and short.reused == 2 and short.kept == 5 + 2  # 7 - 2 = 5 positions of left padding
