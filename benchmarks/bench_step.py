@@ -141,8 +141,8 @@ def main() -> None:
                 f"{p}: two-phase ÷ one pass: generation (thinking + summary) {two['generation']:.2f} s ÷ "
                 f"{one['generation']:.2f} s = {two['generation'] / one['generation']:.2f}×, step {two['step'] / one['step']:.2f}×"
             )
-        if "re-encode" in variants and "tree+rows" in variants:
-            again, forked = rows[(p, "re-encode")], rows[(p, "tree+rows")]
+        if "re-encode" in variants and "tree+rows" in variants and rows[(p, "tree+rows")]["summary"] > 0.01:
+            again, forked = rows[(p, "re-encode")], rows[(p, "tree+rows")]  # (GRPO has no summary phase: one pass)
             print(
                 f"{p}: re-encoded ÷ forked summaries: summary phase {again['summary']:.2f} s ÷ {forked['summary']:.2f} s = "
                 f"{again['summary'] / forked['summary']:.2f}×, generation {again['generation'] / forked['generation']:.2f}×, "
