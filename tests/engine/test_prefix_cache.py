@@ -32,11 +32,12 @@ def _summary_prefixes(thinkings):
     return prefixes
 
 
-def test_summaries_from_the_held_cache_equal_reencoded_ones(tiny_model):
+@pytest.mark.parametrize("rows", [128, 2])  # one held decoding call; three (a chunk's prefixes then come from several)
+def test_summaries_from_the_held_cache_equal_reencoded_ones(tiny_model, rows):
     """Greedy summaries after 13 prefixes: the same tokens and log-probs (1e-4: the held keys were
     computed a token at a time, the re-encoded ones in one forward) as a fresh engine re-encoding
     every prefix; only the rests ran through the model (the held head of each is counted as reused)."""
-    held_engine, fresh_engine = TransformersEngine(tiny_model, PAD), TransformersEngine(tiny_model, PAD)
+    held_engine, fresh_engine = TransformersEngine(tiny_model, PAD, max_batch_rows=rows), TransformersEngine(tiny_model, PAD)
     thinkings = _thinkings(held_engine, keep_cache=True)
     assert held_engine._held  # kept for the next call
     prefixes = _summary_prefixes(thinkings)
@@ -48,13 +49,15 @@ def test_summaries_from_the_held_cache_equal_reencoded_ones(tiny_model):
     for a, b in zip(forked, reencoded, strict=True):
         assert a[0].token_ids == b[0].token_ids
         assert torch.allclose(torch.tensor(a[0].logprobs), torch.tensor(b[0].logprobs), atol=1e-4)
-    # reused: each prefix's prompt and its thinking tokens, except the last token of the call's
-    # longest thinking (sampled at the last step, it never ran through the model); the prompt alone
+    # reused: each prefix's prompt and its thinking tokens, except the last token of its decoding
+    # call's longest thinking (sampled at the last step, it never ran through the model); the prompt alone
     # keeps itself (the inserted text is not what was sampled after it: checked below)
-    held = max(len(c.token_ids) for row in thinkings for c in row) - 1
+    held = [max(len(c.token_ids) for c in row) - 1 for row in thinkings]  # per call: 6 rows, or a prompt's 2
+    if rows == 128:
+        held = [max(held)] * 3
     reused = sum(
-        2 * len(p) + min(5, len(c.token_ids)) + min(len(c.token_ids), held)
-        for p, row in zip(PROMPTS, thinkings, strict=True)
+        2 * len(p) + min(5, len(c.token_ids)) + min(len(c.token_ids), h)
+        for p, row, h in zip(PROMPTS, thinkings, held, strict=True)
         for c in row
     )
     assert all(c.token_ids[0] != INSERTED[0] for c in thinkings[1])

@@ -4,7 +4,8 @@ embedded base model (the package's shipped weights) and the real grader.
 Greedy decoding makes both paths pick the same tokens, so the one-pass rollout must equal the
 two-phase rollout exactly — thinkings, every summary, every reward — while asking the engine for
 one summary fewer per thinking that did not end by EOS. With GRPO's shape (one budget, one
-summary) the summary phase makes no engine call at all.
+summary) the summary phase makes no engine call at all. The summaries forked from the thinking
+call's held KV cache equal those of prefixes encoded again, the same way.
 """
 
 import pytest
@@ -17,7 +18,7 @@ from anytime_reasoner.engine.hf import TransformersEngine
 from anytime_reasoner.models.loading import generation_eos_ids, load_tokenizer
 from anytime_reasoner.protocol import AnytimeProtocol
 from anytime_reasoner.rewards.grader import GraderSettings, MathVerifier
-from anytime_reasoner.rollout.anytime import RolloutParams, anytime_rollout, ended_by_eos
+from anytime_reasoner.rollout.anytime import RolloutParams, anytime_rollout, ended_by_eos, summary_requests
 from anytime_reasoner.tasks.bootstrap import ensure_base_model
 from anytime_reasoner.tasks.synthetic import synthetic_held_out
 
@@ -99,3 +100,29 @@ def test_grpo_shaped_rollout_samples_everything_in_one_pass(embedded):
 def test_one_pass_auto_is_on_where_it_leaves_no_second_phase(one_pass, budgets, n_summary, expected):
     params = RolloutParams(n_thinking=8, n_summary=n_summary, one_pass=one_pass)
     assert params.in_one_pass(budgets) is expected
+
+
+def test_summaries_forked_from_the_thinking_cache_equal_re_encoded_ones(embedded):
+    """Two phases, greedy: the summaries forked from the thinking call's held KV cache are those of
+    a rollout that encodes every summary prefix again (thinkings, summaries, rewards), while the
+    summary call runs at most the inserted text and one more token per prefix (the last thinking
+    token of the call's longest rows never ran while decoding)."""
+    model, codec, prompts, truths, verifier = embedded
+    plan = BudgetPlan.build(max_budget=48, budgets=(12, 30, 48))
+    params = RolloutParams(n_thinking=2, n_summary=2, temperature=0.0, seed=0, one_pass=False)
+    forked_engine = TransformersEngine(model, pad_token_id=codec.pad_id)
+    again_engine = TransformersEngine(model, pad_token_id=codec.pad_id, prefix_caching=False)
+    forked = anytime_rollout(forked_engine, codec, prompts, truths, plan, params, verifier)
+    again = anytime_rollout(again_engine, codec, prompts, truths, plan, params, verifier)
+    assert _tree(forked) == _tree(again)
+    inserted = AnytimeProtocol().inserted_ids(codec)
+    requests = summary_requests(forked.thinkings, plan.budgets, inserted)
+    thinking = sum(len(p) - 1 for p in prompts) + 12  # the thinking call: each prompt's prefill, each row's last prompt token
+    rows = again_engine.stats.sampled_rows - 12  # summary rows, one last prefix token run by each
+    assert forked_engine.stats.sampled_rows - 12 == rows
+    run_again = again_engine.stats.prefill_tokens - thinking - rows
+    run_forked = forked_engine.stats.prefill_tokens - thinking - rows
+    assert run_again == sum(len(r.prefix) - 1 for r in requests)  # every prefix prefilled again
+    # forked: at most the inserted text (one more where the head's last token never ran, one less for the last token)
+    assert 0 < run_forked <= sum(len(inserted.of(r.group.natural)) for r in requests)
+    assert forked_engine.stats.reused_prefix_tokens == run_again - run_forked  # the rest came from the held cache
