@@ -109,3 +109,25 @@ def test_index_picks_the_row_with_the_longest_common_head(tiny_model):
     assert alone is None  # a query no longer than a held prompt has nothing to fork
     short = held.find(list(PROMPTS[1]) + [250])
     assert short is not None and short.reused == 2 and short.kept == 5 + 2  # 7 - 2 = 5 positions of left padding
+
+
+def test_held_cache_stays_within_its_byte_cap(tiny_model):
+    """One decoding call per prompt (2 rows a call): with room for two calls' caches the third is
+    dropped, its prefixes are encoded again, and the summaries are still those of re-encoding; with
+    no room nothing is held."""
+    probe = TransformersEngine(tiny_model, PAD, max_batch_rows=2)
+    _thinkings(probe, keep_cache=True)
+    sizes = [h.nbytes for h in probe._held]  # [3]: each call's reserved keys and values
+    assert len(sizes) == 3 and all(s > 0 for s in sizes)
+    capped = TransformersEngine(tiny_model, PAD, max_batch_rows=2, max_held_bytes=sizes[0] + sizes[1])
+    thinkings = _thinkings(capped, keep_cache=True)
+    assert [h.prefixes for h in capped._held] == [h.prefixes for h in probe._held[:2]]
+    prefixes = _summary_prefixes(thinkings)
+    greedy = SamplingParams(max_new_tokens=6, temperature=0.0)
+    forked = capped.sample(prefixes, 1, greedy)
+    reencoded = TransformersEngine(tiny_model, PAD).sample(prefixes, 1, greedy)
+    assert [row[0].token_ids for row in forked] == [row[0].token_ids for row in reencoded]
+    assert capped.stats.reused_prefix_tokens > 0
+    nothing = TransformersEngine(tiny_model, PAD, max_held_bytes=0)
+    _thinkings(nothing, keep_cache=True)
+    assert not nothing._held

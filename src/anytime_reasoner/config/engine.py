@@ -14,6 +14,12 @@ class EngineConfig(StrictModel):
     """The generation backend (``engine.*``): transformers ``generate`` or vLLM (``engine.vllm``)."""
 
     backend: Literal["hf", "vllm"] = Field("hf", description="hf: transformers generate; vllm: needs the [vllm] extra")
+    held_cache_gib: float = Field(
+        2.0,
+        ge=0.0,
+        description="hf: KV cache the thinking call keeps so the summaries fork from it (GiB; past it they are "
+        "encoded again; 0: never kept)",
+    )
     block_size: int | None = Field(
         None, ge=16, multiple_of=16, description="vllm: KV block (tokens); prefix caching reuses whole blocks (default 32 on CPU)"
     )

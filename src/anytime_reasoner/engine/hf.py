@@ -96,6 +96,7 @@ class TransformersEngine:
     reuse_prefix: bool = True
     decoder: Literal["loop", "generate"] = "loop"  # engine/decode.py, or model.generate (the reference, slower)
     prefix_caching: bool = True  # honour SamplingParams.keep_cache (False: re-encode every prefix; a benchmark's baseline)
+    max_held_bytes: int = 2 * 2**30  # KV cache kept for the next call at most; past it a decoding call's cache is dropped
     stats: EngineStats = field(default_factory=EngineStats)
     _reuse_ok: bool | None = field(default=None, init=False, repr=False)  # learned at first prefill
     _held: list[HeldRows] = field(default_factory=list, init=False, repr=False)  # from a keep_cache call, for the next
@@ -204,11 +205,15 @@ class TransformersEngine:
         return ids, mask, cache
 
     def _hold(self, out: torch.Tensor, mask: torch.Tensor, width: int, prefixes: list[tuple[int, ...]], cache: Any) -> None:
-        """Keep one decoding call's cache for the next call (plain attention layers only)."""
-        if not all(isinstance(layer, ReservedLayer) for layer in getattr(cache, "layers", ())):
+        """Keep one decoding call's cache for the next call (plain attention layers only, within
+        ``max_held_bytes``: the next call encodes again what was not kept)."""
+        layers = getattr(cache, "layers", ())
+        if not layers or not all(isinstance(layer, ReservedLayer) for layer in layers):
             return
         sampled = mask.new_ones(mask.shape[0], out.shape[1] - width)  # [r, new]
-        self._held.append(HeldRows(out, torch.cat([mask, sampled], dim=1), width, tuple(prefixes), cache))
+        held = HeldRows(out, torch.cat([mask, sampled], dim=1), width, tuple(prefixes), cache)
+        if held.nbytes + sum(h.nbytes for h in self._held) <= self.max_held_bytes:
+            self._held.append(held)
 
     def _prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> Any | None:
         """Run ``ids [k, T-1]`` once; return its cache if it can be gathered by rows, else None."""

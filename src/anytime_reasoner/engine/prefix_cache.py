@@ -3,11 +3,12 @@
 The anytime rollout samples G thinkings, then summaries after cuts of them: each summary prefix is
 ``prompt + thinking[:cut] + inserted``, and all but its last few tokens went through the model while
 the thinking was sampled. With ``SamplingParams(keep_cache=True)`` :class:`~anytime_reasoner.engine.hf.TransformersEngine`
-keeps each decoding call's cache (:class:`HeldRows`); the next call looks every prefix up
-(:func:`find`: the held row with the same prompt and the longest common continuation), gathers the
-held keys and values of the shared part (:func:`fork`) and runs only the rest (the inserted text)
-through the model. The next call consumes what is held, hit or miss, so nothing stays held across a
-training update. This is what vLLM's automatic prefix caching does for its engine; it replaces the
+keeps each decoding call's cache (:class:`HeldRows`, up to its ``max_held_bytes``); the next call
+looks every prefix up (:meth:`HeldIndex.find`: the held row with the same prompt and the longest
+common continuation), gathers the held keys and values of the shared part (:func:`fork`) and runs
+only the rest (the inserted text) through the model; a chunk of prefixes not all held is encoded as
+usual. The next call consumes what is held, hit or miss, so nothing stays held across a training
+update. This is what vLLM's automatic prefix caching does for its engine; it replaces the
 summary phase's re-encoding of every cut (docs/ALGORITHM.md §3.4).
 
 Layout of a forked row: ``[left padding | the held head | the rest]``, the heads right-aligned at the
@@ -48,6 +49,11 @@ class HeldRows:
     @property
     def filled(self) -> int:
         return self.ids.shape[1] - 1
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the held keys and values (their reserved buffers)."""
+        return sum(t.numel() * t.element_size() for layer in self.cache.layers for t in (layer.key_buffer, layer.value_buffer))
 
 
 @dataclass(frozen=True)
