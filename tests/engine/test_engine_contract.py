@@ -141,3 +141,18 @@ def test_logprobs_agree_with_the_model(engine, hf_model, temperature):
 def test_logprobs_only_when_asked(engine):
     out = engine.sample(PREFIXES[:1], 1, SamplingParams(max_new_tokens=4, temperature=1.0, seed=0))
     assert out[0][0].logprobs is None
+
+
+def test_a_call_after_a_kept_cache_continues_its_prefixes_as_any_call(engine, hf_model):
+    """``keep_cache`` asks an engine to hold the call's KV cache for the next call (the transformers
+    engine forks from it; vLLM has its own prefix cache): the next call, on cuts of what was sampled
+    plus two inserted tokens, still decodes exactly what a plain greedy decode of each prefix does."""
+    if not has_model(engine):
+        pytest.skip("a scripted engine has no model")
+    first = engine.sample(PREFIXES, 1, SamplingParams(max_new_tokens=8, temperature=0.0, keep_cache=True))
+    follow = [list(p) + list(per[0].token_ids[:5]) + [50, 51] for p, per in zip(PREFIXES, first, strict=True)]
+    out = engine.sample(follow, 1, SamplingParams(max_new_tokens=6, temperature=0.0))
+    for prefix, per_prefix in zip(follow, out, strict=True):
+        assert per_prefix[0].token_ids == reference_greedy(hf_model, prefix, 6)
+    if isinstance(engine, TransformersEngine):
+        assert engine.stats.reused_prefix_tokens == sum(len(p) - 2 for p in follow)  # all but the inserted tokens
