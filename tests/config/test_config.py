@@ -1,11 +1,14 @@
 """Configuration: presets, shipped config files, overrides and one-line errors."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 import anytime_reasoner
 from anytime_reasoner.config import BASELINE_PIECES, PRESETS, ConfigError, TrainConfig, build_config, parse_overrides
+from anytime_reasoner.config.engine import EngineConfig
+from anytime_reasoner.engine.vllm import VLLMSettings
 
 CONFIG_DIR = Path(anytime_reasoner.__file__).parent / "configs"
 
@@ -239,3 +242,12 @@ def test_the_embedded_model_runs_at_the_embedded_scale_unless_a_scale_key_is_giv
     assert (chosen.rollout.max_budget, chosen.rollout.summary_max_tokens, chosen.ppo.lr) == (200, 118, 1e-6)
     # any other model keeps the paper's scale
     assert build_config(TrainConfig, preset="ar-uniform", overrides=["model=some/model"]).rollout.max_budget == 8000
+
+
+def test_vllm_knobs_are_exactly_the_vllm_settings():
+    """``engine.*`` keys reach ``VLLMSettings`` by name: every key but the backend and the transformers
+    engine's own (``held_cache_gib``) is one of its fields, so both vLLM paths (rollouts, serving) take them."""
+    knobs = EngineConfig(held_cache_gib=0.5).vllm_knobs()
+    assert "held_cache_gib" not in knobs and "backend" not in knobs
+    assert set(knobs) <= {f.name for f in dataclasses.fields(VLLMSettings)}
+    VLLMSettings(**knobs)  # constructs

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -36,3 +36,7 @@ class EngineConfig(StrictModel):
         description="vllm: seed every request from the run's streams (reproducible samples; vLLM's per-sequence sampling "
         "path, slower with thousands of sequences); false: vLLM's fused sampler, unseeded",
     )
+
+    def vllm_knobs(self) -> dict[str, Any]:
+        """The vLLM engine's keys by name (``VLLMSettings``'s): all but the backend and the hf keys."""
+        return self.model_dump(exclude={"backend", "held_cache_gib"})

@@ -96,8 +96,7 @@ def build_engine(
     """The engine of ``cfg.backend``: ``model`` wrapped (hf) or ``model_path`` loaded into vLLM."""
     if cfg.backend == "hf":
         return TransformersEngine(model, pad_token_id=pad_token_id, max_held_bytes=int(cfg.held_cache_gib * 2**30))
-    knobs = cfg.model_dump(exclude={"backend", "held_cache_gib"})  # the vllm engine.* knobs by name
-    settings = VLLMSettings(dtype=dtype, seed=seed, **knobs)
+    settings = VLLMSettings(dtype=dtype, seed=seed, **cfg.vllm_knobs())
     return create_engine(model_path, settings, device=device, distributed=distributed)
 
 

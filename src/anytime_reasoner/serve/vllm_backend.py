@@ -33,7 +33,7 @@ class VLLMBackend:
             from vllm.v1.engine.async_llm import AsyncLLM  # (as above)
         except ImportError:
             raise UserError(NOT_INSTALLED) from None
-        knobs = {**cfg.engine.model_dump(exclude={"backend"}), "sleep": False}  # the engine.* knobs by name; never asleep
+        knobs = {**cfg.engine.vllm_knobs(), "sleep": False}  # never asleep
         settings = VLLMSettings(dtype=cfg.dtype, seed=cfg.seed, **knobs)
         kwargs = llm_kwargs(model_path, settings, device=device, distributed=False)
         return cls(AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs)))
