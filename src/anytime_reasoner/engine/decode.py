@@ -37,23 +37,25 @@ class ReservedLayer(DynamicLayer):
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
         super().__init__()
         batch, heads, filled, dim = keys.shape  # [B, H, L, D]
-        self.key_buffer = keys.new_empty(batch, heads, max(capacity, filled), dim)  # [B, H, C, D]
-        self.value_buffer = values.new_empty(batch, values.shape[1], max(capacity, filled), values.shape[-1])
-        self.key_buffer[:, :, :filled] = keys
-        self.value_buffer[:, :, :filled] = values
-        self.device, self.is_initialized = keys.device, True
-        self._fill(filled)
+        key_buffer = keys.new_empty(batch, heads, max(capacity, filled), dim)  # [B, H, C, D]
+        value_buffer = values.new_empty(batch, values.shape[1], max(capacity, filled), values.shape[-1])
+        key_buffer[:, :, :filled] = keys
+        value_buffer[:, :, :filled] = values
+        self._adopt(key_buffer, value_buffer, filled)
 
     @classmethod
-    def reserved(cls, keys: torch.Tensor, values: torch.Tensor, filled: int) -> ReservedLayer:
-        """A layer whose buffers are ``keys``/``values [B, H, C, D]`` themselves (no copy), the first
-        ``filled`` positions of them held."""
+    def reserved(cls, key_buffer: torch.Tensor, value_buffer: torch.Tensor, filled: int) -> ReservedLayer:
+        """A layer whose buffers are ``key_buffer``/``value_buffer [B, H, C, D]`` themselves (no copy),
+        the first ``filled`` positions of them held."""
         layer = cls.__new__(cls)
         DynamicLayer.__init__(layer)
-        layer.key_buffer, layer.value_buffer = keys, values
-        layer.device, layer.is_initialized = keys.device, True
-        layer._fill(filled)
+        layer._adopt(key_buffer, value_buffer, filled)
         return layer
+
+    def _adopt(self, key_buffer: torch.Tensor, value_buffer: torch.Tensor, filled: int) -> None:
+        self.key_buffer, self.value_buffer = key_buffer, value_buffer
+        self.device, self.is_initialized = key_buffer.device, True
+        self._fill(filled)
 
     def _fill(self, filled: int) -> tuple[torch.Tensor, torch.Tensor]:
         self.filled = filled

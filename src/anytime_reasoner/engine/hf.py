@@ -153,7 +153,7 @@ class TransformersEngine:
             forcer = AnswerForcer(answer, params, len(sub), ids.shape[1]) if answer is not None else None
             out, logprobs, kept = self._generate(ids, mask, cache, params, forcer)  # [r, T + new], [r, new]
             if params.keep_cache and self.prefix_caching and kept is not None:
-                self._hold(out, mask, ids.shape[1], [tuple(prefixes[i]) for i in sub.tolist()], kept)
+                self._hold(out, ids.shape[1], [tuple(prefixes[i]) for i in sub.tolist()], kept)
             tokens = out[:, ids.shape[1] :].cpu()  # [r, new]
             for r, row in enumerate(tokens.tolist()):
                 row_logprobs = logprobs[r].tolist() if logprobs is not None else None
@@ -204,14 +204,13 @@ class TransformersEngine:
         self.stats.padded_prefill_tokens += run.numel()
         return ids, mask, cache
 
-    def _hold(self, out: torch.Tensor, mask: torch.Tensor, width: int, prefixes: list[tuple[int, ...]], cache: Any) -> None:
+    def _hold(self, out: torch.Tensor, width: int, prefixes: list[tuple[int, ...]], cache: Any) -> None:
         """Keep one decoding call's cache for the next call (plain attention layers only, within
         ``max_held_bytes``: the next call encodes again what was not kept)."""
         layers = getattr(cache, "layers", ())
         if not layers or not all(isinstance(layer, ReservedLayer) for layer in layers):
             return
-        sampled = mask.new_ones(mask.shape[0], out.shape[1] - width)  # [r, new]
-        held = HeldRows(out, torch.cat([mask, sampled], dim=1), width, tuple(prefixes), cache)
+        held = HeldRows(out, width, tuple(prefixes), cache)
         if held.nbytes + sum(h.nbytes for h in self._held) <= self.max_held_bytes:
             self._held.append(held)
 

@@ -37,11 +37,10 @@ from anytime_reasoner.engine.decode import ReservedLayer, cache_kwarg, position_
 @dataclass(frozen=True)
 class HeldRows:
     """The cache of one decoding call: ``ids [r, W]`` (the left-padded prefixes, width ``width``,
-    then the sampled tokens), its ``mask [r, W]``, ``prefixes`` (each row's prefix, unpadded) and
-    ``cache``, whose layers hold positions ``[0, W - 1)`` (the last sampled token never ran)."""
+    then the sampled tokens), ``prefixes`` (each row's prefix, unpadded) and ``cache``, whose layers
+    hold positions ``[0, W - 1)`` (the last sampled token never ran)."""
 
     ids: torch.Tensor  # [r, W]
-    mask: torch.Tensor  # [r, W]
     width: int  # T: the prefix width
     prefixes: tuple[tuple[int, ...], ...]
     cache: Any  # a transformers Cache of plain attention layers, [r, H, >= W - 1, D] each
