@@ -7,7 +7,15 @@ arithmetic in tests can be done by hand; special tokens follow from 256:
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One torch thread per xdist worker (and in the processes its tests start): the workers already
+    # fill the cores, and intra-op threads beyond them spin-wait (tiny models gain nothing from them).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 PAD, EOS, THINK, THINK_END, USER, ASSISTANT = 256, 257, 258, 259, 260, 261
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<think>", "</think>", "<|user|>", "<|assistant|>")
@@ -69,6 +77,13 @@ def make_tiny_qwen2(seed: int = 0, hidden: int = 32, layers: int = 2, vocab: int
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return Qwen2ForCausalLM(config).eval()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow (end-to-end) tests first, in their files' order: with ``-n auto`` (pytest-xdist) the
+    workers start on the long ones and the quick ones fill in at the end, instead of one worker
+    finishing the run alone with a two-minute test."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,6 @@ import json
 import pytest
 
 from anytime_reasoner.cli import main
-from anytime_reasoner.demo import Job, run_jobs
-from anytime_reasoner.errors import UserError
 
 
 @pytest.mark.slow
@@ -27,21 +25,6 @@ def test_demo_learns_from_the_embedded_base_model(tmp_path, capsys):
     models = json.loads((out / "results.json").read_text())["models"]
     assert models["ar-uniform"]["mean"] > models["base"]["mean"] + 0.03, models
     capsys.readouterr()
-
-
-def test_failed_job_reports_its_log(tmp_path):
-    bad = Job("train x", ["train", "rollout.n=0"], tmp_path / "x.log")
-    with pytest.raises(UserError, match=r"train x failed \(exit 2\).*rollout.n"):
-        run_jobs([bad], parallel=1, progress=lambda done: None)
-
-
-def test_jobs_wait_for_what_they_need(tmp_path):
-    order = []
-    first = Job("a", ["--help"], tmp_path / "a.log")
-    second = Job("b", ["--help"], tmp_path / "b.log", after=("a",))
-    run_jobs([second, first], parallel=2, progress=lambda done: order.append(sorted(done)))
-    # b cannot start before a is done, so some poll saw {a} without b
-    assert ["a"] in order and order[-1] == ["a", "b"]
 
 
 @pytest.mark.slow

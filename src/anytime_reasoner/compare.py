@@ -47,12 +47,12 @@ from anytime_reasoner.demo import (
     prompt_budget_of,
     read_accuracy,
     read_tokens,
-    run_jobs,
     table_head,
     twins,
     write_held_out,
 )
 from anytime_reasoner.eval.plot import curves_of, draw, draw_steps
+from anytime_reasoner.jobs import run_jobs
 
 RATIOS = ("ratio_R_minus_V", "ratio_R_minus_V1", "ratio_R_minus_V2")
 

@@ -9,7 +9,8 @@
 4. Print the table; write ``results.json``, ``results.md`` and ``anytime_curves.png``.
 
 Every step is an ordinary ``anytime-reasoner train`` / ``eval`` command (its config and log are kept
-in ``out/``), run as a child process with one thread. ``jobs`` of them run at once: the tiny model's
+in ``out/``), run as a child process with one thread (:mod:`anytime_reasoner.jobs`: forked from a
+host that imported torch and transformers once). ``jobs`` of them run at once: the tiny model's
 steps are bound by per-operation overhead, so two single-threaded processes on two cores finish
 about twice as fast as one process with two threads. Training resumes from its checkpoints and the
 evaluation caches finished problems, so an interrupted demo continues where it stopped.
@@ -18,9 +19,6 @@ evaluation caches finished problems, so an interrupted demo continues where it s
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,8 +41,9 @@ from anytime_reasoner.config import (
     dump,
 )
 from anytime_reasoner.data.codec import TokenizerCodec
-from anytime_reasoner.errors import UserError, check_writable
+from anytime_reasoner.errors import check_writable
 from anytime_reasoner.eval.plot import curves_of, draw
+from anytime_reasoner.jobs import Job, run_jobs
 from anytime_reasoner.models.loading import load_tokenizer
 from anytime_reasoner.tasks.bootstrap import ensure_base_model
 from anytime_reasoner.tasks.synthetic import synthetic_held_out
@@ -129,67 +128,6 @@ def engine_args(engine: EngineConfig) -> list[str]:
     return [
         f"engine.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in engine.model_dump(exclude_defaults=True).items()
     ]
-
-
-@dataclass
-class Job:
-    """One child ``anytime-reasoner`` command; ``after`` names jobs that must finish first."""
-
-    name: str
-    args: list[str]
-    log: Path
-    after: tuple[str, ...] = ()
-    process: subprocess.Popen | None = None
-    seconds: float = 0.0
-    _start: float = field(default=0.0, repr=False)
-
-    def start(self) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-        with self.log.open("w", encoding="utf-8") as handle:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "anytime_reasoner", *self.args], stdout=handle, stderr=subprocess.STDOUT, env=env
-            )
-        self._start = time.perf_counter()
-
-    def poll(self) -> int | None:
-        code = self.process.poll() if self.process else None
-        if code is not None and not self.seconds:
-            self.seconds = time.perf_counter() - self._start
-        return code
-
-
-def run_jobs(jobs: list[Job], parallel: int, progress: Any) -> dict[str, float]:
-    """Run ``jobs`` respecting ``after``, at most ``parallel`` at once; fail on the first error.
-
-    ``progress(done)`` is called about once a second with the names of the finished jobs.
-    """
-    pending = list(jobs)
-    running: list[Job] = []
-    done: set[str] = set()
-    try:
-        while pending or running:
-            for job in [j for j in pending if set(j.after) <= done][: parallel - len(running)]:
-                pending.remove(job)
-                job.start()
-                running.append(job)
-            time.sleep(1.0)
-            progress(done)
-            for job in list(running):
-                code = job.poll()
-                if code is None:
-                    continue
-                running.remove(job)
-                if code != 0:
-                    tail = job.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
-                    raise UserError(f"{job.name} failed (exit {code}); see {job.log}: " + " | ".join(tail))
-                done.add(job.name)
-        progress(done)
-    finally:
-        for job in running:
-            if job.process is not None:  # always set: a job runs once started
-                job.process.terminate()
-    return {job.name: round(job.seconds, 1) for job in jobs}
 
 
 def write_held_out(cfg: RunScale, path: Path) -> Path:
