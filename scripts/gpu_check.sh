@@ -7,6 +7,7 @@
 #   bash scripts/gpu_check.sh                  # one GPU (cuda:0)
 #   bash scripts/gpu_check.sh --device cpu     # the same stages on the CPU
 #   bash scripts/gpu_check.sh --peak-tflops 312   # name the card's bf16 dense peak if not detected
+#   bash scripts/gpu_check.sh --fail-fast      # stop at the first failed stage (default: run them all)
 # Stages (docs/SCALING.md):
 #   1. versions (torch, CUDA, vLLM, transformers) and the device;
 #   2. the real CLI: `train` in bf16 with FlexAttention and the vLLM engine, 2 steps with a checkpoint
@@ -21,11 +22,13 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=cuda
 STEP_ARGS=()
+FAIL_FAST=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --device) DEVICE=$2; shift 2 ;;
     --peak-tflops) STEP_ARGS+=(--peak-tflops "$2"); shift 2 ;;
-    *) echo "gpu_check: unknown argument $1 (allowed: --device cuda|cpu, --peak-tflops N)" >&2; exit 2 ;;
+    --fail-fast) FAIL_FAST=1; shift ;;
+    *) echo "gpu_check: unknown argument $1 (allowed: --device cuda|cpu, --peak-tflops N, --fail-fast)" >&2; exit 2 ;;
   esac
 done
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -43,11 +46,18 @@ fi
 ENGINE=hf
 [[ $HAS_VLLM == 1 ]] && ENGINE=vllm
 FAILED=()
+report() {
+  if [[ ${#FAILED[@]} -gt 0 ]]; then
+    echo "gpu_check: ${#FAILED[@]} stage(s) failed: ${FAILED[*]}"
+    exit 1
+  fi
+}
 stage() {  # stage NAME SECONDS COMMAND...: runs it with a time limit, records a failure
   local name=$1 limit=$2; shift 2
   echo "== $name"
   local t0=$SECONDS
   if timeout "$limit" "$@"; then echo "-- $name: PASS ($((SECONDS - t0)) s)"; else echo "-- $name: FAIL ($((SECONDS - t0)) s)"; FAILED+=("$name"); fi
+  if [[ $FAIL_FAST == 1 ]]; then report; fi
 }
 
 stage "1. versions and device" 60 $PY -u benchmarks/gpu_check.py versions --device "$DEVICE"
@@ -82,8 +92,5 @@ fi
 stage "5a. async_level=1: ${ASYNC[*]}" 300 "${TRAIN[@]}" trainer.out="$OUT/async" trainer.steps=3 trainer.async_level=1 "${ASYNC[@]}"
 stage "5b. the lag and the worker in the metrics" 60 $PY -u benchmarks/gpu_check.py async --out "$OUT/async" --steps 3
 
-if [[ ${#FAILED[@]} -gt 0 ]]; then
-  echo "gpu_check: ${#FAILED[@]} stage(s) failed: ${FAILED[*]}"
-  exit 1
-fi
+report
 echo "gpu_check: every stage passed"

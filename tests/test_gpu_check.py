@@ -52,6 +52,7 @@ def test_a_failing_stage_fails_the_script(tmp_path):
 
         if torch.cuda.is_available():
             pytest.skip("this machine has CUDA")
-    code, out = _run("--device", "cuda")
+    code, out = _run("--device", "cuda", "--fail-fast")
     assert code != 0
-    assert "check cuda_available: FAIL" in out and "gpu_check: " in out and "stage(s) failed" in out
+    assert "check cuda_available: FAIL" in out and "gpu_check: 1 stage(s) failed: 1. versions" in out
+    assert "== 2a." not in out  # --fail-fast: nothing after the first failure
