@@ -79,6 +79,13 @@ def make_tiny_qwen2(seed: int = 0, hidden: int = 32, layers: int = 2, vocab: int
         return Qwen2ForCausalLM(config).eval()
 
 
+def pytest_configure(config):
+    """Under ``-n``, hand tests to pytest-xdist's workers one at a time: by default each worker starts
+    with a consecutive quarter of its share, and the slow tests, first (below), would all go to one."""
+    if getattr(config.option, "maxschedchunk", 0) is None:
+        config.option.maxschedchunk = 1
+
+
 def pytest_collection_modifyitems(config, items):
     """Slow (end-to-end) tests first, in their files' order: with ``-n auto`` (pytest-xdist) the
     workers start on the long ones and the quick ones fill in at the end, instead of one worker

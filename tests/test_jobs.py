@@ -30,7 +30,7 @@ def test_a_job_is_forked_from_the_host_with_its_imports_and_one_thread(tmp_path)
 def test_failed_job_reports_its_log(tmp_path):
     bad = Job("train x", ["train", "rollout.n=0"], tmp_path / "x.log")
     with pytest.raises(UserError, match=r"train x failed \(exit 2\).*rollout.n"):
-        run_jobs([bad], parallel=1, progress=lambda done: None)
+        run_jobs([bad], parallel=1, progress=lambda done: None, preload=())  # it fails before any heavy import
 
 
 def test_jobs_wait_for_what_they_need(tmp_path):
