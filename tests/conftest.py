@@ -80,10 +80,13 @@ def make_tiny_qwen2(seed: int = 0, hidden: int = 32, layers: int = 2, vocab: int
 
 
 def pytest_configure(config):
-    """Under ``-n``, hand tests to pytest-xdist's workers one at a time: by default each worker starts
-    with a consecutive quarter of its share, and the slow tests, first (below), would all go to one."""
-    if getattr(config.option, "maxschedchunk", 0) is None:
-        config.option.maxschedchunk = 1
+    """Under ``-n`` (pytest-xdist), schedule by ``xdist_group``: the tests marked
+    ``xdist_group("processes")`` run their work in several processes (jobs, torchrun ranks, rollout
+    workers, the grader's timed pool) and so fill both cores alone; they run one after another on one
+    worker, while the other workers take the rest a test at a time. Two of them at once put four
+    processes on two cores, which made the runs slower, and the grader's timeouts trip."""
+    if getattr(config.option, "dist", "no") == "load":  # what -n sets when no --dist is given
+        config.option.dist = "loadgroup"
 
 
 def pytest_collection_modifyitems(config, items):

@@ -22,7 +22,11 @@ from anytime_reasoner.train.async_rollouts import ProcessRollouts, RolloutWorker
 from anytime_reasoner.train.build import build_trainer
 from anytime_reasoner.train.loggers import read_metrics
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.usefixtures("single_thread"),
+    pytest.mark.xdist_group("processes"),
+]  # a rollout worker process
 
 SCALE = [  # scripts/kill_resume_trials.py's: the embedded model, small
     "model.path=tiny",

@@ -23,7 +23,11 @@ from anytime_reasoner.train.loggers import read_metrics
 from anytime_reasoner.train.runtime import Runtime
 from tests.train.test_trainer_smoke import _build, _config, _overrides
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]  # launches torchrun with a tiny model
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.usefixtures("single_thread"),
+    pytest.mark.xdist_group("processes"),
+]  # launches torchrun with a tiny model
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 WORLD = 2
