@@ -7,6 +7,7 @@ arithmetic in tests can be done by hand; special tokens follow from 256:
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 import pytest
@@ -80,13 +81,26 @@ def make_tiny_qwen2(seed: int = 0, hidden: int = 32, layers: int = 2, vocab: int
 
 
 def pytest_configure(config):
-    """Under ``-n`` (pytest-xdist), schedule by ``xdist_group``: the tests marked
-    ``xdist_group("processes")`` run their work in several processes (jobs, torchrun ranks, rollout
-    workers, the grader's timed pool) and so fill both cores alone; they run one after another on one
-    worker, while the other workers take the rest a test at a time. Two of them at once put four
-    processes on two cores, which made the runs slower, and the grader's timeouts trip."""
-    if getattr(config.option, "dist", "no") == "load":  # what -n sets when no --dist is given
-        config.option.dist = "loadgroup"
+    """Under ``-n`` (pytest-xdist), hand tests to the workers one at a time: by default each worker
+    starts with a consecutive quarter of its share, and the slow tests, first (below), would all go
+    to one worker."""
+    if getattr(config.option, "maxschedchunk", 0) is None:
+        config.option.maxschedchunk = 1
+
+
+@pytest.fixture(autouse=True)
+def _one_multiprocess_test_at_a_time(request, tmp_path_factory):
+    """Tests marked ``processes`` run their work in several processes (jobs, torchrun ranks, rollout
+    workers, the grader's timed pool) and fill the cores alone: under ``-n`` they take a lock shared
+    by the workers, so two never run at once (that put four processes on two cores, which made CI
+    slower and tripped the grader's timeouts); the other workers go on with the rest meanwhile."""
+    if request.node.get_closest_marker("processes") is None or not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    lock = tmp_path_factory.getbasetemp().parent / "processes.lock"  # the run's folder, above every worker's
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def pytest_collection_modifyitems(config, items):

@@ -96,7 +96,7 @@ TOY = [
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")  # two jobs at a time
+@pytest.mark.processes  # two jobs at a time
 def test_compare_end_to_end_equals_the_demo(tiny_model_dir, tmp_path, capsys):
     base = tiny_model_dir
     out = tmp_path / "cmp"
@@ -166,7 +166,7 @@ def test_model_summary_averages_the_tokens_spent():
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")
+@pytest.mark.processes
 def test_every_budget_aware_preset_runs_end_to_end(tiny_model_dir, tmp_path, capsys):
     """Each of the ten presets trains two steps from the tiny model and is evaluated (L1 twice)."""
     out = tmp_path / "baselines"

@@ -9,7 +9,7 @@ from anytime_reasoner.cli import main
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")  # two jobs at a time
+@pytest.mark.processes  # two jobs at a time
 def test_demo_learns_from_the_embedded_base_model(tmp_path, capsys):
     """Six AR steps from the bootstrapped base model raise its anytime accuracy on held-out questions.
 

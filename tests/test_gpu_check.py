@@ -25,7 +25,7 @@ def _run(*args: str) -> tuple[int, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")  # torchrun, vLLM and trainer processes
+@pytest.mark.processes  # torchrun, vLLM and trainer processes
 def test_every_stage_passes_on_the_cpu():
     code, out = _run("--device", "cpu")
     assert code == 0, out[-4000:]

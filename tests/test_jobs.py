@@ -3,6 +3,8 @@ modules once, each a process of its own with its exit code and log, run in depen
 
 import json
 import os
+import signal
+import time
 
 import pytest
 
@@ -25,6 +27,21 @@ def test_a_job_is_forked_from_the_host_with_its_imports_and_one_thread(tmp_path)
     assert first["preloaded"] == ["json", "torch"] and first["omp_threads"] == "1" and first["argv"] == ["0"]
     assert len({first["pid"], second["pid"], os.getpid()}) == 3  # two processes, neither of them this one
     assert ok[1] == "a line on stderr"  # stdout and stderr both go to the log
+
+
+def test_a_dead_host_is_reported_while_its_jobs_still_run(tmp_path):
+    host = JobHost(preload=(), module="tests.jobs_probe")
+    log = tmp_path / "long.log"
+    try:
+        host.start(Job("long", ["0", "60"], log))
+        while not log.is_file() or not log.read_text():  # the job runs
+            time.sleep(0.05)
+        os.kill(host.pid, signal.SIGKILL)
+        with pytest.raises(UserError, match="the job host .* died"):
+            host.finished(timeout=30.0)  # at once: the job holds no end of the host's pipe
+    finally:
+        os.kill(json.loads(log.read_text().splitlines()[0])["pid"], signal.SIGKILL)  # the orphaned job
+        host.close()
 
 
 def test_failed_job_reports_its_log(tmp_path):

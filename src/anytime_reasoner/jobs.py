@@ -45,9 +45,10 @@ class Job:
     seconds: float = 0.0
 
 
-def run_command(module: str, args: Sequence[str], log: str) -> None:
+def run_command(module: str, args: Sequence[str], log: str, host_conn: Connection) -> None:
     """In a forked child: output to ``log``, then ``python -m module ARGS`` (its exit is the child's)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the host ignores Ctrl-C; a job does not
+    host_conn.close()  # the caller's end must see the host's death, not wait for every job to end
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -76,7 +77,7 @@ def serve(conn: Connection, preload: Sequence[str], module: str) -> None:
                     if message is None:
                         return
                     name, args, log = message
-                    child: BaseProcess = fork.Process(target=run_command, args=(module, args, log), name=name)
+                    child: BaseProcess = fork.Process(target=run_command, args=(module, args, log, conn), name=name)
                     child.start()
                     running[child.sentinel] = (name, child)
                 else:
@@ -99,6 +100,10 @@ class JobHost:
         self._process = spawn.Process(target=serve, args=(host_end, tuple(preload), module), name="anytime-reasoner jobs")
         self._process.start()
         host_end.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
 
     def start(self, job: Job) -> None:
         job.log.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from anytime_reasoner.train.loggers import read_metrics
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.usefixtures("single_thread"),
-    pytest.mark.xdist_group("processes"),
+    pytest.mark.processes,
 ]  # a rollout worker process
 
 SCALE = [  # scripts/kill_resume_trials.py's: the embedded model, small

@@ -26,7 +26,7 @@ from tests.train.test_trainer_smoke import _build, _config, _overrides
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.usefixtures("single_thread"),
-    pytest.mark.xdist_group("processes"),
+    pytest.mark.processes,
 ]  # launches torchrun with a tiny model
 
 WORKER = Path(__file__).with_name("dist_worker.py")

@@ -13,7 +13,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "kill_resume_trials.p
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("processes")  # trainer and rollout worker processes
+@pytest.mark.processes  # trainer and rollout worker processes
 @pytest.mark.parametrize("async_level", [0, 1])
 def test_killed_and_restarted_runs_end_identical(capsys, async_level):
     spec = importlib.util.spec_from_file_location("kill_resume_trials", SCRIPT)
