@@ -84,8 +84,8 @@ def make_tiny_qwen2(seed: int = 0, hidden: int = 32, layers: int = 2, vocab: int
 def _one_multiprocess_test_at_a_time(request, tmp_path_factory):
     """Tests marked ``processes`` run their work in several processes (jobs, torchrun ranks, rollout
     workers, the grader's timed pool) and fill the cores alone: under ``-n`` they take a lock shared
-    by the workers, so two never run at once (that put four processes on two cores, which made CI
-    slower and tripped the grader's timeouts); the other workers go on with the rest meanwhile."""
+    by the workers, so two never run at once (more processes than cores made the grader's timed tests
+    fail in CI, with the vLLM suite beside the main one); the other workers go on with the rest."""
     if request.node.get_closest_marker("processes") is None or not os.environ.get("PYTEST_XDIST_WORKER"):
         yield
         return
@@ -98,8 +98,7 @@ def _one_multiprocess_test_at_a_time(request, tmp_path_factory):
 def pytest_collection_modifyitems(config, items):
     """Slow (end-to-end) tests first, in their files' order. Under ``-n`` (pytest-xdist) each worker
     starts with a consecutive chunk of the tests (a quarter of its share): on two cores the first
-    worker takes the slow tests one after another and the second the quick ones, then the rest;
-    measured in CI, this beat handing tests out one at a time (two multi-process tests at once)."""
+    worker takes the slow tests one after another and the second the quick ones, then the rest."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 

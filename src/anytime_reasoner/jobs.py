@@ -42,7 +42,6 @@ class Job:
     args: list[str]
     log: Path
     after: tuple[str, ...] = ()
-    seconds: float = 0.0
 
 
 def run_command(module: str, args: Sequence[str], log: str, host_conn: Connection) -> None:
@@ -148,6 +147,7 @@ def run_jobs(
     running: dict[str, Job] = {}
     done: set[str] = set()
     started: dict[str, float] = {}
+    seconds: dict[str, float] = {}
     runner = JobHost(preload)
     try:
         while pending or running:
@@ -162,7 +162,7 @@ def run_jobs(
                 )
             for name, code in runner.finished(timeout=1.0):
                 job = running.pop(name)
-                job.seconds = time.perf_counter() - started[name]
+                seconds[name] = round(time.perf_counter() - started[name], 1)
                 if code != 0:
                     tail = job.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
                     raise UserError(f"{job.name} failed (exit {code}); see {job.log}: " + " | ".join(tail))
@@ -170,4 +170,4 @@ def run_jobs(
             progress(done)
     finally:
         runner.close()
-    return {job.name: round(job.seconds, 1) for job in jobs}
+    return seconds
