@@ -1,19 +1,23 @@
-"""A training run under ``torchrun`` for the multi-process tests (``test_distributed.py``).
+"""Training runs under ``torchrun`` for the multi-process tests (``test_distributed.py``), one after
+another in one launch (each with a process group of its own: a new group after the last one's
+shutdown), so the ranks pay their start-up (interpreter, torch, transformers) once.
 
-    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/train/dist_worker.py \\
-        MODEL_DIR OUT STEPS DUMP_DIR|- [key=value ...]
+    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/train/dist_worker.py PLAN.json
 
-Builds the trainer from the tiny-model test config (``test_trainer_smoke._config``) with the
-parity verifier, and with DUMP_DIR saves what each rank's update receives at each step (its
-rollouts and advantages) to ``DUMP_DIR/step{t}_rank{r}.pt``, so a test can rebuild the global
-batch and train one process on it; after training, every rank streams the trained weights the way
-a vLLM engine receives them (``train.weight_sync.policy_weights``: one gathered tensor at a time)
-into ``DUMP_DIR/streamed_rank{r}.pt``; after the process group's shutdown it writes the names of
-the gloo threads still running to ``DUMP_DIR/threads_after_shutdown_rank{r}.txt`` (Linux).
+``PLAN.json``: ``{"model": MODEL_DIR, "runs": [{"out": OUT, "steps": N, "dump": DUMP_DIR | null,
+"overrides": {key: value}}, ...]}``. Each run builds the trainer from the tiny-model test config
+(``test_trainer_smoke._config``) with the parity verifier, and with a dump folder saves what each
+rank's update receives at each step (its rollouts and advantages) to ``DUMP/step{t}_rank{r}.pt``, so
+a test can rebuild the global batch and train one process on it; after training, every rank streams
+the trained weights the way a vLLM engine receives them (``train.weight_sync.policy_weights``: one
+gathered tensor at a time) into ``DUMP/streamed_rank{r}.pt``; after the process group's shutdown it
+writes the names of the gloo threads still running to ``DUMP/threads_after_shutdown_rank{r}.txt``
+(Linux).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -23,22 +27,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 def main(argv: list[str]) -> int:
     import torch
 
+    torch.set_num_threads(1)
+    plan = json.loads(Path(argv[0]).read_text())
+    for i, run in enumerate(plan["runs"]):
+        _run(i, plan["model"], run["out"], run["steps"], Path(run["dump"]) if run["dump"] else None, run["overrides"])
+    return 0
+
+
+def _run(index: int, model_dir: str, out: str, steps: int, dump: Path | None, overrides: dict[str, object]) -> None:
+    """Run ``index`` in a process group of its own, shut down before the next. Its group meets under
+    a key prefix of its own in torchrun's store: the last group's addresses are still there."""
+    import torch.distributed as dist
+
     from anytime_reasoner.train.runtime import init_runtime, shutdown
     from tests.train.test_trainer_smoke import _config
 
-    torch.set_num_threads(1)
-    model_dir, out, steps, dump, *overrides = argv
-    cfg = _config(model_dir, out, steps=int(steps), **dict(o.split("=", 1) for o in overrides))
-    runtime = init_runtime(cfg.model.device, cfg.model.dtype)
+    cfg = _config(model_dir, out, steps=steps, **overrides)
+    store, rank, world_size = next(dist.rendezvous("env://"))
+    dist.init_process_group("gloo", store=dist.PrefixStore(f"run{index}", store), rank=rank, world_size=world_size)
+    runtime = init_runtime(cfg.model.device, cfg.model.dtype)  # in the group just made
     try:
-        _train(cfg, runtime, None if dump == "-" else Path(dump))
+        _train(cfg, runtime, dump)
     finally:
         shutdown(runtime)
     tasks = Path("/proc/self/task")  # Linux: one folder per thread, its name in comm
-    if dump != "-" and tasks.is_dir():  # what still runs after shutdown: gloo's threads must be gone
+    if dump is not None and tasks.is_dir():  # what still runs after shutdown: gloo's threads must be gone
         gloo = sorted(n for n in (t.read_text().strip() for t in tasks.glob("*/comm")) if "gloo" in n)
-        (Path(dump) / f"threads_after_shutdown_rank{runtime.rank}.txt").write_text("\n".join(gloo))
-    return 0
+        (dump / f"threads_after_shutdown_rank{runtime.rank}.txt").write_text("\n".join(gloo))
 
 
 def _train(cfg, runtime, dump: Path | None) -> None:

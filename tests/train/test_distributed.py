@@ -4,11 +4,14 @@ and resume exactly.
 The 2-process runs go through ``tests/train/dist_worker.py``, which records what each rank's
 update receives. The one-process reference rebuilds the global batch from those records (rank r
 holds questions r, r + 2, …) and runs the update of a one-process trainer from the same base
-model on it.
+model on it. Every run of this module goes into one ``torchrun`` launch (the ``launched`` fixture:
+runs one after another, each in a process group of its own), so the ranks start once; only the
+command users launch (``torchrun -m anytime_reasoner train``) has a launch of its own.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +24,7 @@ from anytime_reasoner.algo.advantages import summary_advantages, thinking_advant
 from anytime_reasoner.rollout.types import RolloutBatch
 from anytime_reasoner.train.loggers import read_metrics
 from anytime_reasoner.train.runtime import Runtime
+from tests.conftest import make_tiny_qwen2, make_tokenizer
 from tests.train.test_trainer_smoke import _build, _config, _overrides
 
 pytestmark = [
@@ -36,13 +40,63 @@ WORLD = 2
 SETTINGS = {"trainer.batch_size": 3, "ppo.ppo_mini_batch_size": 2, "trainer.val_every": 0}
 
 
-def _torchrun(model_dir: Path, out: Path, steps: int, dump: Path | None, **extra: object) -> None:
-    overrides = [f"{k}={v}" for k, v in {**SETTINGS, **extra}.items()]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD}", str(WORKER)]
-    cmd += [str(model_dir), str(out), str(steps), str(dump) if dump else "-", *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+# The parametrized test's cases: (loss_agg, questions, optimizer_steps, lora_rank, dtype).
+CASES = {
+    "constant": ("constant", 3, 2, 0, "float32"),  # ceil(3 questions / 2 per step)
+    "token-mean": ("token-mean", 3, 2, 0, "float32"),
+    "one-question": ("constant", 1, 1, 0, "float32"),  # rank 1 gets no question: it joins every collective with nothing to train
+    "lora": ("constant", 3, 2, 4, "float32"),  # LoRA adapters sharded like any parameter, base weights frozen
+    "bf16": ("constant", 3, 2, 0, "bfloat16"),  # bf16 compute: one process casts the weights as FSDP2 does
+}
+
+
+def _knobs(case: str) -> dict[str, object]:
+    loss_agg, questions, _, lora_rank, dtype = CASES[case]
+    return {
+        "ppo.loss_agg": loss_agg,
+        "trainer.batch_size": questions,
+        "trainer.val_every": 1,
+        "data.val_size": questions,
+        "model.lora_rank": lora_rank,
+        "model.dtype": dtype,
+    }
+
+
+def _plan(root: Path) -> list[dict[str, object]]:
+    """Every 2-process run of the module, in the order they run."""
+    runs = []
+    for case in CASES:  # the 2-process runs also checkpoint activations: recomputation must not change the gradient
+        knobs = {**SETTINGS, **_knobs(case), "model.activation_checkpointing": "true"}
+        (root / "dump" / case).mkdir(parents=True)
+        runs.append({"out": str(root / case), "steps": 1, "dump": str(root / "dump" / case), "overrides": knobs})
+    # the resumed run's two parts with the uninterrupted run between them: the second part starts
+    # in processes whose random state is the uninterrupted run's end, so only a real resume matches
+    runs.append({"out": str(root / "resumed"), "steps": 1, "dump": None, "overrides": SETTINGS})
+    runs.append({"out": str(root / "straight"), "steps": 2, "dump": None, "overrides": {**SETTINGS, "trainer.save_every": 1}})
+    runs.append({"out": str(root / "resumed"), "steps": 2, "dump": None, "overrides": SETTINGS})
+    runs.append({"out": str(root / "to-one-process"), "steps": 1, "dump": None, "overrides": SETTINGS})
+    return runs
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """The tiny model and tokenizer the 2-process runs and their one-process references start from."""
+    path = tmp_path_factory.mktemp("distributed") / "base"
+    make_tiny_qwen2(seed=0).save_pretrained(path)
+    make_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def launched(model_dir, tmp_path_factory) -> Path:
+    """One ``torchrun`` launch of 2 ranks running every run of :func:`_plan` → the folder of their outputs."""
+    root = tmp_path_factory.mktemp("two-processes")
+    plan = root / "plan.json"
+    plan.write_text(json.dumps({"model": str(model_dir), "runs": _plan(root)}))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD}", str(WORKER), str(plan)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-4000:]
+    return root
 
 
 def _final_weights(out: Path) -> dict[str, torch.Tensor]:
@@ -82,31 +136,16 @@ def test_runtime_deals_questions_strided():
     assert Runtime(device=torch.device("cpu")).all_reduce([2.0, 3.0]) == [2.0, 3.0]
 
 
-@pytest.mark.parametrize(
-    ("loss_agg", "questions", "optimizer_steps", "lora_rank", "dtype"),
-    [
-        ("constant", 3, 2, 0, "float32"),  # ceil(3 questions / 2 per step)
-        ("token-mean", 3, 2, 0, "float32"),
-        ("constant", 1, 1, 0, "float32"),  # rank 1 gets no question: it joins every collective with nothing to train
-        ("constant", 3, 2, 4, "float32"),  # LoRA adapters sharded like any parameter, base weights frozen
-        ("constant", 3, 2, 0, "bfloat16"),  # bf16 compute: one process casts the weights as FSDP2 does
-    ],
-)
-def test_two_processes_train_as_one_on_the_global_batch(
-    tiny_model_dir, tmp_path, loss_agg, questions, optimizer_steps, lora_rank, dtype
-):
-    dump = tmp_path / "dump"
-    dump.mkdir()
-    knobs = {"ppo.loss_agg": loss_agg, "trainer.batch_size": questions, "trainer.val_every": 1, "data.val_size": questions}
-    knobs["model.lora_rank"] = lora_rank
-    knobs["model.dtype"] = dtype
-    # the 2-process run also checkpoints activations: recomputation must not change the gradient
-    _torchrun(tiny_model_dir, tmp_path / "two", 1, dump, **knobs, **{"model.activation_checkpointing": "true"})
+@pytest.mark.parametrize("case", list(CASES))
+def test_two_processes_train_as_one_on_the_global_batch(model_dir, launched, tmp_path, case):
+    _, questions, optimizer_steps, _, dtype = CASES[case]
+    knobs = _knobs(case)
+    dump = launched / "dump" / case
     rollouts, think_adv, summ_adv = _global_batch(dump, 1)
     assert len(rollouts.thinkings) == questions
 
     # group baselines are per question: advantages on the global batch equal the ranks' own
-    reference = _build(_config(tiny_model_dir, tmp_path / "one", steps=1, **{**SETTINGS, **knobs}))
+    reference = _build(_config(model_dir, tmp_path / "one", steps=1, **{**SETTINGS, **knobs}))
     scores = rollouts.scores()  # [3, G, S, A]
     probs = torch.tensor(reference.plan.probs)
     torch.testing.assert_close(thinking_advantages(scores, probs, "brpo"), think_adv, rtol=0, atol=0)
@@ -116,7 +155,7 @@ def test_two_processes_train_as_one_on_the_global_batch(
     metrics = reference.update(rollouts, think_adv, summ_adv)
     reference.verifier.close()
     assert metrics["optimizer_steps"] == optimizer_steps
-    two = _final_weights(tmp_path / "two")  # merged under LoRA
+    two = _final_weights(launched / case)  # merged under LoRA
     one = _plain_weights(reference.model)
     assert any(not torch.equal(one[k], before[k]) for k in one), "lr 1e-2 must move the weights"
     # what an engine on each rank receives: the full trained float32 weights (LoRA merged)
@@ -134,7 +173,7 @@ def test_two_processes_train_as_one_on_the_global_batch(
         # one alive at interpreter exit can abort a run that succeeded (see runtime.shutdown)
         left = {r: (dump / f"threads_after_shutdown_rank{r}.txt").read_text() for r in range(WORLD)}
         assert left == {r: "" for r in range(WORLD)}
-    logged = read_metrics(tmp_path / "two" / "metrics.jsonl")[0]
+    logged = read_metrics(launched / case / "metrics.jsonl")[0]
     assert len(logged["val/accuracy"]) == len(reference.val_plan.budgets)  # validation gathered from both ranks
     close = {"rel": 1e-4, "abs": 1e-7} if dtype == "float32" else BF16_METRICS
     for key in ("loss", "tokens", "clip_frac", "grad_norm"):  # reduced over ranks = one process's
@@ -160,35 +199,32 @@ def _assert_bf16_steps_match(before, one, two):
     assert cosine > BF16_STEP_COSINE and relative < BF16_STEP_RELATIVE, (cosine, relative)
 
 
-def test_the_train_command_under_torchrun_trains_and_exits_cleanly(tiny_model_dir, tmp_path):
+def test_the_train_command_under_torchrun_trains_and_exits_cleanly(model_dir, tmp_path):
     """``torchrun -m anytime_reasoner train``: the command users launch, with the real grader."""
     out = tmp_path / "cli"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD}"]
-    cmd += ["-m", "anytime_reasoner", "train", "ar-uniform", *_overrides(tiny_model_dir, out, 1, **SETTINGS)]
+    cmd += ["-m", "anytime_reasoner", "train", "ar-uniform", *_overrides(model_dir, out, 1, **SETTINGS)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-4000:]
     assert f"model saved to {out / 'final'}" in done.stdout  # rank 0 prints it
     assert (out / "final" / "config.json").is_file()
 
 
-def test_two_process_resume_equals_an_uninterrupted_run(tiny_model_dir, tmp_path):
-    _torchrun(tiny_model_dir, tmp_path / "straight", 2, None, **{"trainer.save_every": 1})
-    _torchrun(tiny_model_dir, tmp_path / "resumed", 1, None)
-    _torchrun(tiny_model_dir, tmp_path / "resumed", 2, None)
-    straight, resumed = _final_weights(tmp_path / "straight"), _final_weights(tmp_path / "resumed")
+def test_two_process_resume_equals_an_uninterrupted_run(launched):
+    """2 steps straight against 1 step, then the same run to step 2 (a second run resuming it)."""
+    straight, resumed = _final_weights(launched / "straight"), _final_weights(launched / "resumed")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
-    a, b = read_metrics(tmp_path / "straight" / "metrics.jsonl"), read_metrics(tmp_path / "resumed" / "metrics.jsonl")
+    a, b = read_metrics(launched / "straight" / "metrics.jsonl"), read_metrics(launched / "resumed" / "metrics.jsonl")
     assert [m["step"] for m in b] == [1, 2]
     assert a[1]["loss"] == b[1]["loss"] and a[1]["reward_per_budget"] == b[1]["reward_per_budget"]
 
 
-def test_a_two_process_checkpoint_resumes_in_one_process(tiny_model_dir, tmp_path):
+def test_a_two_process_checkpoint_resumes_in_one_process(model_dir, launched):
     """DCP reshards on load: one process continues a 2-process run from its float32 weights."""
     from transformers import AutoModelForCausalLM
 
-    out = tmp_path / "run"
-    _torchrun(tiny_model_dir, out, 1, None)
-    resumed = _build(_config(tiny_model_dir, out, steps=2, **SETTINGS))
+    out = launched / "to-one-process"  # this test's run alone: it goes on with it
+    resumed = _build(_config(model_dir, out, steps=2, **SETTINGS))
     try:
         assert resumed.start_step == 1
         exported = AutoModelForCausalLM.from_pretrained(out / "checkpoints" / "step_1").state_dict()
