@@ -2,7 +2,7 @@
 that it ends bit-identical to an uninterrupted run.
 
     python scripts/kill_resume_trials.py 10            # prints one line per trial, then "identical: k/10"
-    python scripts/kill_resume_trials.py 2 --steps 3   # the CI version (tests/train/test_kill_resume.py)
+    python scripts/kill_resume_trials.py 1 --steps 3   # the CI version (tests/train/test_kill_resume.py, both async levels)
 
 Every run is the embedded default (``model.path=tiny``: the bootstrapped base model on the synthetic
 task) at a small scale, one thread, a checkpoint after every step. A trial starts the run and kills it
