@@ -7,8 +7,10 @@ arithmetic in tests can be done by hand; special tokens follow from 256:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -80,13 +82,13 @@ def make_tiny_qwen2(seed: int = 0, hidden: int = 32, layers: int = 2, vocab: int
         return Qwen2ForCausalLM(config).eval()
 
 
-@pytest.fixture(autouse=True)
-def _one_multiprocess_test_at_a_time(request, tmp_path_factory):
-    """Tests marked ``processes`` run their work in several processes (jobs, torchrun ranks, rollout
-    workers, the grader's timed pool) and fill the cores alone: under ``-n`` they take a lock shared
-    by the workers, so two never run at once (more processes than cores made the grader's timed tests
-    fail in CI, with the vLLM suite beside the main one); the other workers go on with the rest."""
-    if request.node.get_closest_marker("processes") is None or not os.environ.get("PYTEST_XDIST_WORKER"):
+@contextlib.contextmanager
+def cores_alone(tmp_path_factory) -> Iterator[None]:
+    """Under ``-n``, hold the lock the xdist workers share for work that fills the cores (several
+    processes: jobs, torchrun ranks, rollout workers, the grader's timed pool), so two such pieces
+    never run at once (more processes than cores made the grader's timed tests fail in CI, with the
+    vLLM suite beside the main one); the other workers go on with the rest. Without ``-n``: nothing."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
         yield
         return
     lock = tmp_path_factory.getbasetemp().parent / "processes.lock"  # the run's folder, above every worker's
@@ -95,11 +97,25 @@ def _one_multiprocess_test_at_a_time(request, tmp_path_factory):
         yield
 
 
+@pytest.fixture(autouse=True)
+def _one_multiprocess_test_at_a_time(request, tmp_path_factory):
+    """Tests marked ``processes`` run under :func:`cores_alone`. A fixture of wider scope that starts
+    such processes itself takes it in its own setup (it is set up before this one)."""
+    if request.node.get_closest_marker("processes") is None:
+        yield
+        return
+    with cores_alone(tmp_path_factory):
+        yield
+
+
 def pytest_collection_modifyitems(config, items):
-    """Slow (end-to-end) tests first, in their files' order. Under ``-n`` (pytest-xdist) each worker
-    starts with a consecutive chunk of the tests (a quarter of its share): on two cores the first
-    worker takes the slow tests one after another and the second the quick ones, then the rest."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The ``processes`` tests first, then the quick ones, then the other slow (end-to-end) ones,
+    each in their files' order. Under ``-n`` the scheduler is ``worksteal`` (``addopts`` in
+    pyproject.toml): each worker starts with half of this list, and a worker left with (almost)
+    nothing takes half of the other's queue, from its end. On two cores the first worker goes
+    through the ``processes`` tests (one at a time anyway: they fill the cores), the second through
+    the other slow tests, and the quick ones fill in on both."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("processes") else 2 if item.get_closest_marker("slow") else 1)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from anytime_reasoner.config import TrainConfig, build_config
 from anytime_reasoner.train.async_rollouts import ProcessRollouts, RolloutWorkerError
 from anytime_reasoner.train.build import build_trainer
 from anytime_reasoner.train.loggers import read_metrics
+from tests.conftest import cores_alone
 
 pytestmark = [
     pytest.mark.slow,
@@ -60,10 +61,11 @@ def _same_weights(a, b) -> bool:
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: once per xdist worker, however the module's tests are dealt out
 def lag_one(tmp_path_factory):
     """3 steps at lag 1, weights by file: the reference of this module's lag-1 runs."""
-    return _fit(tmp_path_factory.mktemp("lag1") / "run", 3, "trainer.async_level=1")
+    with cores_alone(tmp_path_factory):
+        return _fit(tmp_path_factory.mktemp("lag1") / "run", 3, "trainer.async_level=1")
 
 
 def test_a_worker_at_lag_zero_samples_what_the_trainer_samples(tmp_path):

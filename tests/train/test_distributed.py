@@ -24,7 +24,7 @@ from anytime_reasoner.algo.advantages import summary_advantages, thinking_advant
 from anytime_reasoner.rollout.types import RolloutBatch
 from anytime_reasoner.train.loggers import read_metrics
 from anytime_reasoner.train.runtime import Runtime
-from tests.conftest import make_tiny_qwen2, make_tokenizer
+from tests.conftest import cores_alone, make_tiny_qwen2, make_tokenizer
 from tests.train.test_trainer_smoke import _build, _config, _overrides
 
 pytestmark = [
@@ -78,7 +78,7 @@ def _plan(root: Path) -> list[dict[str, object]]:
     return runs
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
     """The tiny model and tokenizer the 2-process runs and their one-process references start from."""
     path = tmp_path_factory.mktemp("distributed") / "base"
@@ -87,14 +87,15 @@ def model_dir(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: once per xdist worker, however the module's tests are dealt out
 def launched(model_dir, tmp_path_factory) -> Path:
     """One ``torchrun`` launch of 2 ranks running every run of :func:`_plan` → the folder of their outputs."""
     root = tmp_path_factory.mktemp("two-processes")
     plan = root / "plan.json"
     plan.write_text(json.dumps({"model": str(model_dir), "runs": _plan(root)}))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD}", str(WORKER), str(plan)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    with cores_alone(tmp_path_factory):
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-4000:]
     return root
 
