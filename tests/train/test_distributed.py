@@ -23,7 +23,6 @@ import torch
 from anytime_reasoner.algo.advantages import summary_advantages, thinking_advantages
 from anytime_reasoner.rollout.types import RolloutBatch
 from anytime_reasoner.train.loggers import read_metrics
-from anytime_reasoner.train.runtime import Runtime
 from tests.conftest import cores_alone, make_tiny_qwen2, make_tokenizer
 from tests.train.test_trainer_smoke import _build, _config, _overrides
 
@@ -128,13 +127,6 @@ def _global_batch(dump: Path, step: int) -> tuple[RolloutBatch, torch.Tensor, to
     think_adv = torch.stack([parts[r]["think_adv"][j] for r, j in order])  # [B, G, S]
     summ_adv = torch.stack([parts[r]["summ_adv"][j] for r, j in order])  # [B, G, S, A]
     return rollouts, think_adv, summ_adv
-
-
-def test_runtime_deals_questions_strided():
-    rank1 = Runtime(device=torch.device("cpu"), rank=1, world_size=2)
-    assert rank1.shard(["q0", "q1", "q2", "q3", "q4"]) == ["q1", "q3"]
-    assert rank1.global_index(torch.tensor([0, 1])).tolist() == [1, 3]  # 1 + 2·0, 1 + 2·1
-    assert Runtime(device=torch.device("cpu")).all_reduce([2.0, 3.0]) == [2.0, 3.0]
 
 
 @pytest.mark.parametrize("case", list(CASES))
