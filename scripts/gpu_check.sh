@@ -8,6 +8,7 @@
 #   bash scripts/gpu_check.sh --device cpu     # the same stages on the CPU
 #   bash scripts/gpu_check.sh --peak-tflops 312   # name the card's bf16 dense peak if not detected
 #   bash scripts/gpu_check.sh --fail-fast      # stop at the first failed stage (default: run them all)
+#   bash scripts/gpu_check.sh --stages 4,5     # only these stages (stage numbers: rerun what failed)
 # Stages (docs/SCALING.md):
 #   1. versions (torch, CUDA, vLLM, transformers) and the device;
 #   2. the real CLI: `train` in bf16 with FlexAttention and the vLLM engine, 2 steps with a checkpoint
@@ -23,14 +24,20 @@ cd "$(dirname "$0")/.."
 DEVICE=cuda
 STEP_ARGS=()
 FAIL_FAST=0
+STAGES=1,2,3,4,5
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --device) DEVICE=$2; shift 2 ;;
     --peak-tflops) STEP_ARGS+=(--peak-tflops "$2"); shift 2 ;;
     --fail-fast) FAIL_FAST=1; shift ;;
-    *) echo "gpu_check: unknown argument $1 (allowed: --device cuda|cpu, --peak-tflops N, --fail-fast)" >&2; exit 2 ;;
+    --stages) STAGES=$2; shift 2 ;;
+    *) echo "gpu_check: unknown argument $1 (allowed: --device cuda|cpu, --peak-tflops N, --fail-fast, --stages 1,2,3,4,5)" >&2; exit 2 ;;
   esac
 done
+if [[ ! $STAGES =~ ^[1-5](,[1-5])*$ ]]; then
+  echo "gpu_check: --stages: a comma-separated list of stage numbers 1-5, got '$STAGES'" >&2; exit 2
+fi
+wanted() { [[ ,$STAGES, == *,$1,* ]]; }  # wanted N: stage N was asked for
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 PY=${PYTHON:-python}
 OUT=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
@@ -60,18 +67,24 @@ stage() {  # stage NAME SECONDS COMMAND...: runs it with a time limit, records a
   if [[ $FAIL_FAST == 1 ]]; then report; fi
 }
 
-stage "1. versions and device" 60 $PY -u benchmarks/gpu_check.py versions --device "$DEVICE"
+wanted 1 && stage "1. versions and device" 60 $PY -u benchmarks/gpu_check.py versions --device "$DEVICE"
 
-stage "2a. model (the embedded architecture, random weights)" 120 $PY -u benchmarks/gpu_check.py make-model --out "$OUT/model"
+if wanted 2 || wanted 3 || wanted 5; then  # the model stages 2, 3 and 5 train or serve
+  stage "2a. model (the embedded architecture, random weights)" 120 $PY -u benchmarks/gpu_check.py make-model --out "$OUT/model"
+fi
 TRAIN=($PY -u -m anytime_reasoner train model.path="$OUT/model" model.device="$DEVICE" model.dtype=bfloat16
   model.attention=$ATTENTION engine.backend=$ENGINE "${ENGINE_KEYS[@]}" rollout.max_budget=96 rollout.summary_max_tokens=8
   rollout.n=4 trainer.batch_size=4 ppo.ppo_mini_batch_size=4 trainer.save_every=1 trainer.val_every=0
   trainer.progress=false trainer.out="$OUT/run")
-stage "2b. train: 2 steps, a checkpoint each ($ENGINE engine, $ATTENTION attention, bf16)" 300 "${TRAIN[@]}" trainer.steps=2
-stage "2c. the same command to step 3 (resume=auto)" 300 "${TRAIN[@]}" trainer.steps=3 trainer.resume=auto
-stage "2d. the resume" 60 $PY -u benchmarks/gpu_check.py resume --out "$OUT/run" --steps 3
+if wanted 2; then
+  stage "2b. train: 2 steps, a checkpoint each ($ENGINE engine, $ATTENTION attention, bf16)" 300 "${TRAIN[@]}" trainer.steps=2
+  stage "2c. the same command to step 3 (resume=auto)" 300 "${TRAIN[@]}" trainer.steps=3 trainer.resume=auto
+  stage "2d. the resume" 60 $PY -u benchmarks/gpu_check.py resume --out "$OUT/run" --steps 3
+fi
 
-if [[ $HAS_VLLM == 1 ]]; then
+if ! wanted 3; then
+  :
+elif [[ $HAS_VLLM == 1 ]]; then
   stage "3. torchrun + vLLM external_launcher: sample, sleep, wake, sync" 300 \
     $PY -m torch.distributed.run --nproc-per-node 1 benchmarks/gpu_check.py launcher --model "$OUT/model" --device "$DEVICE"
 elif [[ $DEVICE == cpu ]]; then
@@ -80,7 +93,7 @@ else
   echo "== 3. torchrun + vLLM external_launcher: FAIL (vLLM is not installed)"; FAILED+=("3. vLLM not installed")
 fi
 
-stage "4. the 1.5B-shape step" 420 $PY -u benchmarks/gpu_check.py step --device "$DEVICE" "${SHAPE[@]}" "${STEP_ARGS[@]}"
+wanted 4 && stage "4. the 1.5B-shape step" 420 $PY -u benchmarks/gpu_check.py step --device "$DEVICE" "${SHAPE[@]}" "${STEP_ARGS[@]}"
 
 if [[ $DEVICE == cpu ]]; then
   ASYNC=(trainer.weight_transfer=broadcast)
@@ -89,8 +102,10 @@ elif [[ $($PY -c 'import torch; print(torch.cuda.device_count())') -ge 2 ]]; the
 else
   ASYNC=(trainer.weight_transfer=file)
 fi
-stage "5a. async_level=1: ${ASYNC[*]}" 300 "${TRAIN[@]}" trainer.out="$OUT/async" trainer.steps=3 trainer.async_level=1 "${ASYNC[@]}"
-stage "5b. the lag and the worker in the metrics" 60 $PY -u benchmarks/gpu_check.py async --out "$OUT/async" --steps 3
+if wanted 5; then
+  stage "5a. async_level=1: ${ASYNC[*]}" 300 "${TRAIN[@]}" trainer.out="$OUT/async" trainer.steps=3 trainer.async_level=1 "${ASYNC[@]}"
+  stage "5b. the lag and the worker in the metrics" 60 $PY -u benchmarks/gpu_check.py async --out "$OUT/async" --steps 3
+fi
 
 report
 echo "gpu_check: every stage passed"

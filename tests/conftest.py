@@ -83,28 +83,32 @@ def make_tiny_qwen2(seed: int = 0, hidden: int = 32, layers: int = 2, vocab: int
 
 
 @contextlib.contextmanager
-def cores_alone(tmp_path_factory) -> Iterator[None]:
-    """Under ``-n``, hold the lock the xdist workers share for work that fills the cores (several
-    processes: jobs, torchrun ranks, rollout workers, the grader's timed pool), so two such pieces
-    never run at once (more processes than cores made the grader's timed tests fail in CI, with the
-    vLLM suite beside the main one); the other workers go on with the rest. Without ``-n``: nothing."""
+def cores_alone(tmp_path_factory, *, exclusive: bool = False) -> Iterator[None]:
+    """Under ``-n``, hold the lock the xdist workers share for work that runs several processes
+    (jobs, torchrun ranks, rollout workers, the grader's pool). ``exclusive``: no other such work
+    at once (the grader's timed tests: more processes than cores made them fail in CI); otherwise
+    shared with other shared holders, so two such tests may overlap (they wait on their processes
+    a good part of the time, and no result of theirs depends on timing) but never with an exclusive
+    one. Without ``-n``: nothing."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         yield
         return
     lock = tmp_path_factory.getbasetemp().parent / "processes.lock"  # the run's folder, above every worker's
     with lock.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
 
 
 @pytest.fixture(autouse=True)
-def _one_multiprocess_test_at_a_time(request, tmp_path_factory):
-    """Tests marked ``processes`` run under :func:`cores_alone`. A fixture of wider scope that starts
-    such processes itself takes it in its own setup (it is set up before this one)."""
-    if request.node.get_closest_marker("processes") is None:
+def _processes_lock(request, tmp_path_factory):
+    """Tests marked ``processes`` run under :func:`cores_alone`, exclusively when marked
+    ``processes(exclusive=True)``. A fixture of wider scope that starts processes itself takes the
+    lock in its own setup (it is set up before this one)."""
+    marker = request.node.get_closest_marker("processes")
+    if marker is None:
         yield
         return
-    with cores_alone(tmp_path_factory):
+    with cores_alone(tmp_path_factory, exclusive=marker.kwargs.get("exclusive", False)):
         yield
 
 
@@ -112,9 +116,10 @@ def pytest_collection_modifyitems(config, items):
     """The ``processes`` tests first, then the quick ones, then the other slow (end-to-end) ones,
     each in their files' order. Under ``-n`` the scheduler is ``worksteal`` (``addopts`` in
     pyproject.toml): each worker starts with half of this list, and a worker left with (almost)
-    nothing takes half of the other's queue, from its end. On two cores the first worker goes
-    through the ``processes`` tests (one at a time anyway: they fill the cores), the second through
-    the other slow tests, and the quick ones fill in on both."""
+    nothing takes half of the other's queue, from its end. On two cores the first worker starts on
+    the ``processes`` tests, the second on the other slow ones, the quick ones fill in on both, and
+    a worker that has stolen ``processes`` tests runs them beside the other's (the lock is shared
+    but for the exclusive ones)."""
     items.sort(key=lambda item: 0 if item.get_closest_marker("processes") else 2 if item.get_closest_marker("slow") else 1)
 
 

@@ -30,7 +30,7 @@ def test_every_stage_passes_on_the_cpu():
     code, out = _run("--device", "cpu")
     assert code == 0, out[-4000:]
     figures = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line and not line.startswith(("check ", "-- ")))
-    for stage in ("1. versions", "2b. train", "2c. the same command", "2d. the resume", "4. the 1.5B-shape step"):
+    for stage in ("1. versions", "2b. train", "2c. the same command", "2d. the resume", "4. the 1.5B-shape step", "5b. the lag"):
         assert any(line.startswith(f"-- {stage}") and ": PASS" in line for line in out.splitlines()), stage
     assert "FAIL" not in out
     assert "check compiles_below_the_limit: PASS" in out and int(figures["compiled_graphs_cpu_dynamo"]) <= 3
@@ -44,6 +44,18 @@ def test_every_stage_passes_on_the_cpu():
         assert "check engine_follows_the_trainer: PASS" in out and "check update_moves_the_logprobs: PASS" in out
     else:
         assert "3. torchrun + vLLM external_launcher: skipped (vLLM is not installed" in out
+
+
+def test_only_the_stages_asked_for_run():
+    """``--stages 1``: the versions stage alone (a device session reruns what failed, not the rest);
+    an unknown stage is refused in one line."""
+    code, out = _run("--device", "cpu", "--stages", "1")
+    assert code == 0, out[-2000:]
+    assert "-- 1. versions and device: PASS" in out
+    assert not any(line.startswith(("== 2", "== 3", "== 4", "== 5")) for line in out.splitlines()), out
+    code, out = _run("--device", "cpu", "--stages", "2,7")
+    assert code == 2
+    assert out.strip() == "gpu_check: --stages: a comma-separated list of stage numbers 1-5, got '2,7'"
 
 
 def test_a_failing_stage_fails_the_script(tmp_path):

@@ -12,7 +12,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "fuzz_grader.py"
 
 
 @pytest.mark.slow  # ~20 s on two shared cores
-@pytest.mark.processes  # the grader's pool, timed
+@pytest.mark.processes(exclusive=True)  # the grader's pool, timed
 def test_fuzz_script_grades_300_hostile_outputs_without_a_crash():
     command = [sys.executable, str(SCRIPT), "300", "--seed", "1", "--timeout", "0.5", "--batch-size", "100", "--no-progress"]
     out = subprocess.run(command, capture_output=True, text=True, timeout=300)

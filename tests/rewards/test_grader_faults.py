@@ -70,7 +70,7 @@ def test_an_allocation_past_the_cap_ends_the_worker_which_is_replaced(faulty: Ma
 
 
 @pytest.mark.slow  # ~3-7 s of big-integer arithmetic
-@pytest.mark.processes  # the grader's pool, timed
+@pytest.mark.processes(exclusive=True)  # the grader's pool, timed
 def test_an_answer_building_a_huge_integer_runs_out_of_memory_and_is_logged(respond, caplog):
     with MathVerifier(timeout=120.0, workers=1, memory_limit_mb=400) as verifier:
         assert verifier.match(["\\frac{1}{2}"], ["0.5"])[0].correct

@@ -101,7 +101,7 @@ def test_extraction_of_hostile_responses(case: Case):
 
 
 @pytest.mark.slow  # 10-15 s on two shared cores: 40 batches, about a third of them with a timed-out answer
-@pytest.mark.processes  # the grader's pool, timed
+@pytest.mark.processes(exclusive=True)  # the grader's pool, timed
 @settings(FUZZ, max_examples=40)
 @given(batch=st.lists(cases, min_size=1, max_size=4))
 def test_hostile_batches_grade_wrong_in_time_and_execute_nothing(trapped: tuple[MathVerifier, Path], batch: list[Case]):
