@@ -83,7 +83,7 @@ def make_tiny_qwen2(seed: int = 0, hidden: int = 32, layers: int = 2, vocab: int
 
 
 @contextlib.contextmanager
-def cores_alone(tmp_path_factory, *, exclusive: bool = False) -> Iterator[None]:
+def processes_lock(tmp_path_factory, *, exclusive: bool = False) -> Iterator[None]:
     """Under ``-n``, hold the lock the xdist workers share for work that runs several processes
     (jobs, torchrun ranks, rollout workers, the grader's pool). ``exclusive``: no other such work
     at once (the grader's timed tests: more processes than cores made them fail in CI); otherwise
@@ -101,14 +101,14 @@ def cores_alone(tmp_path_factory, *, exclusive: bool = False) -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _processes_lock(request, tmp_path_factory):
-    """Tests marked ``processes`` run under :func:`cores_alone`, exclusively when marked
+    """Tests marked ``processes`` run under :func:`processes_lock`, exclusively when marked
     ``processes(exclusive=True)``. A fixture of wider scope that starts processes itself takes the
     lock in its own setup (it is set up before this one)."""
     marker = request.node.get_closest_marker("processes")
     if marker is None:
         yield
         return
-    with cores_alone(tmp_path_factory, exclusive=marker.kwargs.get("exclusive", False)):
+    with processes_lock(tmp_path_factory, exclusive=marker.kwargs.get("exclusive", False)):
         yield
 
 

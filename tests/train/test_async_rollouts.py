@@ -21,7 +21,7 @@ from anytime_reasoner.config import TrainConfig, build_config
 from anytime_reasoner.train.async_rollouts import ProcessRollouts, RolloutWorkerError
 from anytime_reasoner.train.build import build_trainer
 from anytime_reasoner.train.loggers import read_metrics
-from tests.conftest import cores_alone
+from tests.conftest import processes_lock
 
 pytestmark = [
     pytest.mark.slow,
@@ -64,7 +64,7 @@ def _same_weights(a, b) -> bool:
 @pytest.fixture(scope="session")  # session: once per xdist worker, however the module's tests are dealt out
 def lag_one(tmp_path_factory):
     """3 steps at lag 1, weights by file: the reference of this module's lag-1 runs."""
-    with cores_alone(tmp_path_factory):
+    with processes_lock(tmp_path_factory):
         return _fit(tmp_path_factory.mktemp("lag1") / "run", 3, "trainer.async_level=1")
 
 

@@ -23,7 +23,7 @@ import torch
 from anytime_reasoner.algo.advantages import summary_advantages, thinking_advantages
 from anytime_reasoner.rollout.types import RolloutBatch
 from anytime_reasoner.train.loggers import read_metrics
-from tests.conftest import cores_alone, make_tiny_qwen2, make_tokenizer
+from tests.conftest import make_tiny_qwen2, make_tokenizer, processes_lock
 from tests.train.test_trainer_smoke import _build, _config, _overrides
 
 pytestmark = [
@@ -93,7 +93,7 @@ def launched(model_dir, tmp_path_factory) -> Path:
     plan = root / "plan.json"
     plan.write_text(json.dumps({"model": str(model_dir), "runs": _plan(root)}))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD}", str(WORKER), str(plan)]
-    with cores_alone(tmp_path_factory):
+    with processes_lock(tmp_path_factory):
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-4000:]
     return root
