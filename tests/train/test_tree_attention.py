@@ -9,7 +9,7 @@ from rollout_cases import make_rollouts, random_advantages, tiny_model
 from anytime_reasoner.rollout.types import RolloutBatch, Summary, Thinking
 from anytime_reasoner.train.logprobs import packed_logprobs, uses_tree_attention
 from anytime_reasoner.train.packing import RowPlacement, first_fit_bins, merge_rows, pack_rollouts
-from anytime_reasoner.train.tree_attention import IMPLEMENTATION, TreeLayout, register
+from anytime_reasoner.train.tree_attention import IMPLEMENTATION, TreeLayout, buckets, register
 
 BUDGETS = (4, 8, 12)
 LENGTHS = [[2, 4, 7], [8, 10, 12]]  # before, at and between budgets; the last never closes
@@ -42,9 +42,10 @@ def test_layout_of_the_hand_batch():
     p = pack_rollouts(batch, torch.zeros(1, 2, 2), torch.zeros(1, 2, 2, 1))
     layout = TreeLayout.of(p)
     # row 0: trunk 0-5 (6 tokens); row 1: trunk 0-2 (3 tokens)
-    assert layout.trunks.rows.tolist() == [0, 1] and layout.trunks.valid.sum(1).tolist() == [6, 3]
-    blocks = layout.blocks
-    assert blocks is not None and blocks.rows.tolist() == [0, 0, 1, 1]
+    assert len(layout.trunks) == len(layout.blocks) == 1  # under BUCKET_LEAST segments: one bucket each
+    trunks, blocks = layout.trunks[0], layout.blocks[0]
+    assert trunks.rows.tolist() == [0, 1] and trunks.valid.sum(1).tolist() == [6, 3]
+    assert blocks.rows.tolist() == [0, 0, 1, 1]
     assert blocks.valid.sum(1).tolist() == [4, 2, 2, 3]  # block lengths: inserted + sampled
     # prefix part of the mask: row 0 sees 5 then 6 trunk tokens, row 1 sees 3 and 3 (P = 6)
     assert blocks.mask[:, 0, 0, :6].sum(1).tolist() == [5, 6, 3, 3]
@@ -71,6 +72,32 @@ def test_tree_attention_gradient_equals_the_dense_mask():
     weights = torch.randn(rows.input_ids.shape, generator=torch.Generator().manual_seed(0))  # [N, T]
     for model in (dense, tree):
         (packed_logprobs(model, rows) * weights).sum().backward()
+    for (name, a), b in zip(dense.named_parameters(), tree.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_buckets_of_similar_lengths():
+    """Lengths 10, 9, …, 1 with ratio 0.8 and at least 3 per bucket: 10, 9, 8 (7 < 0.8 · 10 = 8),
+    then 7, 6, 5 (5 < 0.8 · 7 = 5.6), then 4, 3, 2, 1 (4 < 0.8 · 5 = 4, but only 1 would be left
+    after 4, 3, 2); each bucket in batch order."""
+    lengths = torch.tensor([3, 10, 1, 7, 9, 4, 8, 2, 6, 5])
+    got = [lengths[i].tolist() for i in buckets(lengths, ratio=0.8, least=3)]
+    assert got == [[10, 9, 8], [7, 6, 5], [3, 1, 4, 2]]
+    assert buckets(torch.tensor([], dtype=torch.long)) == []
+
+
+def test_tree_attention_in_several_buckets_equals_the_dense_mask():
+    """Thinkings of 1 to 24 tokens (24 trunks, 72 summary blocks): several buckets of trunks and of
+    blocks, the same log-probs and gradients as the dense mask."""
+    dense, tree = _pair("qwen2", seed=11)
+    batch = make_rollouts([list(range(1, 13)), list(range(13, 25))], (6, 12, 24), n_summary=1, seed=3)
+    rows = _merged(pack_rollouts(batch, *random_advantages(batch)))
+    layout = TreeLayout.of(rows)
+    assert len(layout.trunks) > 1 and len(layout.blocks) > 1
+    weights = torch.randn(rows.input_ids.shape, generator=torch.Generator().manual_seed(0))  # [N, T]
+    by_mask, by_tree = packed_logprobs(dense, rows, tokens="all"), packed_logprobs(tree, rows, tokens="all")  # [N, T]
+    torch.testing.assert_close(by_tree, by_mask, atol=1e-5, rtol=0)
+    ((by_mask * weights).sum() + (by_tree * weights).sum()).backward()
     for (name, a), b in zip(dense.named_parameters(), tree.parameters(), strict=True):
         torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=name)
 

@@ -3,14 +3,17 @@
 A dense tree mask (``train.masks.dense_attention_mask``) makes every layer attend over all
 ``T × T`` pairs of a row and then throws most of them away: a summary block of ~16 tokens sees a
 trunk prefix and itself, yet pays for the whole row. Here each row is cut into its segments
-(``train.packing``: a trunk per tree, then its summary blocks) and attention runs twice per
-layer, both times through ``scaled_dot_product_attention``:
+(``train.packing``: a trunk per tree, then its summary blocks) and attention runs per kind of
+segment, through ``scaled_dot_product_attention``:
 
 - trunks: every trunk gathered into ``[n_trunks, H, L, D]`` (L = the longest trunk), causal;
 - blocks: every block's queries ``[n_blocks, H, Q, D]`` against its trunk prefix followed by itself
   ``[n_blocks, H, P + Q, D]`` (P = the longest visible prefix), with a small mask ``[n_blocks, 1, Q, P + Q]``.
 
 The work is ``Σ L² + Σ Q·(P + Q)`` instead of ``N·T²``, and no ``[N, 1, T, T]`` float mask exists.
+Segments of very different lengths would pad each other to the longest (a GRPO batch's trunks, a
+prompt and one response each, run from ~80 to ~270 tokens: 2.3x the causal pairs of their own
+lengths), so each kind is split into buckets of similar lengths (``buckets``), one ``sdpa`` call each.
 Padding tokens get zero outputs (no real token attends to them, so they change nothing).
 
 How it plugs into transformers: the function is registered in transformers' attention registry
@@ -40,6 +43,8 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMa
 from anytime_reasoner.train.packing import PADDING, TRUNK, PackedBatch
 
 IMPLEMENTATION = "anytime_tree"
+BUCKET_RATIO = 0.8  # a bucket of segments holds lengths down to this share of its longest ...
+BUCKET_LEAST = 8  # ... and at least this many segments (each bucket is one more sdpa call per layer)
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,8 @@ class _Group:
 class TreeLayout:
     """The segments of a batch of packed rows, as gather indices (see the module docstring)."""
 
-    trunks: _Group
-    blocks: _Group | None
+    trunks: tuple[_Group, ...]  # by length (see ``buckets``)
+    blocks: tuple[_Group, ...]  # by visible prefix + length; none in rows of trunks only
 
     @classmethod
     def of(cls, batch: PackedBatch) -> TreeLayout:
@@ -81,13 +86,31 @@ class TreeLayout:
         ends = torch.where(same_row, torch.roll(starts, -1), batch.lengths.to(device)[rows])  # [n_seg]
         lengths = ends - starts  # [n_seg]
         is_trunk = seg[rows, starts] == TRUNK  # [n_seg]
-        trunks = _causal_group(rows[is_trunk], starts[is_trunk], lengths[is_trunk])
-        if bool(is_trunk.all()):
-            return cls(trunks, None)
-        b = ~is_trunk
+        t = is_trunk.nonzero().squeeze(1)  # [n_t]
+        trunks = tuple(_causal_group(rows[i], starts[i], lengths[i]) for i in (t[j] for j in buckets(lengths[t])))
+        b = (~is_trunk).nonzero().squeeze(1)  # [n_b]
         prefix_start = doc_start[rows[b], starts[b]]  # [n_b] the block's trunk starts here
         prefix_len = batch.visible_trunk.to(device)[rows[b], starts[b]] - prefix_start  # [n_b]
-        return cls(trunks, _block_group(rows[b], starts[b], lengths[b], prefix_start, prefix_len))
+        blocks = tuple(
+            _block_group(rows[b[j]], starts[b[j]], lengths[b[j]], prefix_start[j], prefix_len[j])
+            for j in buckets(prefix_len + lengths[b])
+        )
+        return cls(trunks, blocks)
+
+
+def buckets(lengths: torch.Tensor, ratio: float = BUCKET_RATIO, least: int = BUCKET_LEAST) -> list[torch.Tensor]:
+    """Indices of ``lengths [n]`` in buckets of similar lengths, longest first: a bucket ends before the
+    first length under ``ratio`` times its longest, once it and what is left hold ``least`` each."""
+    order = torch.argsort(lengths, descending=True, stable=True)  # [n]
+    ordered = lengths[order].tolist()
+    out, start = [], 0
+    for i, length in enumerate(ordered):
+        if length < ratio * ordered[start] and i - start >= least and len(ordered) - i >= least:
+            out.append(order[start:i].sort().values)  # in batch order within a bucket
+            start = i
+    if ordered:
+        out.append(order[start:].sort().values)
+    return out
 
 
 def _causal_group(rows: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor) -> _Group:
@@ -159,7 +182,7 @@ def tree_attention_forward(
     N, H, T, D = query.shape
     # token-major [N·T, heads, D]: how the projections laid the heads out in memory
     tokens_q, tokens_k, tokens_v = (x.transpose(1, 2).reshape(N * T, x.shape[1], D) for x in (query, key, value))
-    groups = [g for g in (tree_layout.trunks, tree_layout.blocks) if g is not None]
+    groups = tree_layout.trunks + tree_layout.blocks
     outputs = [_attend(g, tokens_q, tokens_k, tokens_v, T, scaling) for g in groups]  # each [m, H, D] (the compute dtype)
     out = outputs[0].new_zeros(N * T, H, D)  # [N·T, H, D], padding stays 0
     for group, values in zip(groups, outputs, strict=True):
