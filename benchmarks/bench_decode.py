@@ -2,11 +2,18 @@
 demo's real rollouts (docs/BENCHMARKS.md, "The engine's sampling loop").
 
 Builds the demo's training runs (``bench_step.build``: the shipped base model, the demo's scale) for
-each preset twice, one engine per decoder, and samples the rollouts of steps 1..``--steps`` with each
-in turn (no update in between, so both decode the same policy). The two rollouts of a step must hold
-the same thinkings and summaries (tokens, log-probs, rewards) (the loop draws what ``generate`` draws from the same
-seed); the script stops if they differ. Prints per preset the median time of the thinking and summary
-phases with each decoder and their ratio.
+each preset three times, one engine each, and samples the rollouts of steps 1..``--steps`` with each
+in turn (no update in between, so all decode the same policy):
+
+    generate   the engine with transformers' ``model.generate``
+    parity     the engine's loop as ``generate`` samples: its draw (``torch.multinomial``), finished
+               rows kept in the batch (``draw="multinomial"``, ``shrink_at=None``)
+    loop       the engine's loop as it runs by default: finished rows leave the batch, tokens drawn
+               by inverse CDF (the same distribution, other samples)
+
+The ``parity`` and ``generate`` rollouts of a step must hold the same thinkings and summaries
+(tokens, log-probs, rewards); the script stops if they differ. Prints per preset the median time of
+the thinking and summary phases with each engine and the ratios.
 
     python benchmarks/bench_decode.py                  # grpo and ar-uniform, 5 steps, ~3 min
     python benchmarks/bench_decode.py --presets grpo --steps 10
@@ -23,7 +30,8 @@ from pathlib import Path
 
 from bench_step import build
 
-DECODERS = {"loop": "tree+rows", "generate": "generate"}  # bench_step's variants: the same run, one decoder each
+DECODERS = {"generate": "generate", "parity": "tree+rows", "loop": "tree+rows"}  # bench_step's variants
+PARITY = {"draw": "multinomial", "shrink_at": None}  # the loop's settings that sample what generate samples
 
 
 def main() -> None:
@@ -38,11 +46,13 @@ def main() -> None:
 
     torch.set_num_threads(1)
     base = ensure_base_model(None, seed=0, progress=True)
-    print("| preset | phase | generate() | the engine's loop | generate ÷ loop |")
-    print("|---|---|---:|---:|---:|")
+    print("| preset | phase | generate() | loop, generate's draw | loop | generate ÷ parity | generate ÷ loop |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for preset in [p for p in args.presets.split(",") if p]:
         with tempfile.TemporaryDirectory() as tmp:
             trainers = {d: build(preset, v, base, Path(tmp) / d, args.steps) for d, v in DECODERS.items()}
+            for name, value in PARITY.items():
+                setattr(trainers["parity"].engine, name, value)
             times: dict[str, dict[str, list[float]]] = {d: {"thinking": [], "summary": []} for d in trainers}
             try:
                 for step in range(1, args.steps + 1):
@@ -51,8 +61,10 @@ def main() -> None:
                         sampled[d] = trainer.sample(step, trainer.plan).rollouts
                         for phase in ("thinking", "summary"):
                             times[d][phase].append(sampled[d].timings[phase])
-                    if sampled["loop"].thinkings != sampled["generate"].thinkings:  # tokens, log-probs, rewards
-                        raise SystemExit(f"{preset} step {step}: the loop sampled other tokens than generate()")
+                    if sampled["parity"].thinkings != sampled["generate"].thinkings:  # tokens, log-probs, rewards
+                        raise SystemExit(
+                            f"{preset} step {step}: the loop with generate's draw sampled other tokens than generate()"
+                        )
             finally:
                 for trainer in trainers.values():
                     trainer.verifier.close()
@@ -65,9 +77,10 @@ def main() -> None:
             }
             if med["loop"] >= 0.01:  # GRPO has no summary phase
                 print(
-                    f"| {preset} | {phase} | {med['generate']:.2f} s | {med['loop']:.2f} s | {med['generate'] / med['loop']:.2f}× |"
+                    f"| {preset} | {phase} | {med['generate']:.2f} s | {med['parity']:.2f} s | {med['loop']:.2f} s | "
+                    f"{med['generate'] / med['parity']:.2f}× | {med['generate'] / med['loop']:.2f}× |"
                 )
-    print(f"\nmedians over {args.steps} steps; every step's rollouts equal token for token")
+    print(f"\nmedians over {args.steps} steps; generate's and the parity loop's rollouts equal token for token at every step")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,12 @@ of each, then step 2 of each, …) so every variant sees the same machine load. 
                (engine/decode.py: the same tokens, a KV cache reserved up front)
     re-encode  tree+rows with every summary prefix encoded anew (engine.prefix_caching=false) instead
                of forked from the thinking's held cache (engine/prefix_cache.py)
+    full-batch tree+rows with finished rows kept in the model's batch to the end of a sampling call
+               (the engine's shrink_at=None) instead of leaving it
+    one-bucket tree+rows with every trunk (and every summary block) of a micro-batch in one
+               sdpa call, padded to the longest, instead of in buckets of similar lengths
+    multinomial tree+rows drawing each token with generate's torch.multinomial (the engine's
+               draw="multinomial") instead of by inverse CDF
  Every step is the trainer's real ``train_step``; the phases are its timing metrics:
 
     thinking, summary, grading     (inside the rollout)
@@ -23,7 +29,7 @@ of each, then step 2 of each, …) so every variant sees the same machine load. 
 Prints per run the median seconds of each phase over the steps, its share of the median step, the
 update's padding share (pad tokens / tokens run through the model), and per preset the ratios of
 update time (old log-probs + forward/backward) and step time of ``dense`` to each variant, and of
-generation (thinking + summary phases) of ``two-phase`` to ``one-pass``, of ``generate`` and of ``re-encode`` to ``tree+rows``.
+generation (thinking + summary phases) of ``two-phase`` to ``one-pass``, of ``re-encode``, ``generate``, ``full-batch`` and ``multinomial`` to ``tree+rows``.
 
     python benchmarks/bench_step.py                        # ar-uniform and grpo, 4 steps each, ~6 min
     python benchmarks/bench_step.py --presets ar-uniform --steps 2
@@ -37,6 +43,7 @@ One thread per process, as the demo runs its jobs (``OMP_NUM_THREADS=1``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 from pathlib import Path
@@ -52,6 +59,13 @@ VARIANTS = {  # attention, several trees per row, rollout.one_pass, engine decod
     "two-phase": ("tree", True, False, "loop", True),
     "generate": ("tree", True, "auto", "generate", True),
     "re-encode": ("tree", True, "auto", "loop", False),
+    "full-batch": ("tree", True, "auto", "loop", True),
+    "multinomial": ("tree", True, "auto", "loop", True),
+    "one-bucket": ("tree", True, "auto", "loop", True),
+}
+ENGINE = {  # engine settings of the variants that change the sampling loop only (engine/decode.py)
+    "full-batch": {"shrink_at": None},  # finished rows stay in the model's batch to the end
+    "multinomial": {"draw": "multinomial"},  # generate's draw (an exponential variate per vocabulary entry)
 }
 
 
@@ -74,7 +88,24 @@ def build(preset: str, variant: str, base: Path, out: Path, steps: int):
     trainer = build_trainer(cfg)
     trainer.engine.decoder = decoder  # a TransformersEngine (the demo's engine)
     trainer.engine.prefix_caching = prefix_caching
+    for name, value in ENGINE.get(variant, {}).items():
+        setattr(trainer.engine, name, value)
     return trainer
+
+
+@contextlib.contextmanager
+def one_bucket(on: bool):
+    """Tree attention with every kind of segment in one sdpa call (no buckets of similar lengths),
+    for the steps of the ``one-bucket`` variant only."""
+    from anytime_reasoner.train import tree_attention
+
+    bucketed = tree_attention.buckets
+    if on:
+        tree_attention.buckets = lambda lengths, *args, **kwargs: bucketed(lengths, ratio=0.0)
+    try:
+        yield
+    finally:
+        tree_attention.buckets = bucketed
 
 
 def row(name: str, history: list[dict]) -> dict[str, float]:
@@ -90,6 +121,7 @@ def row(name: str, history: list[dict]) -> dict[str, float]:
         "update": phases["old_logprobs"] + phases["forward_backward"],
         "padding": padding,
         "generation": generation,
+        "thinking": phases["thinking"],
         "summary": phases["summary"],
     }
 
@@ -115,7 +147,8 @@ def main() -> None:
         try:
             for step in range(1, args.steps + 1):
                 for key, trainer in trainers.items():
-                    histories[key].append(trainer.train_step(step))
+                    with one_bucket(key[1] == "one-bucket"):
+                        histories[key].append(trainer.train_step(step))
                     print(f"step {step} {key}: {histories[key][-1]['time_step']:.2f} s", flush=True)
         finally:
             for trainer in trainers.values():
@@ -135,6 +168,12 @@ def main() -> None:
                     f"{p}: dense ÷ {v}: update (old log-probs + forward/backward) {base_row['update'] / r['update']:.2f}×, "
                     f"step {base_row['step'] / r['step']:.2f}×; padding {base_row['padding']:.1%} → {r['padding']:.1%}"
                 )
+        if "one-bucket" in variants and "tree+rows" in variants:
+            one, bucketed = rows[(p, "one-bucket")], rows[(p, "tree+rows")]
+            print(
+                f"{p}: one bucket ÷ buckets: update (old log-probs + forward/backward) {one['update']:.2f} s ÷ "
+                f"{bucketed['update']:.2f} s = {one['update'] / bucketed['update']:.2f}×, step {one['step'] / bucketed['step']:.2f}×"
+            )
         if "two-phase" in variants and "one-pass" in variants:
             two, one = rows[(p, "two-phase")], rows[(p, "one-pass")]
             print(
@@ -148,12 +187,12 @@ def main() -> None:
                 f"{again['summary'] / forked['summary']:.2f}×, generation {again['generation'] / forked['generation']:.2f}×, "
                 f"step {again['step'] / forked['step']:.2f}×"
             )
-        if "generate" in variants and "tree+rows" in variants:
-            by_generate, by_loop = rows[(p, "generate")], rows[(p, "tree+rows")]
+        for v in [v for v in ("generate", "full-batch", "multinomial") if v in variants and "tree+rows" in variants]:
+            other, loop = rows[(p, v)], rows[(p, "tree+rows")]
             print(
-                f"{p}: generate() ÷ the engine's loop: generation (thinking + summary) {by_generate['generation']:.2f} s ÷ "
-                f"{by_loop['generation']:.2f} s = {by_generate['generation'] / by_loop['generation']:.2f}×, "
-                f"step {by_generate['step'] / by_loop['step']:.2f}×"
+                f"{p}: {v} ÷ tree+rows: thinking {other['thinking']:.2f} s ÷ {loop['thinking']:.2f} s = "
+                f"{other['thinking'] / loop['thinking']:.2f}×, generation (thinking + summary) {other['generation']:.2f} s ÷ "
+                f"{loop['generation']:.2f} s = {other['generation'] / loop['generation']:.2f}×, step {other['step'] / loop['step']:.2f}×"
             )
 
 

@@ -7,7 +7,7 @@ from transformers import DynamicCache, LogitsProcessorList
 from transformers.cache_utils import DynamicLayer
 
 from anytime_reasoner.engine.base import ForcedAnswer, SamplingParams
-from anytime_reasoner.engine.decode import ReservedLayer, decode, output_cache, position_ids, reserve
+from anytime_reasoner.engine.decode import ReservedLayer, decode, draw_by_cdf, output_cache, position_ids, reserve
 from anytime_reasoner.engine.hf import LogprobRecorder, TransformersEngine, generation_kwargs, left_pad
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -34,7 +34,7 @@ def test_decode_samples_what_generate_samples(tiny_model, temperature, top_p, pr
             head = tiny_model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids(mask[:, :-1]))
             cache = output_cache(head)
         torch.manual_seed(3)
-        got, _ = decode(tiny_model, ids, mask, cache, params, LogitsProcessorList(), PAD)
+        got, _ = decode(tiny_model, ids, mask, cache, params, LogitsProcessorList(), PAD, draw="multinomial")
     assert torch.equal(got, expected)
     assert any(t in (7, 33) for row in expected[:, ids.shape[1] : -1].tolist() for t in row)  # some row stopped early
 
@@ -51,9 +51,62 @@ def test_decode_logprobs_equal_generate_logprobs(tiny_model):
             input_ids=ids, attention_mask=mask, logits_processor=LogitsProcessorList([recorders[0]]), **kwargs
         )
         torch.manual_seed(0)
-        by_decode, _ = decode(tiny_model, ids, mask, None, params, LogitsProcessorList([recorders[1]]), PAD)
+        by_decode, _ = decode(tiny_model, ids, mask, None, params, LogitsProcessorList([recorders[1]]), PAD, draw="multinomial")
     assert torch.equal(by_decode, by_generate)
     assert torch.allclose(recorders[1].finish(by_decode), recorders[0].finish(by_generate), atol=1e-6)
+
+
+def test_finished_rows_leave_the_batch_and_keep_their_cache(tiny_model):
+    """Rows that finished leave the model's batch (the forward sees fewer rows), yet the tokens are
+    those of the full batch and the returned cache holds every row: each row's keys through its stop
+    token as in the full batch (to float rounding: other batch shapes), zeros after it where the row left."""
+    ids, mask = left_pad(PREFIXES, PAD, torch.device("cpu"))  # [16, 7]
+    stops = tuple(range(0, 256, 16))  # one id in 16 ends a row: rows end from step 0 to past 24
+    params = SamplingParams(max_new_tokens=24, temperature=1.0, top_p=1.0, stop_token_ids=stops)
+    rows_seen: dict[str, list[int]] = {"full": [], "shrunk": []}
+    runs = {}
+    for name, at in (("full", None), ("shrunk", 0.25)):
+        hook = tiny_model.register_forward_pre_hook(
+            lambda _m, _a, kw, name=name: rows_seen[name].append(kw["input_ids"].shape[0]), with_kwargs=True
+        )
+        with torch.no_grad():
+            torch.manual_seed(3)
+            runs[name] = decode(tiny_model, ids, mask, None, params, LogitsProcessorList(), PAD, shrink_at=at)
+        hook.remove()
+    (full_ids, full_cache), (got_ids, got_cache) = runs["full"], runs["shrunk"]
+    assert torch.equal(got_ids, full_ids)
+    assert set(rows_seen["full"]) == {16} and min(rows_seen["shrunk"]) < 16  # some rows left
+    assert rows_seen["shrunk"] == sorted(rows_seen["shrunk"], reverse=True)
+    width, filled = ids.shape[1], full_cache.get_seq_length()
+    assert got_cache.get_seq_length() == filled and got_cache.layers[0].keys.shape[0] == 16
+    left = 0
+    for row, new in enumerate(full_ids[:, width:].tolist()):
+        stop = width + next((i for i, t in enumerate(new) if t in stops), len(new))  # the stop token's position
+        for full_layer, got_layer in zip(full_cache.layers, got_cache.layers, strict=True):
+            held = slice(0, min(stop + 1, filled))
+            assert torch.allclose(got_layer.keys[row, :, held], full_layer.keys[row, :, held], atol=1e-5)
+            assert torch.allclose(got_layer.values[row, :, held], full_layer.values[row, :, held], atol=1e-5)
+        got_after = got_cache.layers[-1].keys[row, :, stop + 1 : filled]  # [H, n, D] (layer 0 sees the pad embedding: zeros)
+        zero = (got_after == 0).all(dim=-1).all(dim=0)  # [n] positions never written: the row had left
+        kept = int(zero.long().argmax()) if bool(zero.any()) else zero.numel()
+        assert bool(zero[kept:].all())  # once it left, nothing after
+        want = full_cache.layers[-1].keys[row, :, stop + 1 : stop + 1 + kept]  # the pads it ran before leaving
+        assert torch.allclose(got_after[:, :kept], want, atol=1e-5)
+        left += kept < zero.numel()
+    assert left > 0
+
+
+def test_draw_by_cdf_samples_the_row_distribution():
+    """20,000 draws from (0.5, 0.3, 0.2, 0): each frequency within 0.015 of its probability (4 standard
+    errors: sqrt(0.5 * 0.5 / 20000) = 0.0035) and the zero-probability token never; a one-hot row
+    always gives its token; a row that sums to 4 is scaled by its total."""
+    torch.manual_seed(0)
+    probs = torch.tensor([0.5, 0.3, 0.2, 0.0]).expand(20_000, 4)
+    counts = torch.bincount(draw_by_cdf(probs), minlength=4)
+    assert torch.allclose(counts / 20_000, torch.tensor([0.5, 0.3, 0.2, 0.0]), atol=0.015) and counts[3] == 0
+    assert set(draw_by_cdf(torch.tensor([[0.0, 0.0, 1.0, 0.0]] * 100)).tolist()) == {2}
+    unnormalized = draw_by_cdf(torch.tensor([[2.0, 0.0, 0.0, 2.0]] * 2_000))
+    assert set(unnormalized.tolist()) == {0, 3} and abs(float((unnormalized == 0).float().mean()) - 0.5) < 0.05
 
 
 def _kv(batch, length, seed):
@@ -98,7 +151,10 @@ def test_engine_loop_equals_engine_generate(tiny_model):
     prefixes = [[5, 6, 7, 8, 9, 10, 11], [20], [30, 31, 32]]
     answer = ForcedAnswer(close_id=1, after_close=(70,), after_budget=(72, 73, 1, 70), max_answer_tokens=4, stop_ids=(2,))
     params = SamplingParams(max_new_tokens=7, temperature=0.8, top_p=0.9, stop_token_ids=(1, 2), seed=5, logprobs=True)
-    engines = {d: TransformersEngine(tiny_model, pad_token_id=PAD, max_batch_rows=4, decoder=d) for d in ("loop", "generate")}
+    engines = {
+        d: TransformersEngine(tiny_model, pad_token_id=PAD, max_batch_rows=4, decoder=d, draw="multinomial")
+        for d in ("loop", "generate")
+    }
     assert engines["loop"].sample(prefixes, 3, params) == engines["generate"].sample(prefixes, 3, params)
     with_answers = {d: e.sample_with_answers(prefixes, 3, params, answer) for d, e in engines.items()}
     assert with_answers["loop"] == with_answers["generate"]

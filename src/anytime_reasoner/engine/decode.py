@@ -1,27 +1,41 @@
 """The sampling loop of :class:`~anytime_reasoner.engine.hf.TransformersEngine`: ``generate``'s
-sampling, over a KV cache reserved up front.
+sampling, over a KV cache reserved up front, with finished rows leaving the batch.
 
 :func:`decode` does what ``model.generate`` does for temperature / top-p sampling (or greedy) on a
-decoder-only causal LM, by the same operations in the same order, so it samples the same tokens from
-the same RNG state: each step runs the model's forward on the last token of every row, takes the
-last position's logits in float32, applies the caller's logits processors, then transformers' own
-``TemperatureLogitsWarper`` and ``TopPLogitsWarper``, and draws with ``torch.multinomial`` (``argmax``
-when greedy); finished rows get the pad id, and the loop ends when every row has stopped or at
-``max_new_tokens``.
+decoder-only causal LM, by the same operations in the same order: each step runs the model's forward
+on the last token of every row, takes the last position's logits in float32, applies the caller's
+logits processors, then transformers' own ``TemperatureLogitsWarper`` and ``TopPLogitsWarper``, and
+draws a token (``argmax`` when greedy); finished rows get the pad id, and the loop ends when every
+row has stopped or at ``max_new_tokens``.
 
-Departure from ``generate``, for speed on a small model: ``DynamicCache`` grows every layer's keys
-and values by concatenation, copying the whole cache at every step. :func:`reserve` swaps each plain
-attention layer of the cache for a :class:`ReservedLayer` that holds ``capacity`` positions from the
-start and writes each step's keys and values in place; attention reads a view of the filled part.
-Layers of other kinds (sliding windows, linear attention) are left as they are. With generate's own
-per-step bookkeeping gone too, the thinking phase of the demo's rollouts runs 1.18x faster than under
-``generate`` (``benchmarks/bench_decode.py``, docs/BENCHMARKS.md).
+Departures from ``generate``, for speed on a small model (``benchmarks/bench_step.py`` measures each,
+docs/BENCHMARKS.md):
+
+- The KV cache: ``DynamicCache`` grows every layer's keys and values by concatenation, copying the
+  whole cache at every step. :func:`reserve` swaps each plain attention layer of the cache for a
+  :class:`ReservedLayer` that holds ``capacity`` positions from the start and writes each step's keys
+  and values in place; attention reads a view of the filled part. Layers of other kinds (sliding
+  windows, linear attention) are left as they are.
+- Finished rows leave the batch (:class:`Batch`): ``generate`` runs every row to the end of the
+  call, a finished one on pad tokens (36–46% of the rows' steps in the demo's GRPO rollouts). Here a
+  finished row leaves the model's batch once its stop token has run and a quarter of the batch
+  (``SHRINK_AT``) has finished, so that one copy of the staying rows' keys and values serves many
+  departures. The processors and the draw still see all rows (those that left with zero logits), so
+  the random numbers go to the same rows; the model's forward on fewer rows can differ from the
+  full batch's in float rounding (the log-probs of the demo's rollouts by ~1e-10, the same tokens).
+- The draw: ``generate`` draws with ``torch.multinomial``, which for one sample takes an exponential
+  variate per vocabulary entry (R·V random numbers a step: 19% of the demo's GRPO decoding on the
+  CPU). The loop's default (``draw="cdf"``, :func:`draw_by_cdf`) inverts each row's cumulative
+  distribution at one uniform variate: the same distribution from R random numbers, so other
+  samples from the same seed. ``draw="multinomial"`` keeps ``generate``'s draw; with
+  ``shrink_at=None`` the loop then samples exactly ``generate``'s tokens (tests/engine/test_decode.py,
+  ``benchmarks/bench_decode.py``).
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
@@ -107,6 +121,91 @@ def reserve(cache: Any, capacity: int) -> Any:
     return cache
 
 
+def draw_by_cdf(probs: torch.Tensor) -> torch.Tensor:
+    """One token per row of ``probs [R, V]``: the first whose cumulative probability passes a uniform
+    draw scaled to the row's total (inverse-CDF sampling; a token of probability 0 is never drawn). ``[R]``"""
+    cdf = probs.to(torch.float64).cumsum(dim=-1)  # [R, V]
+    uniform = torch.rand(probs.shape[0], 1, dtype=torch.float64, device=probs.device) * cdf[:, -1:]  # [R, 1]
+    return torch.searchsorted(cdf, uniform, right=True).squeeze(1).clamp(max=probs.shape[-1] - 1)  # [R]
+
+
+def draw_by_multinomial(probs: torch.Tensor) -> torch.Tensor:
+    """``generate``'s draw: ``torch.multinomial`` (one exponential variate per token of the vocabulary). ``[R]``"""
+    return torch.multinomial(probs, num_samples=1).squeeze(1)  # [R]
+
+
+Draw = Literal["cdf", "multinomial"]
+DRAWS = {"cdf": draw_by_cdf, "multinomial": draw_by_multinomial}
+
+SHRINK_AT = 0.25  # the share of a batch's rows that, once finished, leave it (see Batch)
+
+
+class Batch:
+    """The rows of one :func:`decode` call still run through the model: ``rows [A]``, indices into
+    the call's ``R`` rows. A finished row keeps its place in ``ids`` and in the scores the processors
+    see; it leaves the model's batch once its stop token has run (all its keys and values are then
+    held) and ``SHRINK_AT`` of the batch have done so. Leaving copies the keys and values of the rows
+    that stay into new buffers; the buffers of before the first departure (all ``R`` rows) stay as
+    ``home``, each row that leaves later is written back there, and :meth:`restore` writes back the
+    rest, so the cache ``decode`` returns holds every row."""
+
+    def __init__(self, rows: torch.Tensor) -> None:
+        self.rows = rows  # [A]
+        self.home: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer: keys, values [R, H, C, D]
+
+    def scatter(self, logits: torch.Tensor, total: int) -> torch.Tensor:
+        """``logits [A, V]`` at their rows of ``[R, V]`` (zeros on rows that left)."""
+        if self.home is None:
+            return logits
+        scores = logits.new_zeros(total, logits.shape[-1])  # [R, V]
+        scores[self.rows] = logits
+        return scores
+
+    def shrink(self, cache: Cache, ran_out: torch.Tensor, at: float | None) -> torch.Tensor | None:
+        """Let the rows marked in ``ran_out [R]`` leave once they are ``at`` of the batch or more
+        (never when ``at`` is None); returns the indices into the batch of the rows that stay ``[A']``,
+        or None (nobody left)."""
+        if at is None:
+            return None
+        leaving = ran_out[self.rows]  # [A]
+        count = int(leaving.sum())
+        layers = getattr(cache, "layers", ())
+        if count == 0 or count < at * len(self.rows) or not layers or not all(isinstance(x, ReservedLayer) for x in layers):
+            return None
+        stay, gone = (~leaving).nonzero().squeeze(1), leaving.nonzero().squeeze(1)  # [A'], [A - A']
+        if self.home is None:
+            self.home = [(layer.key_buffer, layer.value_buffer) for layer in layers]
+        for layer, home in zip(layers, self.home, strict=True):
+            for buffer, whole in zip((layer.key_buffer, layer.value_buffer), home, strict=True):
+                if buffer is not whole:  # rows that joined home's buffers at an earlier departure
+                    whole[self.rows[gone], :, : layer.filled] = buffer[gone, :, : layer.filled]
+                whole[self.rows[gone], :, layer.filled :] = 0
+            layer.key_buffer, layer.value_buffer = (
+                _take_rows(b, stay, layer.filled) for b in (layer.key_buffer, layer.value_buffer)
+            )
+            layer._fill(layer.filled)
+        self.rows = self.rows[stay]
+        return stay
+
+    def restore(self, cache: Cache) -> Cache:
+        """``cache`` with every one of the call's rows: those still in the batch written back home."""
+        if self.home is None:
+            return cache
+        layers = cast(list[ReservedLayer], cache.layers)  # home exists: every layer is reserved
+        for i, (layer, (keys, values)) in enumerate(zip(layers, self.home, strict=True)):
+            keys[self.rows, :, : layer.filled] = layer.key_buffer[:, :, : layer.filled]
+            values[self.rows, :, : layer.filled] = layer.value_buffer[:, :, : layer.filled]
+            cache.layers[i] = ReservedLayer.reserved(keys, values, layer.filled)
+        return cache
+
+
+def _take_rows(buffer: torch.Tensor, rows: torch.Tensor, filled: int) -> torch.Tensor:
+    """A new buffer of ``buffer [B, H, C, D]``'s capacity with the first ``filled`` positions of ``rows [b]``."""
+    taken = buffer.new_empty(len(rows), *buffer.shape[1:])  # [b, H, C, D]
+    taken[:, :, :filled] = buffer[rows, :, :filled]
+    return taken
+
+
 def sampling_warpers(params: SamplingParams) -> LogitsProcessorList:
     """transformers' temperature and top-p warpers, as ``generate`` adds them (none when greedy)."""
     warpers = LogitsProcessorList()
@@ -157,18 +256,24 @@ def decode(
     params: SamplingParams,
     processors: LogitsProcessorList,
     pad_id: int,
+    *,
+    shrink_at: float | None = SHRINK_AT,
+    draw: Draw = "cdf",
 ) -> tuple[torch.Tensor, Cache]:
     """Sample after the left-padded prefixes ``ids [R, T]`` (``mask [R, T]``) as ``generate`` would;
     returns ``[R, T + new]`` and the cache, which then holds every position but the last
-    (``[R, H, T + new - 1, D]`` per layer). ``cache`` holds ``ids[:, :-1]`` already (only the last
+    (``[R, H, T + new - 1, D]`` per layer; a row that left the batch early holds its positions
+    through its stop token, zeros after). ``cache`` holds ``ids[:, :-1]`` already (only the last
     token is run) or is None (the whole prefix is run here). ``processors`` see ``(ids so far,
-    float32 logits)`` before the warpers."""
+    float32 logits)`` of all ``R`` rows before the warpers. Once ``shrink_at`` of the rows in the
+    batch are finished, they leave it (see the module docstring)."""
     warpers = sampling_warpers(params)
     stops = torch.tensor(list(params.stop_token_ids), dtype=ids.dtype, device=ids.device)  # [s]
     positions = position_ids(mask)  # [R, T]
     inputs, step_positions = (ids, positions) if cache is None else (ids[:, -1:], positions[:, -1:])
     capacity = ids.shape[1] + params.max_new_tokens
     unfinished = torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)  # [R]
+    batch = Batch(torch.arange(ids.shape[0], device=ids.device))
     kwargs = forward_kwargs(model)
     name = cache_kwarg(model)
     for step in range(params.max_new_tokens):
@@ -176,16 +281,21 @@ def decode(
         if step == 0:
             cache = reserve(output_cache(out), capacity)
         seen = cast(torch.LongTensor, ids)  # [R, T + step]
-        scores = warpers(seen, processors(seen, out.logits[:, -1].to(dtype=torch.float32)))  # [R, V]
+        logits = batch.scatter(out.logits[:, -1].to(dtype=torch.float32), ids.shape[0])  # [R, V]
+        scores = warpers(seen, processors(seen, logits))  # [R, V]
         if params.temperature == 0:
             tokens = torch.argmax(scores, dim=-1)  # [R]
         else:
-            tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)  # [R]
+            tokens = DRAWS[draw](torch.softmax(scores, dim=-1))  # [R]
         tokens = torch.where(unfinished, tokens, torch.full_like(tokens, pad_id))
         ids = torch.cat([ids, tokens[:, None]], dim=-1)  # [R, T + step + 1]
+        ran_out = ~unfinished  # rows whose stop token (or a pad after it) ran in this step: all their keys are held
         unfinished &= ~torch.isin(tokens, stops)
         if not bool(unfinished.any()):
             break
-        inputs, step_positions = tokens[:, None], step_positions[:, -1:] + 1  # [R, 1]
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)  # [R, T + step + 1]
-    return ids, cast(Cache, cache)
+        keep = batch.shrink(cast(Cache, cache), ran_out, shrink_at)  # [A'] of the batch's rows, or None
+        if keep is not None:
+            mask, step_positions = mask[keep], step_positions[keep]  # [A', T + step], [A', 1]
+        inputs, step_positions = tokens[batch.rows, None], step_positions[:, -1:] + 1  # [A, 1]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)  # [A, T + step + 1]
+    return ids, batch.restore(cast(Cache, cache))

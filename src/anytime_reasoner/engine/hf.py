@@ -4,8 +4,9 @@
 distinct prefixes of a chunk are left-padded into ``ids [k, T]`` and ``ids[:, :-1]`` is run once
 through the model into a ``DynamicCache``; the cache rows are then gathered n-fold
 (``Cache.batch_select_indices`` with row indices ``[0,0,…,1,1,…]``, which also allows a different
-n per prefix) and the sampling loop (``engine/decode.py``: ``generate``'s sampling, token for token,
-over a KV cache reserved up front) runs the last prefix token on that cache; position ids come from
+n per prefix) and the sampling loop (``engine/decode.py``: ``generate``'s sampling over a KV cache
+reserved up front, finished rows leaving the batch, tokens drawn by inverse CDF; ``draw="multinomial"``
+and ``shrink_at=None`` give ``generate``'s tokens) runs the last prefix token on that cache; position ids come from
 the full attention mask (``cumsum - 1``), the same ones the prefill used, so the result is plain
 ``generate`` on the full prefix, minus ``n - 1`` re-encodings of it.
 
@@ -52,7 +53,16 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, cache_utils
 
 from anytime_reasoner.engine.base import Answer, Completion, ForcedAnswer, SampleCounts, SamplingParams, sample_counts
-from anytime_reasoner.engine.decode import ReservedLayer, cache_kwarg, decode, forward_kwargs, output_cache, position_ids
+from anytime_reasoner.engine.decode import (
+    SHRINK_AT,
+    Draw,
+    ReservedLayer,
+    cache_kwarg,
+    decode,
+    forward_kwargs,
+    output_cache,
+    position_ids,
+)
 from anytime_reasoner.engine.prefix_cache import HeldIndex, HeldRows, Hit, fork
 
 log = logging.getLogger(__name__)
@@ -96,6 +106,8 @@ class TransformersEngine:
     reuse_prefix: bool = True
     decoder: Literal["loop", "generate"] = "loop"  # engine/decode.py, or model.generate (the reference, slower)
     prefix_caching: bool = True  # honour SamplingParams.keep_cache (False: re-encode every prefix; a benchmark's baseline)
+    shrink_at: float | None = SHRINK_AT  # finished rows leave the decoding batch at this share of it (None: never)
+    draw: Draw = "cdf"  # the loop's draw: inverse CDF, or generate's torch.multinomial (the same tokens as generate)
     max_held_bytes: int = 2 * 2**30  # KV cache kept for the next call at most; past it a decoding call's cache is dropped
     stats: EngineStats = field(default_factory=EngineStats)
     _reuse_ok: bool | None = field(default=None, init=False, repr=False)  # learned at first prefill
@@ -252,7 +264,9 @@ class TransformersEngine:
         if self.decoder == "generate" or self._reuse_ok is False:  # a cache of another kind: generate() knows it
             out = self._generate_by_transformers(ids, mask, cache, params, processors)  # [rows, T + new]
         else:
-            out, kept = decode(self.model, ids, mask, cache, params, processors, self.pad_token_id)  # [rows, T + new]
+            out, kept = decode(
+                self.model, ids, mask, cache, params, processors, self.pad_token_id, shrink_at=self.shrink_at, draw=self.draw
+            )  # [rows, T + new]
         self.stats.generate_seconds += time.perf_counter() - start
         self.stats.generate_calls += 1
         self.stats.sampled_rows += ids.shape[0]
