@@ -7,9 +7,11 @@ in turn (no update in between, so all decode the same policy):
 
     generate   the engine with transformers' ``model.generate``
     parity     the engine's loop as ``generate`` samples: its draw (``torch.multinomial``), finished
-               rows kept in the batch (``draw="multinomial"``, ``shrink_at=None``)
+               rows kept in the batch, summary prefixes encoded anew (``draw="multinomial"``,
+               ``shrink_at=None``, ``prefix_caching=False``)
     loop       the engine's loop as it runs by default: finished rows leave the batch, tokens drawn
-               by inverse CDF (the same distribution, other samples)
+               by inverse CDF (the same distribution, other samples), summaries forked from the
+               thinking's held KV cache
 
 The ``parity`` and ``generate`` rollouts of a step must hold the same thinkings and summaries
 (tokens, log-probs, rewards); the script stops if they differ. Prints per preset the median time of
@@ -31,7 +33,9 @@ from pathlib import Path
 from bench_step import build
 
 DECODERS = {"generate": "generate", "parity": "tree+rows", "loop": "tree+rows"}  # bench_step's variants
-PARITY = {"draw": "multinomial", "shrink_at": None}  # the loop's settings that sample what generate samples
+# the engine settings that sample what generate samples: its draw, finished rows kept, and every summary
+# prefix encoded anew (a prefix forked from the thinking's held KV cache agrees to float rounding only)
+PARITY = {"draw": "multinomial", "shrink_at": None, "prefix_caching": False}
 
 
 def main() -> None:
