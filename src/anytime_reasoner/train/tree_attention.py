@@ -184,10 +184,9 @@ def tree_attention_forward(
     tokens_q, tokens_k, tokens_v = (x.transpose(1, 2).reshape(N * T, x.shape[1], D) for x in (query, key, value))
     groups = tree_layout.trunks + tree_layout.blocks
     outputs = [_attend(g, tokens_q, tokens_k, tokens_v, T, scaling) for g in groups]  # each [m, H, D] (the compute dtype)
-    out = outputs[0].new_zeros(N * T, H, D)  # [N·T, H, D], padding stays 0
-    for group, values in zip(groups, outputs, strict=True):
-        where = (group.rows[:, None] * T + group.query_index)[group.valid]  # [m] real queries, each once
-        out = out.index_copy(0, where, values.to(out.dtype))
+    where = torch.cat([(g.rows[:, None] * T + g.query_index)[g.valid] for g in groups])  # [Σm] real queries, each once
+    values = torch.cat(outputs) if len(outputs) > 1 else outputs[0]  # [Σm, H, D]
+    out = values.new_zeros(N * T, H, D).index_copy(0, where, values)  # [N·T, H, D], padding stays 0 (one copy, not one per group)
     return out.view(N, T, H, D), None
 
 
