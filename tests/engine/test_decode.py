@@ -107,6 +107,9 @@ def test_draw_by_cdf_samples_the_row_distribution():
     assert set(draw_by_cdf(torch.tensor([[0.0, 0.0, 1.0, 0.0]] * 100)).tolist()) == {2}
     unnormalized = draw_by_cdf(torch.tensor([[2.0, 0.0, 0.0, 2.0]] * 2_000))
     assert set(unnormalized.tolist()) == {0, 3} and abs(float((unnormalized == 0).float().mean()) - 0.5) < 0.05
+    for broken in ([float("nan"), 0.5], [float("inf"), 0.5], [0.0, 0.0]):  # diverged logits are an error, not a token
+        with pytest.raises(ValueError, match="sampling: a row's token probabilities are NaN, infinite or all zero"):
+            draw_by_cdf(torch.tensor([[0.5, 0.5], broken]))
 
 
 def _kv(batch, length, seed):

@@ -123,8 +123,13 @@ def reserve(cache: Any, capacity: int) -> Any:
 
 def draw_by_cdf(probs: torch.Tensor) -> torch.Tensor:
     """One token per row of ``probs [R, V]``: the first whose cumulative probability passes a uniform
-    draw scaled to the row's total (inverse-CDF sampling; a token of probability 0 is never drawn). ``[R]``"""
+    draw scaled to the row's total (inverse-CDF sampling; a token of probability 0 is never drawn). A row
+    that sums to NaN, infinity or 0 is refused, as ``torch.multinomial`` refuses it. ``[R]``"""
     cdf = probs.to(torch.float64).cumsum(dim=-1)  # [R, V]
+    if not bool((cdf[:, -1].isfinite() & (cdf[:, -1] > 0)).all()):  # what torch.multinomial refuses too
+        raise ValueError(
+            "sampling: a row's token probabilities are NaN, infinite or all zero (the model's logits are not finite)"
+        )
     uniform = torch.rand(probs.shape[0], 1, dtype=torch.float64, device=probs.device) * cdf[:, -1:]  # [R, 1]
     return torch.searchsorted(cdf, uniform, right=True).squeeze(1).clamp(max=probs.shape[-1] - 1)  # [R]
 
