@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_step import build, one_bucket
+from bench_step import build, demo_base_model, one_bucket
 
 
 def packed_batch_of_step_two(trainer):
@@ -42,13 +42,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=6)
     args = parser.parse_args()
 
-    import torch
-
-    from anytime_reasoner.tasks.bootstrap import ensure_base_model
     from anytime_reasoner.train.tree_attention import TreeLayout
 
-    torch.set_num_threads(1)
-    base = ensure_base_model(None, seed=0, progress=True)
+    base = demo_base_model()
     print("| preset | segments (n × longest, per bucket) | buckets | one bucket | one bucket ÷ buckets |")
     print("|---|---|---:|---:|---:|")
     for preset in [p for p in args.presets.split(",") if p]:

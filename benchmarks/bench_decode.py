@@ -30,7 +30,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from bench_step import build
+from bench_step import build, demo_base_model
 
 DECODERS = {"generate": "generate", "parity": "tree+rows", "loop": "tree+rows"}  # bench_step's variants
 # the engine settings that sample what generate samples: its draw, finished rows kept, and every summary
@@ -44,12 +44,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
 
-    import torch
-
-    from anytime_reasoner.tasks.bootstrap import ensure_base_model
-
-    torch.set_num_threads(1)
-    base = ensure_base_model(None, seed=0, progress=True)
+    base = demo_base_model()
     print("| preset | phase | generate() | loop, generate's draw | loop | generate ÷ parity | generate ÷ loop |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for preset in [p for p in args.presets.split(",") if p]:

@@ -69,6 +69,16 @@ ENGINE = {  # engine settings of the variants that change the sampling loop only
 }
 
 
+def demo_base_model() -> Path:
+    """One torch thread (as the demo runs its jobs), and the demo's shipped base model (unpacked once)."""
+    import torch
+
+    from anytime_reasoner.tasks.bootstrap import ensure_base_model
+
+    torch.set_num_threads(1)
+    return ensure_base_model(None, seed=0, progress=True)
+
+
 def build(preset: str, variant: str, base: Path, out: Path, steps: int):
     from anytime_reasoner.config import DemoConfig
     from anytime_reasoner.demo import shared_response_len, train_config
@@ -134,12 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
 
-    import torch
-
-    from anytime_reasoner.tasks.bootstrap import ensure_base_model
-
-    torch.set_num_threads(1)
-    base = ensure_base_model(None, seed=0, progress=True)
+    base = demo_base_model()
     presets = [p for p in args.presets.split(",") if p]
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {(p, v): build(p, v, base, Path(tmp) / f"{p}-{v}", args.steps) for p in presets for v in variants}
