@@ -21,7 +21,10 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 from bench_step import build, demo_base_model, one_bucket
 
@@ -36,34 +39,49 @@ def packed_batch_of_step_two(trainer):
     return kept[0]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", default="grpo,ar-uniform")
+def alternating_updates(preset: str, base, reps: int, ways: dict[str, Callable[[Any], AbstractContextManager]]):
+    """The packed batch of step 2 of ``preset``'s demo run, and ``reps`` updates of it each way,
+    alternating: ``ways[name](trainer)`` is the context an update of that way runs in. Returns the
+    packed batch, the median seconds of each way and each way's metrics of its last update."""
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = build(preset, "tree+rows", base, Path(tmp) / preset, 3)
+        try:
+            packed = packed_batch_of_step_two(trainer)
+            times: dict[str, list[float]] = {name: [] for name in ways}
+            metrics: dict[str, dict[str, float]] = {}
+            for _ in range(reps):
+                for name, way in ways.items():
+                    with way(trainer):
+                        start = time.perf_counter()
+                        metrics[name] = trainer.train_on(packed)
+                        times[name].append(time.perf_counter() - start)
+        finally:
+            trainer.verifier.close()
+    return packed, {name: statistics.median(t) for name, t in times.items()}, metrics
+
+
+def arguments(doc: str | None) -> argparse.Namespace:
+    """``--presets`` (comma-separated) and ``--reps`` of a benchmark that updates one batch several ways."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", default="grpo,ar-uniform", type=lambda text: [p for p in text.split(",") if p])
     parser.add_argument("--reps", type=int, default=6)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments(__doc__)
 
     from anytime_reasoner.train.tree_attention import TreeLayout
 
     base = demo_base_model()
     print("| preset | segments (n × longest, per bucket) | buckets | one bucket | one bucket ÷ buckets |")
     print("|---|---|---:|---:|---:|")
-    for preset in [p for p in args.presets.split(",") if p]:
-        with tempfile.TemporaryDirectory() as tmp:
-            trainer = build(preset, "tree+rows", base, Path(tmp) / preset, 3)
-            try:
-                packed = packed_batch_of_step_two(trainer)
-                layout = TreeLayout.of(packed)
-                shapes = ", ".join(f"{g.query_index.shape[0]}×{g.key_index.shape[1]}" for g in layout.trunks + layout.blocks)
-                times: dict[bool, list[float]] = {False: [], True: []}
-                for _ in range(args.reps):
-                    for single in (False, True):
-                        with one_bucket(single):
-                            start = time.perf_counter()
-                            trainer.train_on(packed)
-                            times[single].append(time.perf_counter() - start)
-            finally:
-                trainer.verifier.close()
-        bucketed, single = statistics.median(times[False]), statistics.median(times[True])
+    ways = {"buckets": lambda trainer: one_bucket(False), "one bucket": lambda trainer: one_bucket(True)}
+    for preset in args.presets:
+        packed, seconds, _ = alternating_updates(preset, base, args.reps, ways)
+        layout = TreeLayout.of(packed)
+        shapes = ", ".join(f"{g.query_index.shape[0]}×{g.key_index.shape[1]}" for g in layout.trunks + layout.blocks)
+        bucketed, single = seconds["buckets"], seconds["one bucket"]
         print(f"| {preset} | {shapes} | {bucketed:.3f} s | {single:.3f} s | {single / bucketed:.2f}× |", flush=True)
     print(f"\nmedians over {args.reps} updates of the same packed batch each way, alternating")
 

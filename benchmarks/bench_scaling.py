@@ -82,7 +82,9 @@ def one_step(model, rows: int, length: int, S: int, A: int, summary: int, seed: 
     out["thinking_tokens"] = rows * length
     out["summary_tokens"] = rows * S * A * summary
     out["update_tokens"] = int(packed.lengths.sum())
-    allowed = allowed_attention(packed.segment_ids, packed.visible_trunk, packed.doc_ids)  # [N, T, T]
+    allowed = allowed_attention(
+        packed.segment_ids, packed.visible_trunk, packed.doc_ids, (packed.shared_start, packed.shared_end)
+    )  # [N, T, T]
     out["pairs"] = int((allowed & (packed.segment_ids != -1)[:, :, None]).sum())
     return out
 

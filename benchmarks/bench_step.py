@@ -20,6 +20,8 @@ of each, then step 2 of each, …) so every variant sees the same machine load. 
                sdpa call, padded to the longest, instead of in buckets of similar lengths
     multinomial tree+rows drawing each token with generate's torch.multinomial (the engine's
                draw="multinomial") instead of by inverse CDF
+    unshared   tree+rows with every tree carrying its own prompt copy (ppo.share_prompts=false)
+               instead of a question's trees in one row reading one prompt
  Every step is the trainer's real ``train_step``; the phases are its timing metrics:
 
     thinking, summary, grading     (inside the rollout)
@@ -29,7 +31,8 @@ of each, then step 2 of each, …) so every variant sees the same machine load. 
 Prints per run the median seconds of each phase over the steps, its share of the median step, the
 update's padding share (pad tokens / tokens run through the model), and per preset the ratios of
 update time (old log-probs + forward/backward) and step time of ``dense`` to each variant, and of
-generation (thinking + summary phases) of ``two-phase`` to ``one-pass``, of ``re-encode``, ``generate``, ``full-batch`` and ``multinomial`` to ``tree+rows``.
+generation (thinking + summary phases) of ``two-phase`` to ``one-pass``, of ``re-encode``, ``generate``, ``full-batch`` and ``multinomial`` to ``tree+rows``,
+and of the update and the tokens it runs of ``unshared`` to ``tree+rows``.
 
     python benchmarks/bench_step.py                        # ar-uniform and grpo, 4 steps each, ~6 min
     python benchmarks/bench_step.py --presets ar-uniform --steps 2
@@ -62,7 +65,9 @@ VARIANTS = {  # attention, several trees per row, rollout.one_pass, engine decod
     "full-batch": ("tree", True, "auto", "loop", True),
     "multinomial": ("tree", True, "auto", "loop", True),
     "one-bucket": ("tree", True, "auto", "loop", True),
+    "unshared": ("tree", True, "auto", "loop", True),
 }
+PPO = {"unshared": {"share_prompts": False}}  # update settings of the variants that change the row layout only
 ENGINE = {  # engine settings of the variants that change the sampling loop only (engine/decode.py)
     "full-batch": {"shrink_at": None},  # finished rows stay in the model's batch to the end
     "multinomial": {"draw": "multinomial"},  # generate's draw (an exponential variate per vocabulary entry)
@@ -91,7 +96,7 @@ def build(preset: str, variant: str, base: Path, out: Path, steps: int):
         update={
             "model": cfg.model.model_copy(update={"attention": attention}),
             "rollout": cfg.rollout.model_copy(update={"one_pass": one_pass}),
-            "ppo": cfg.ppo.model_copy(update={"multi_tree_rows": multi_tree}),
+            "ppo": cfg.ppo.model_copy(update={"multi_tree_rows": multi_tree, **PPO.get(variant, {})}),
             "trainer": cfg.trainer.model_copy(update={"steps": steps, "save_every": 10_000, "val_every": 0}),
         }
     )
@@ -123,6 +128,7 @@ def row(name: str, history: list[dict]) -> dict[str, float]:
     phases = {p: statistics.median(h[f"time_{p}"] for h in history) for p in PHASES}
     phases["other"] = max(step - sum(phases.values()), 0.0)
     padding = statistics.mean(h["padding_share"] for h in history)
+    tokens = statistics.median(h["row_tokens"] for h in history)
     cells = " | ".join(f"{phases[p]:.2f} s ({phases[p] / step:.0%})" for p in (*PHASES, "other"))
     print(f"| {name} | {step:.2f} s | {cells} | {padding:.1%} |", flush=True)
     generation = phases["thinking"] + phases["summary"]
@@ -130,6 +136,7 @@ def row(name: str, history: list[dict]) -> dict[str, float]:
         "step": step,
         "update": phases["old_logprobs"] + phases["forward_backward"],
         "padding": padding,
+        "tokens": tokens,
         "generation": generation,
         "thinking": phases["thinking"],
         "summary": phases["summary"],
@@ -178,6 +185,13 @@ def main() -> None:
             print(
                 f"{p}: one bucket ÷ buckets: update (old log-probs + forward/backward) {one['update']:.2f} s ÷ "
                 f"{bucketed['update']:.2f} s = {one['update'] / bucketed['update']:.2f}×, step {one['step'] / bucketed['step']:.2f}×"
+            )
+        if "unshared" in variants and "tree+rows" in variants:
+            own, shared = rows[(p, "unshared")], rows[(p, "tree+rows")]
+            print(
+                f"{p}: a prompt per tree ÷ a prompt per question: update (old log-probs + forward/backward) "
+                f"{own['update']:.2f} s ÷ {shared['update']:.2f} s = {own['update'] / shared['update']:.2f}×, tokens run "
+                f"{own['tokens']:.0f} ÷ {shared['tokens']:.0f} = {own['tokens'] / shared['tokens']:.2f}×, step {own['step'] / shared['step']:.2f}×"
             )
         if "two-phase" in variants and "one-pass" in variants:
             two, one = rows[(p, "two-phase")], rows[(p, "one-pass")]

@@ -52,7 +52,9 @@ def allowed_pairs(batch) -> int:
     """(query, key) pairs the tree rule allows between real tokens (causal pairs for plain rows)."""
     from anytime_reasoner.train.masks import allowed_attention
 
-    allowed = allowed_attention(batch.segment_ids, batch.visible_trunk, batch.doc_ids)  # [N, T, T]
+    allowed = allowed_attention(
+        batch.segment_ids, batch.visible_trunk, batch.doc_ids, (batch.shared_start, batch.shared_end)
+    )  # [N, T, T]
     real = batch.segment_ids != -1  # [N, T]
     return int((allowed & real[:, :, None]).sum())
 

@@ -48,10 +48,17 @@ def make_thinking(gen: torch.Generator, length: int, budgets: Sequence[int], n_s
     )
 
 
-def make_rollouts(lengths: Sequence[Sequence[int]], budgets: Sequence[int], n_summary: int, seed: int = 0) -> RolloutBatch:
-    """``lengths[b][g]`` thinking lengths → a RolloutBatch of B questions × G thinkings."""
+def make_rollouts(
+    lengths: Sequence[Sequence[int]], budgets: Sequence[int], n_summary: int, seed: int = 0, same_prompt: bool = False
+) -> RolloutBatch:
+    """``lengths[b][g]`` thinking lengths → a RolloutBatch of B questions × G thinkings (``same_prompt``:
+    a question's thinkings share its first thinking's prompt, as in a real rollout)."""
     gen = torch.Generator().manual_seed(seed)
     thinkings = [[make_thinking(gen, n, budgets, n_summary) for n in row] for row in lengths]
+    if same_prompt:
+        for row in thinkings:
+            for t in row[1:]:
+                t.prompt_ids = list(row[0].prompt_ids)
     return RolloutBatch(budgets=tuple(budgets), thinkings=thinkings)
 
 

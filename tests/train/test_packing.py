@@ -14,6 +14,8 @@ from anytime_reasoner.train.packing import (
     merge_rows,
     pack_rollouts,
     packed_response_len_bound,
+    prompt_groups,
+    shared_prompt_plan,
     unpack_rollouts,
 )
 
@@ -111,15 +113,16 @@ def test_attention_rule_by_hand():
     assert mask[0, 0, 8, 4] == 0 and mask[0, 0, 8, 5] == torch.finfo(torch.float32).min
 
 
-def test_mask_mod_matches_dense_rule():
-    batch, think_adv, summ_adv = hand_batch()
-    p = pack_rollouts(batch, think_adv, summ_adv)
+@pytest.mark.parametrize("shared", [False, True])
+def test_mask_mod_matches_dense_rule(shared):
+    p = shared_hand_rows() if shared else pack_rollouts(*hand_batch())
     N, T = p.segment_ids.shape
     b = torch.arange(N)[:, None, None]
     q = torch.arange(T)[None, :, None]
     k = torch.arange(T)[None, None, :]
-    by_mask_mod = tree_mask_mod(p.segment_ids, p.visible_trunk, p.doc_ids)(b, 0, q, k)  # [N, T, T]
-    assert torch.equal(by_mask_mod, allowed_attention(p.segment_ids, p.visible_trunk, p.doc_ids))
+    spans = (p.shared_start, p.shared_end)
+    by_mask_mod = tree_mask_mod(p.segment_ids, p.visible_trunk, p.doc_ids, *spans)(b, 0, q, k)  # [N, T, T]
+    assert torch.equal(by_mask_mod, allowed_attention(p.segment_ids, p.visible_trunk, p.doc_ids, spans))
 
 
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
@@ -140,6 +143,20 @@ def test_flex_attention_matches_dense_mask_on_cpu():
     small = flex_block_mask(p, block_size=4, compile_mask=False).to_dense()[:, 0]  # [N, 3, 3]
     allowed = allowed_attention(p.segment_ids, p.visible_trunk, p.doc_ids)  # [N, 12, 12]
     assert torch.equal(small.bool(), allowed.view(2, 3, 4, 3, 4).any(dim=4).any(dim=2))
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_flex_attention_reads_shared_prompts_on_cpu():
+    """The BlockMask of rows that share a prompt (the shared span across trees) == the dense mask."""
+    flex = pytest.importorskip("torch.nn.attention.flex_attention")
+    from anytime_reasoner.train.masks import flex_block_mask
+
+    m = shared_hand_rows()
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 2, m.width, 8, generator=gen) for _ in range(3))  # [1, heads, 22, d]
+    by_flex = flex.flex_attention(q, k, v, block_mask=flex_block_mask(m, compile_mask=False))
+    by_dense = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=dense_attention_mask(m))
+    torch.testing.assert_close(by_flex, by_dense, atol=1e-5, rtol=1e-5)
 
 
 def test_unpacked_rows_by_hand():
@@ -252,3 +269,64 @@ def test_two_causal_trees_in_one_row_are_not_causal():
     assert p.is_causal
     m = merge_rows(p, RowPlacement.of(p.lengths, [[0, 1]]))
     assert not m.is_causal and m.doc_ids.tolist() == [[0, 0, 0, 1, 1, 1]]
+
+
+def shared_hand_batch() -> RolloutBatch:
+    """B = 1, G = 3 of one prompt [11 12 13], budgets (2, 4), A = 1: thinking 0 and its blocks as in
+    :func:`hand_batch` (12 tokens); thinking 1 = [24], cuts [1, 1] (3 + 1 + 2 + 3 = 9 tokens);
+    thinking 2 empty, cuts [0, 0] (3 + 2 + 2 = 7 tokens: its blocks follow the prompt)."""
+    t0, _ = hand_batch()[0].thinkings[0]
+    t1 = Thinking([11, 12, 13], [24], True, [1, 1], [[_summary([94], [34])], [_summary([94], [35, 36])]])
+    t2 = Thinking([11, 12, 13], [], True, [0, 0], [[_summary([95], [37])], [_summary([95], [38])]])
+    return RolloutBatch(budgets=(2, 4), thinkings=[[t0, t1, t2]])
+
+
+def shared_hand_rows():
+    """The three trees of :func:`shared_hand_batch` in one row, the prompt once."""
+    p = pack_rollouts(shared_hand_batch(), torch.zeros(1, 3, 2), torch.zeros(1, 3, 2, 1))
+    sizes, prompts = p.lengths.tolist(), p.prompt_lengths.tolist()
+    skip, lender = shared_prompt_plan(sizes, prompts, prompt_groups(p), [[0, 1, 2]])
+    return merge_rows(p, RowPlacement.of(p.lengths, [[0, 1, 2]], skip, lender))
+
+
+def test_shared_prompt_by_hand():
+    """Trees 1 and 2 skip their prompt (3 tokens each): 12 + 6 + 4 = 22 tokens instead of 28."""
+    p = pack_rollouts(shared_hand_batch(), torch.zeros(1, 3, 2), torch.zeros(1, 3, 2, 1))
+    assert prompt_groups(p) == [0, 0, 0]
+    assert shared_prompt_plan(p.lengths.tolist(), p.prompt_lengths.tolist(), [0, 0, 0], [[0, 1, 2]]) == ([0, 3, 3], [0, 0, 0])
+    # two bins: the group's first row in each bin keeps its prompt
+    assert shared_prompt_plan([12, 9, 7], [3, 3, 3], [0, 0, 0], [[0], [1, 2]]) == ([0, 0, 3], [0, 1, 1])
+    m = shared_hand_rows()
+    assert (m.n_rows, m.width) == (1, 22) and m.lengths.tolist() == [22]
+    assert m.input_ids[0].tolist() == p.input_ids[0].tolist() + [24, 94, 34, 94, 35, 36] + [95, 37, 95, 38]
+    assert m.doc_ids[0].tolist() == [0] * 12 + [1] * 6 + [2] * 4
+    # positions as in their own rows: tree 1's thinking at 3, blocks at 3 + 1; tree 2's blocks at 3 + 0
+    assert m.position_ids[0, 12:].tolist() == [3, 4, 5, 4, 5, 6] + [3, 4, 3, 4]
+    # tree 1: its thinking token is predicted by the prompt's last token (2); its blocks start from
+    # its thinking (12, now at 12 + 0) and go on inside (13; 15, 16). Tree 2: both blocks start from 2.
+    assert m.prev_index[0, 12:].tolist() == [2, 12, 13, 12, 15, 16] + [2, 18, 2, 20]
+    assert m.visible_trunk[0, 12:].tolist() == [0] + [13] * 5 + [18] * 4  # trunk ends: 12 + 1, 18 + 0
+    assert m.shared_start[0].tolist() == [0] * 22 and m.shared_end[0].tolist() == [0] * 12 + [3] * 10
+    allowed = allowed_attention(m.segment_ids, m.visible_trunk, m.doc_ids, (m.shared_start, m.shared_end))[0]
+    seen = lambda q: allowed[q].nonzero().flatten().tolist()  # noqa: E731
+    assert seen(12) == [0, 1, 2, 12]  # tree 1's thinking: the prompt, itself; not tree 0's thinking
+    assert seen(14) == [0, 1, 2, 12, 13, 14]  # its first block: prompt, thinking[:1], own block
+    assert seen(17) == [0, 1, 2, 12, 15, 16, 17]  # its second block: not the first block
+    assert seen(21) == [0, 1, 2, 20, 21]  # tree 2's second block: the prompt and itself
+    assert seen(5) == [0, 1, 2, 3, 4, 5]  # tree 0 sees nothing of the others
+    # the trees' per-token values travel with their tokens; skipped prompt tokens come back as 0
+    placement = RowPlacement.of(p.lengths, [[0, 1, 2]], [0, 3, 3], [0, 0, 0])
+    assert placement.unplace(m.position_ids, 12)[1].tolist() == [0, 0, 0, 3, 4, 5, 4, 5, 6, 0, 0, 0]
+    with pytest.raises(ValueError, match="already hold several trees"):
+        merge_rows(m, RowPlacement.of(m.lengths, [[0]]))
+
+
+def test_first_fit_bins_counts_shared_prompts():
+    """Capacity 20, rows of 12, 9, 7 tokens with prompts of 3 in one group: 12 opens bin 0 (room 8),
+    9 costs 9 − 3 = 6 there (room 2), 7 costs 4: a new bin. Without groups 9 does not fit after 12
+    (a new bin, room 11) and 7 does (room 8). Rows run: 12 + 6 and 7 = 25 tokens with groups, 12 + 7 and 9 = 28
+    without (no prompt shared)."""
+    assert first_fit_bins([12, 9, 7], 20, [0, 0, 0], [3, 3, 3]) == [[0, 1], [2]]
+    assert first_fit_bins([12, 9, 7], 20) == [[0, 2], [1]]
+    # groups are taken together, the group of the longest row first: 9 (group 1) opens a bin before 8 (group 0)
+    assert first_fit_bins([8, 9, 6, 5], 14, [0, 1, 0, 1], [4, 4, 4, 4]) == [[1, 3], [0, 2]]

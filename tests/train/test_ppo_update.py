@@ -78,29 +78,37 @@ def test_several_trees_per_row_give_the_same_gradient_with_less_padding(attn):
     register()
     model = tiny_model("qwen2", attn, seed=5)
     # thinkings of 1-3 tokens (rows of 13-20 tokens) fit beside one another in rows of the longest (39)
-    batch = make_rollouts([[1, 16, 2, 16], [1, 16, 3, 15]], (8, 16), n_summary=1, seed=4)
+    batch = make_rollouts([[1, 16, 2, 16], [1, 16, 3, 15]], (8, 16), n_summary=1, seed=4, same_prompt=True)
     packed = pack_rollouts(batch, *random_advantages(batch, seed=2))
     old = compute_old_logprobs(model, packed, max_token_len=10_000)
-    assert torch.allclose(old, compute_old_logprobs(model, packed, max_token_len=10_000, multi_tree=True), atol=1e-5)
+    for share in (False, True):
+        shared_old = compute_old_logprobs(model, packed, max_token_len=10_000, multi_tree=True, share_prompts=share)
+        assert torch.allclose(old * packed.trainable_mask, shared_old * packed.trainable_mask, atol=1e-5)
     old = old + 0.3 * torch.randn(old.shape, generator=torch.Generator().manual_seed(1)) * packed.trainable_mask
-    grads = {}
-    tallies = {}
-    for multi_tree in (False, True):
+    grads, tallies = {}, {}
+    for layout in ("one", "several", "shared"):  # a tree a row; several; several, a prompt once a row
         model.zero_grad(set_to_none=True)
         tally = _Tally()
         accumulate_gradients(
-            model, packed, old, normalizer=80.0, clip_eps=0.2, max_token_len=10_000, tally=tally, multi_tree=multi_tree
-        )
-        grads[multi_tree] = [p.grad.clone() for p in model.parameters()]
-        tallies[multi_tree] = tally
-    for a, b in zip(grads[False], grads[True], strict=True):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
-    one, several = tallies[False], tallies[True]
-    assert one.tokens == several.tokens and one.row_tokens == several.row_tokens == int(packed.lengths.sum())
+            model, packed, old, normalizer=80.0, clip_eps=0.2, max_token_len=10_000, tally=tally,
+            multi_tree=layout != "one", share_prompts=layout == "shared",
+        )  # fmt: skip
+        grads[layout] = [p.grad.clone() for p in model.parameters()]
+        tallies[layout] = tally
+    for layout in ("several", "shared"):
+        for a, b in zip(grads["one"], grads[layout], strict=True):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    one, several, shared = tallies["one"], tallies["several"], tallies["shared"]
+    assert one.tokens == several.tokens == shared.tokens
+    assert one.row_tokens == several.row_tokens == int(packed.lengths.sum())
     assert several.padded_tokens < one.padded_tokens  # same real tokens in fewer, fuller rows
-    if attn == "anytime_tree":  # rows as wide as the budget: all 8 trees in one row, no padding
+    prompts = packed.prompt_lengths.tolist()  # [8]: 4 thinkings of question 0, then 4 of question 1
+    if attn == "anytime_tree":  # rows as wide as the budget: all 8 trees in one row, no padding, 2 prompts
         assert several.micro_batches == 1 and several.padded_tokens == several.row_tokens
-    assert abs(one.loss - several.loss) < 1e-6
+        assert shared.row_tokens == shared.padded_tokens == several.row_tokens - 3 * prompts[0] - 3 * prompts[4]
+    else:  # rows of the longest tree: still fewer tokens than one copy per tree
+        assert shared.row_tokens < several.row_tokens and shared.padded_tokens <= several.padded_tokens
+    assert abs(one.loss - several.loss) < 1e-6 and abs(one.loss - shared.loss) < 1e-6
 
 
 def test_packed_and_unpacked_give_the_same_gradient():

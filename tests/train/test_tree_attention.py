@@ -8,7 +8,14 @@ from rollout_cases import make_rollouts, random_advantages, tiny_model
 
 from anytime_reasoner.rollout.types import RolloutBatch, Summary, Thinking
 from anytime_reasoner.train.logprobs import packed_logprobs, uses_tree_attention
-from anytime_reasoner.train.packing import RowPlacement, first_fit_bins, merge_rows, pack_rollouts
+from anytime_reasoner.train.packing import (
+    RowPlacement,
+    first_fit_bins,
+    merge_rows,
+    pack_rollouts,
+    prompt_groups,
+    shared_prompt_plan,
+)
 from anytime_reasoner.train.tree_attention import IMPLEMENTATION, TreeLayout, buckets, register
 
 BUDGETS = (4, 8, 12)
@@ -124,3 +131,38 @@ def test_attention_setting_picks_the_path():
     assert not uses_tree_attention(tree, "dense") and not uses_tree_attention(tree, "flex")
     with pytest.raises(ValueError, match="model.attention: 'tree' needs"):
         packed_logprobs(dense, packed, attention="tree")
+
+
+def _shared(packed):
+    """All rows into one row, each prompt once (its first tree's; the second question's lender is
+    not at the start of the row)."""
+    sizes, prompts, groups = packed.lengths.tolist(), packed.prompt_lengths.tolist(), prompt_groups(packed)
+    bins = first_fit_bins(sizes, sum(sizes), groups, prompts)
+    placement = RowPlacement.of(packed.lengths, bins, *shared_prompt_plan(sizes, prompts, groups, bins))
+    return merge_rows(packed, placement), placement
+
+
+@pytest.mark.parametrize("n_summary", [0, 2])
+def test_shared_prompts_give_the_unshared_logprobs_and_gradients(n_summary):
+    """Two questions of 3 thinkings each (GRPO rows without blocks; AR rows with them), packed with
+    the prompt once a question: the log-probs of every placed token and the gradients equal those
+    of one tree per row, under the dense mask and under tree attention."""
+    dense, tree = _pair("qwen2", seed=12)
+    batch = make_rollouts([[3, 8, 12], [1, 6, 10]], BUDGETS, n_summary=n_summary, seed=5, same_prompt=True)
+    packed = pack_rollouts(batch, *random_advantages(batch))
+    shared, placement = _shared(packed)
+    assert shared.n_rows == 1 and shared.shares_prompts
+    prompts = packed.prompt_lengths.tolist()
+    assert int(shared.lengths.sum()) == int(packed.lengths.sum()) - 2 * prompts[0] - 2 * prompts[3]  # 2 of 3 per question
+    weights = torch.randn(packed.input_ids.shape, generator=torch.Generator().manual_seed(1))  # [N, T]
+    placed = placement.unplace(torch.ones_like(shared.input_ids), packed.width).bool()  # [N, T] tokens that run
+    own = packed_logprobs(dense, packed, tokens="all")  # [N, T] one tree per row
+    (own * weights * placed).sum().backward()
+    reference = [p.grad.clone() for p in dense.parameters()]
+    for model in (dense, tree):
+        model.zero_grad()
+        by_shared = placement.unplace(packed_logprobs(model, shared, tokens="all"), packed.width)  # [N, T]
+        torch.testing.assert_close(by_shared[placed], own.detach()[placed], atol=1e-5, rtol=0)
+        (by_shared * weights).sum().backward()
+        for (name, p), want in zip(model.named_parameters(), reference, strict=True):
+            torch.testing.assert_close(p.grad, want, atol=1e-5, rtol=1e-4, msg=name)

@@ -258,6 +258,12 @@ class PPOConfig(StrictModel):
         description="several rollout trees per row (document ids in the tree mask, first-fit into rows as wide as the "
         "longest), so micro-batches carry little padding; false: one tree per row, right-padded",
     )
+    share_prompts: bool = Field(
+        True,
+        description="with multi_tree_rows, the trees of one prompt (a question's G thinkings) go into a row together and "
+        "hold the prompt once, the others attending to it (the same log-probs; fewer tokens: in a GRPO batch of short "
+        "responses the prompt copies are about half the tokens); false: every tree carries its own prompt",
+    )
     lr: float = Field(1e-6, gt=0.0)
     weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay (the original's 0.01)")
     betas: tuple[float, float] = (0.9, 0.999)

@@ -26,6 +26,16 @@ are shifted by the tree's offset in the row. The trees are placed first-fit
 (:func:`first_fit_bins`) into rows of a capacity the update chooses (``train.update``), so padding
 is what no tree fits into.
 
+Shared prompts (``ppo.share_prompts``): the G thinkings of a question start with the same prompt,
+which in a GRPO batch of short responses is about half of all tokens. Trees of one prompt are placed
+into a row together (:func:`first_fit_bins` with groups) and only the first keeps its prompt; a later
+tree starts with its thinking and reads the first's prompt: its tokens carry that span as
+``shared_start``/``shared_end``, and the rule above gains ``or shared_start[q] ≤ k < shared_end[q]``
+(across trees). Its position ids are unchanged (its thinking starts at ``|prompt|``), and its first
+thinking token (a block cut at 0 too) is predicted by the lender's last prompt token, whose hidden
+state is the one its own copy would have had: the log-probs are those of the unshared rows.
+This goes beyond the seed, which packed one tree (one prompt copy) per thinking.
+
 Engine log-probs: ``rollout_logprobs`` holds, for every sampled token, the log-prob the engine
 reported when it sampled it (``Thinking.thinking_logprobs``, ``Summary.sampled_logprobs``), and
 NaN elsewhere or when the engine reported none; the update compares them with its own old
@@ -78,6 +88,8 @@ class PackedBatch:
     visible_trunk: torch.Tensor  # [N, T] int64: block tokens |prompt| + cut_i, else 0
     prev_index: torch.Tensor  # [N, T] int64: row index of the predicting token, -1 if none
     doc_ids: torch.Tensor  # [N, T] int64: which tree of the row (0, 1, …), -1 padding
+    shared_start: torch.Tensor  # [N, T] int64: row span [shared_start, shared_end) of a prompt this
+    shared_end: torch.Tensor  # [N, T] int64: token's tree shares with an earlier tree (empty: its own)
     trainable_mask: torch.Tensor  # [N, T] bool: sampled thinking and summary tokens
     advantages: torch.Tensor  # [N, T] float32, 0 where not trainable
     rollout_logprobs: torch.Tensor  # [N, T] float32: the engine's log-prob of each sampled token, NaN if none
@@ -102,6 +114,11 @@ class PackedBatch:
     def is_causal(self) -> bool:
         """True when no row has summary blocks or a second tree: a plain causal mask is exact."""
         return not bool((self.segment_ids > TRUNK).any() or (self.doc_ids > 0).any())
+
+    @property
+    def shares_prompts(self) -> bool:
+        """True when some tree reads its prompt from another tree of its row (:func:`merge_rows`)."""
+        return bool((self.shared_end > self.shared_start).any())
 
     @property
     def response_lengths(self) -> torch.Tensor:
@@ -157,6 +174,8 @@ def empty_batch() -> PackedBatch:
         visible_trunk=grid,
         prev_index=grid,
         doc_ids=grid,
+        shared_start=grid,
+        shared_end=grid,
         trainable_mask=grid.bool(),
         advantages=grid.float(),
         rollout_logprobs=grid.float(),
@@ -190,6 +209,14 @@ class _Row:
 
     @property
     def doc_ids(self) -> list[int]:
+        return [0] * len(self.input_ids)
+
+    @property
+    def shared_start(self) -> list[int]:
+        return [0] * len(self.input_ids)
+
+    @property
+    def shared_end(self) -> list[int]:
         return [0] * len(self.input_ids)
 
 
@@ -351,6 +378,8 @@ def collate_rows(rows: Sequence[_Row], pad_token_id: int = 0) -> PackedBatch:
         visible_trunk=pad("visible_trunk", 0, torch.long),
         prev_index=pad("prev_index", -1, torch.long),
         doc_ids=pad("doc_ids", PADDING, torch.long),
+        shared_start=pad("shared_start", 0, torch.long),
+        shared_end=pad("shared_end", 0, torch.long),
         trainable_mask=pad("trainable", False, torch.bool),
         advantages=pad("advantages", 0.0, torch.float32),
         rollout_logprobs=pad("rollout_logprobs", NAN, torch.float32),
@@ -417,64 +446,124 @@ def max_response_len(rollout_cfg: RolloutConfig, codec: TokenizerCodec) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def first_fit_bins(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+def first_fit_bins(
+    lengths: Sequence[int], capacity: int, groups: Sequence[int] | None = None, prompt_lengths: Sequence[int] | None = None
+) -> list[list[int]]:
     """First-fit decreasing: positions into ``lengths`` grouped into bins of ≤ ``capacity`` tokens
     (a length above the capacity gets a bin of its own). Bins in order of creation, each listing
-    its rows in placement order."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    its rows in placement order.
+
+    With ``groups`` (rows of one group share their first ``prompt_lengths`` tokens, see
+    :func:`prompt_groups`), a row costs only its tokens after the prompt in a bin that already holds
+    a row of its group (:func:`merge_rows` shares the prompt there), and rows are taken group by
+    group (groups by their longest row, each group's rows longest first) so that a group's rows
+    land together."""
+    if groups is None:
+        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+        saved = [0] * len(lengths)
+    else:
+        longest: dict[int, int] = {}
+        for i, g in enumerate(groups):
+            longest[g] = max(longest.get(g, 0), lengths[i])
+        order = sorted(range(len(lengths)), key=lambda i: (-longest[groups[i]], groups[i], -lengths[i], i))
+        prompts = prompt_lengths if prompt_lengths is not None else [0] * len(lengths)
+        saved = [p if n > p else 0 for n, p in zip(lengths, prompts, strict=True)]  # as shared_prompt_plan
     bins: list[list[int]] = []
     free: list[int] = []
+    held: list[set[int]] = []  # the groups of each bin
     for i in order:
-        n = lengths[i]
+        group = groups[i] if groups is not None else -1
         for k, room in enumerate(free):
+            n = lengths[i] - (saved[i] if group in held[k] else 0)
             if n <= room:
                 bins[k].append(i)
                 free[k] -= n
+                held[k].add(group)
                 break
         else:
             bins.append([i])
-            free.append(capacity - n)
+            free.append(capacity - lengths[i])
+            held.append({group})
     return bins
+
+
+def prompt_groups(batch: PackedBatch) -> list[int]:
+    """A group number per row (in order of first appearance): rows with the same prompt ids (their
+    first ``prompt_lengths`` tokens) share a group. Rows of one question normally form one group."""
+    ids = batch.input_ids.cpu().tolist()  # [N][T]
+    numbers: dict[tuple[int, ...], int] = {}
+    return [numbers.setdefault(tuple(row[:p]), len(numbers)) for row, p in zip(ids, batch.prompt_lengths.tolist(), strict=True)]
+
+
+def shared_prompt_plan(
+    lengths: Sequence[int], prompt_lengths: Sequence[int], groups: Sequence[int], bins: Sequence[Sequence[int]]
+) -> tuple[list[int], list[int]]:
+    """``(skip, lender)`` per row for :meth:`RowPlacement.of`: in each bin, a row whose group already
+    has a row there (the lender, the group's first) skips its prompt and reads the lender's; a row
+    with nothing after its prompt keeps it."""
+    skip, lender = [0] * len(lengths), list(range(len(lengths)))
+    for members in bins:
+        first: dict[int, int] = {}
+        for i in members:
+            j = first.setdefault(groups[i], i)
+            if j != i and lengths[i] > prompt_lengths[i]:
+                skip[i], lender[i] = prompt_lengths[i], j
+    return skip, lender
 
 
 @dataclass(frozen=True)
 class RowPlacement:
-    """Where every token of ``n`` source rows lands in ``n_bins`` merged rows of width ``width``:
-    source token ``(src_row[m], src_col[m])`` → merged ``(dst_row[m], dst_col[m])``, all ``[M]``."""
+    """Where every placed token of ``n`` source rows lands in ``n_bins`` merged rows of width ``width``:
+    source token ``(src_row[m], src_col[m])`` → merged ``(dst_row[m], dst_col[m])``, all ``[M]``.
+    A source row's first ``skip`` tokens (a prompt it shares with its ``lender`` row) are not placed."""
 
     src_row: torch.Tensor
     src_col: torch.Tensor
     dst_row: torch.Tensor
     dst_col: torch.Tensor
-    offset: torch.Tensor  # [n] where each source row starts in its merged row
+    offset: torch.Tensor  # [n] where each source row's first placed token lands in its merged row
     doc: torch.Tensor  # [n] the tree number of each source row in its merged row
+    skip: torch.Tensor  # [n] tokens at the start of each source row that are not placed (0: none)
+    lender: torch.Tensor  # [n] the source row whose prompt a row reads (itself when skip is 0)
     n_bins: int
     width: int
 
     @classmethod
-    def of(cls, lengths: torch.Tensor, bins: Sequence[Sequence[int]]) -> RowPlacement:
-        """The placement of rows of ``lengths [n]`` (CPU) into ``bins`` (from :func:`first_fit_bins`)."""
+    def of(
+        cls,
+        lengths: torch.Tensor,
+        bins: Sequence[Sequence[int]],
+        skip: Sequence[int] | None = None,
+        lender: Sequence[int] | None = None,
+    ) -> RowPlacement:
+        """The placement of rows of ``lengths [n]`` (CPU) into ``bins`` (from :func:`first_fit_bins`),
+        skipping shared prompts as :func:`shared_prompt_plan` says (default: none)."""
         sizes = [int(x) for x in lengths.tolist()]
+        skip = list(skip) if skip is not None else [0] * len(sizes)
+        lender = list(lender) if lender is not None else list(range(len(sizes)))
         bin_of, offset, doc = [0] * len(sizes), [0] * len(sizes), [0] * len(sizes)
         width = 0
         for k, members in enumerate(bins):
             start = 0
             for d, i in enumerate(members):
                 bin_of[i], offset[i], doc[i] = k, start, d
-                start += sizes[i]
+                start += sizes[i] - skip[i]
             width = max(width, start)
-        n_tokens = torch.tensor(sizes, dtype=torch.long)  # [n]
-        src_row = torch.repeat_interleave(torch.arange(len(sizes)), n_tokens)  # [M]
-        starts = torch.cumsum(n_tokens, 0) - n_tokens  # [n]
-        src_col = torch.arange(int(n_tokens.sum())) - starts[src_row]  # [M]
+        placed = torch.tensor(sizes, dtype=torch.long) - torch.tensor(skip, dtype=torch.long)  # [n]
+        src_row = torch.repeat_interleave(torch.arange(len(sizes)), placed)  # [M]
+        starts = torch.cumsum(placed, 0) - placed  # [n]
+        skips = torch.tensor(skip, dtype=torch.long)  # [n]
+        src_col = torch.arange(int(placed.sum())) - starts[src_row] + skips[src_row]  # [M]
         offsets = torch.tensor(offset, dtype=torch.long)  # [n]
         return cls(
             src_row=src_row,
             src_col=src_col,
             dst_row=torch.tensor(bin_of, dtype=torch.long)[src_row],
-            dst_col=offsets[src_row] + src_col,
+            dst_col=offsets[src_row] + src_col - skips[src_row],
             offset=offsets,
             doc=torch.tensor(doc, dtype=torch.long),
+            skip=skips,
+            lender=torch.tensor(lender, dtype=torch.long),
             n_bins=len(bins),
             width=width,
         )
@@ -486,34 +575,47 @@ class RowPlacement:
         return out
 
     def unplace(self, merged: torch.Tensor, width: int) -> torch.Tensor:
-        """Merged ``[n_bins, W]`` → source ``[n, width]`` (0 past each row's end)."""
+        """Merged ``[n_bins, W]`` → source ``[n, width]`` (0 past each row's end and on skipped tokens)."""
         n = int(self.offset.numel())
         out = torch.zeros((n, width), dtype=merged.dtype, device=merged.device)  # [n, width]
         out[self.src_row, self.src_col] = merged[self.dst_row, self.dst_col]
         return out
 
+    def moved(self, index: torch.Tensor) -> torch.Tensor:
+        """Source row positions ``[n, t]`` (of each row's own tokens, ≥ 0) → merged row positions:
+        a skipped prompt token is found in the lender's placed prompt."""
+        skip, offset = self.skip[:, None], self.offset[:, None]  # [n, 1]
+        return torch.where(index >= skip, offset + index - skip, self.offset[self.lender][:, None] + index)  # [n, t]
+
 
 def merge_rows(batch: PackedBatch, placement: RowPlacement) -> PackedBatch:
     """Rows of one tree each (on the CPU) → rows of several trees (see the module docstring).
 
+    A tree placed without its prompt (``placement.skip``) reads its lender's: its tokens get the
+    lender's prompt span as ``shared_start``/``shared_end``, and indices into its prompt
+    (``prev_index`` of its first thinking token, of a block cut at 0) point into the lender's.
     Row-level fields of a merged row: ``lengths`` its real tokens; ``prompt_lengths``,
     ``question_index`` and ``rollout_index`` those of its first tree.
     """
-    if bool((batch.doc_ids > 0).any()):
+    if bool((batch.doc_ids > 0).any()) or batch.shares_prompts:
         raise ValueError("merge_rows: the rows already hold several trees")
     p = placement
-    shift = p.offset[:, None]  # [n, 1] where each tree starts in its merged row
     blocks = batch.segment_ids > TRUNK  # [n, t]
     starts = p.dst_col == 0  # [M] the first token of each merged row
     first_row = torch.zeros(p.n_bins, dtype=torch.long)  # [n_bins] the source row of each merged row's first tree
     first_row[p.dst_row[starts]] = p.src_row[starts]
+    shared = (p.skip > 0)[:, None]  # [n, 1] the rows that read another row's prompt
+    shared_start = torch.where(shared, p.offset[p.lender][:, None], 0).expand_as(batch.segment_ids)  # [n, t]
+    shared_end = torch.where(shared, (p.offset[p.lender] + p.skip)[:, None], 0).expand_as(batch.segment_ids)  # [n, t]
     return PackedBatch(
         input_ids=p.place(batch.input_ids, 0),
         position_ids=p.place(batch.position_ids, 0),
         segment_ids=p.place(batch.segment_ids, PADDING),
-        visible_trunk=p.place(torch.where(blocks, batch.visible_trunk + shift, batch.visible_trunk), 0),
-        prev_index=p.place(torch.where(batch.prev_index >= 0, batch.prev_index + shift, batch.prev_index), -1),
+        visible_trunk=p.place(torch.where(blocks, p.moved(batch.visible_trunk), batch.visible_trunk), 0),
+        prev_index=p.place(torch.where(batch.prev_index >= 0, p.moved(batch.prev_index.clamp(min=0)), -1), -1),
         doc_ids=p.place(p.doc[:, None].expand_as(batch.segment_ids), PADDING),
+        shared_start=p.place(shared_start, 0),
+        shared_end=p.place(shared_end, 0),
         trainable_mask=p.place(batch.trainable_mask, False),
         advantages=p.place(batch.advantages, 0.0),
         rollout_logprobs=p.place(batch.rollout_logprobs, NAN),

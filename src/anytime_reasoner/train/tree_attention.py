@@ -8,7 +8,10 @@ segment, through ``scaled_dot_product_attention``:
 
 - trunks: every trunk gathered into ``[n_trunks, H, L, D]`` (L = the longest trunk), causal;
 - blocks: every block's queries ``[n_blocks, H, Q, D]`` against its trunk prefix followed by itself
-  ``[n_blocks, H, P + Q, D]`` (P = the longest visible prefix), with a small mask ``[n_blocks, 1, Q, P + Q]``.
+  ``[n_blocks, H, P + Q, D]`` (P = the longest visible prefix), with a small mask ``[n_blocks, 1, Q, P + Q]``;
+  a tree that reads its prompt from an earlier tree of the row (``train.packing.merge_rows``) puts
+  that prompt before its blocks' prefixes, and its trunk is attended the same way (the prompt, then
+  itself causally).
 
 The work is ``Σ L² + Σ Q·(P + Q)`` instead of ``N·T²``, and no ``[N, 1, T, T]`` float mask exists.
 Segments of very different lengths would pad each other to the longest (a GRPO batch's trunks, a
@@ -64,7 +67,7 @@ class TreeLayout:
     """The segments of a batch of packed rows, as gather indices (see the module docstring)."""
 
     trunks: tuple[_Group, ...]  # by length (see ``buckets``)
-    blocks: tuple[_Group, ...]  # by visible prefix + length; none in rows of trunks only
+    blocks: tuple[_Group, ...]  # by visible prefix + length (shared prompts' trunks among them)
 
     @classmethod
     def of(cls, batch: PackedBatch) -> TreeLayout:
@@ -86,15 +89,20 @@ class TreeLayout:
         ends = torch.where(same_row, torch.roll(starts, -1), batch.lengths.to(device)[rows])  # [n_seg]
         lengths = ends - starts  # [n_seg]
         is_trunk = seg[rows, starts] == TRUNK  # [n_seg]
-        t = is_trunk.nonzero().squeeze(1)  # [n_t]
+        shared_start = batch.shared_start.to(device)[rows, starts]  # [n_seg] a prompt read from an earlier tree
+        shared_len = batch.shared_end.to(device)[rows, starts] - shared_start  # [n_seg] (0: none)
+        t = (is_trunk & (shared_len == 0)).nonzero().squeeze(1)  # [n_t] trunks holding their own prompt
         trunks = tuple(_causal_group(rows[i], starts[i], lengths[i]) for i in (t[j] for j in buckets(lengths[t])))
-        b = (~is_trunk).nonzero().squeeze(1)  # [n_b]
-        prefix_start = doc_start[rows[b], starts[b]]  # [n_b] the block's trunk starts here
-        prefix_len = batch.visible_trunk.to(device)[rows[b], starts[b]] - prefix_start  # [n_b]
-        blocks = tuple(
-            _block_group(rows[b[j]], starts[b[j]], lengths[b[j]], prefix_start[j], prefix_len[j])
-            for j in buckets(prefix_len + lengths[b])
-        )
+        blocks: tuple[_Group, ...] = ()
+        for kind in (is_trunk & (shared_len > 0), ~is_trunk):  # trunks reading a shared prompt; summary blocks
+            b = kind.nonzero().squeeze(1)  # [n_b]
+            prefix_start = doc_start[rows[b], starts[b]]  # [n_b] the block's trunk starts here
+            prefix_len = torch.where(is_trunk[b], 0, batch.visible_trunk.to(device)[rows[b], starts[b]] - prefix_start)  # [n_b]
+            spans = ((shared_start[b], shared_len[b]), (prefix_start, prefix_len))
+            blocks += tuple(
+                _block_group(rows[b[j]], starts[b[j]], lengths[b[j]], tuple((at[j], n[j]) for at, n in spans))
+                for j in buckets(shared_len[b] + prefix_len + lengths[b])
+            )
         return cls(trunks, blocks)
 
 
@@ -122,16 +130,25 @@ def _causal_group(rows: torch.Tensor, starts: torch.Tensor, lengths: torch.Tenso
 
 
 def _block_group(
-    rows: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, prefix_start: torch.Tensor, prefix_len: torch.Tensor
+    rows: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, spans: tuple[tuple[torch.Tensor, torch.Tensor], ...]
 ) -> _Group:
-    Q, P = int(lengths.max()), int(prefix_len.max())
+    """Segments that see the row spans ``(start [n], length [n])`` of ``spans`` whole (a shared
+    prompt, then a trunk prefix), then themselves causally. Each segment's span keys are laid end
+    to end and padded once, to the longest total ``P``."""
+    Q = int(lengths.max())
     i = torch.arange(Q, device=rows.device)  # [Q]
-    p = torch.arange(P, device=rows.device)  # [P]
     valid = i[None, :] < lengths[:, None]  # [n, Q]
     query_index = starts[:, None] + torch.minimum(i[None, :], lengths[:, None] - 1)  # [n, Q]
-    prefix_index = prefix_start[:, None] + torch.minimum(p[None, :], (prefix_len[:, None] - 1).clamp(min=0))  # [n, P]
+    total = sum((n for _, n in spans), torch.zeros_like(lengths))  # [n]
+    p = torch.arange(int(total.max()), device=rows.device)[None, :]  # [1, P]
+    prefix_index = torch.zeros(p.shape, dtype=torch.long, device=rows.device).expand(lengths.shape[0], -1)  # [n, P]
+    before = torch.zeros_like(lengths)  # [n] keys laid down so far
+    for span_start, span_len in spans:
+        inside = (p >= before[:, None]) & (p < (before + span_len)[:, None])  # [n, P]
+        prefix_index = torch.where(inside, span_start[:, None] + p - before[:, None], prefix_index)  # [n, P]
+        before = before + span_len
     key_index = torch.cat([prefix_index, query_index], dim=1)  # [n, P + Q]
-    sees_prefix = (p[None, :] < prefix_len[:, None])[:, None, :].expand(-1, Q, -1)  # [n, Q, P]
+    sees_prefix = (p < total[:, None])[:, None, :].expand(-1, Q, -1)  # [n, Q, P]
     sees_own = (i[None, None, :] <= i[None, :, None]) & valid[:, None, :]  # [n, Q, Q] causal, real keys
     mask = torch.cat([sees_prefix, sees_own], dim=2)[:, None]  # [n, 1, Q, P + Q]
     return _Group(rows, query_index, key_index, valid, mask)

@@ -11,7 +11,9 @@ One call of :func:`ppo_update`:
    within ``ppo_max_token_len`` (rows sorted by length, filled greedily; a row longer than the
    budget goes alone); with ``ppo.multi_tree_rows`` several trees share a row first
    (``train.packing.merge_rows``: first-fit into rows as wide as the mini-batch's longest, or
-   as wide as the token budget under tree attention), so padding is what no tree fits into; every micro-batch loss is divided by the *mini-batch*
+   as wide as the token budget under tree attention), so padding is what no tree fits into, and
+   with ``ppo.share_prompts`` the rows of one prompt go into a row together, which holds that
+   prompt once (the other trees read it: ``train.packing``); every micro-batch loss is divided by the *mini-batch*
    normalizer (:func:`minibatch_normalizer`), so the accumulated gradient does not depend on the split;
 4. gradient clipping at ``grad_clip`` (the pre-clip norm is reported); a step whose norm is not
    finite is skipped and counted (``skipped_steps``). Departure: the original steps the optimizer
@@ -63,7 +65,14 @@ from anytime_reasoner.algo.off_policy import (
 )
 from anytime_reasoner.config import PPOConfig
 from anytime_reasoner.train.logprobs import Attention, packed_logprobs, uses_tree_attention
-from anytime_reasoner.train.packing import PackedBatch, RowPlacement, first_fit_bins, merge_rows
+from anytime_reasoner.train.packing import (
+    PackedBatch,
+    RowPlacement,
+    first_fit_bins,
+    merge_rows,
+    prompt_groups,
+    shared_prompt_plan,
+)
 from anytime_reasoner.train.runtime import Runtime, compute_weights
 
 
@@ -121,34 +130,46 @@ def minibatch_normalizer(batch: PackedBatch, agg: LossAgg, max_response_len: int
 
 
 def multi_tree_micro_batches(
-    lengths: torch.Tensor, max_token_len: int, min_count: int = 0, wide: bool = False
+    lengths: torch.Tensor,
+    max_token_len: int,
+    min_count: int = 0,
+    wide: bool = False,
+    prompts: tuple[list[int], list[int]] | None = None,
 ) -> list[list[list[int]]]:
     """Several trees per row: rows (given their lengths ``[n]``) first-fit into bins, then as many
     bins per micro-batch as ``max_token_len`` allows (at least one). Bins are as wide as the longest
     row (a dense mask costs ``T²`` per row), or ``max_token_len`` wide when ``wide`` (tree
     attention: the cost does not grow with the row, so one row per micro-batch, exactly as wide as
-    its trees: no padding). Returns micro-batches of bins of positions into ``lengths``, then empty
-    entries up to ``min_count``."""
+    its trees: no padding). ``prompts`` = ``(groups, prompt_lengths)`` per row: a row sharing a bin
+    with a row of its group costs its tokens after the prompt (``first_fit_bins``). Returns
+    micro-batches of bins of positions into ``lengths``, then empty entries up to ``min_count``."""
     sizes = [int(n) for n in lengths.tolist()]
     micro: list[list[list[int]]] = []
     if sizes:
         width = max(max(sizes), max_token_len) if wide else max(sizes)
-        bins = first_fit_bins(sizes, width)
+        bins = first_fit_bins(sizes, width, *(prompts or (None, None)))
         per = max(1, max_token_len // width)
         micro = [bins[k : k + per] for k in range(0, len(bins), per)]
     return micro + [[] for _ in range(min_count - len(micro))]
 
 
 def micro_batch_plan(
-    batch: PackedBatch, max_token_len: int, runtime: Runtime | None, multi_tree: bool = False, wide: bool = False
+    batch: PackedBatch,
+    max_token_len: int,
+    runtime: Runtime | None,
+    multi_tree: bool = False,
+    wide: bool = False,
+    share_prompts: bool = False,
 ) -> list[list[list[int]]]:
     """The micro-batches of ``batch`` as bins of row positions (a bin is one row of the model's
     input; one position per bin without ``multi_tree``; ``wide``: see
-    :func:`multi_tree_micro_batches`), padded with empty entries to the most any rank needs."""
+    :func:`multi_tree_micro_batches`; ``share_prompts``: rows of one prompt packed together, the
+    prompt once a row), padded with empty entries to the most any rank needs."""
+    prompts = (prompt_groups(batch), batch.prompt_lengths.tolist()) if multi_tree and share_prompts else None
 
     def plan(min_count: int = 0) -> list[list[list[int]]]:
         if multi_tree:
-            return multi_tree_micro_batches(batch.lengths, max_token_len, min_count, wide)
+            return multi_tree_micro_batches(batch.lengths, max_token_len, min_count, wide, prompts)
         return [[[i] for i in rows] for rows in token_budget_micro_batches(batch.lengths, max_token_len, min_count)]
 
     micro = plan()
@@ -160,7 +181,8 @@ def micro_batch_plan(
 @dataclass
 class MicroBatch:
     """The model input of one micro-batch: ``rows`` of a mini-batch as ``part`` (several trees per
-    row when ``placement`` is set), with the maps between both layouts."""
+    row when ``placement`` is set, a prompt once per row with ``share_prompts``), with the maps
+    between both layouts."""
 
     rows: torch.Tensor  # [n] positions in the mini-batch
     part: PackedBatch  # [n_bins, W] what the model runs
@@ -168,7 +190,7 @@ class MicroBatch:
     placement: RowPlacement | None
 
     @classmethod
-    def of(cls, batch: PackedBatch, bins: list[list[int]]) -> MicroBatch:
+    def of(cls, batch: PackedBatch, bins: list[list[int]], share_prompts: bool = False) -> MicroBatch:
         flat = [i for members in bins for i in members]
         rows = torch.tensor(flat, dtype=torch.long)  # [n]
         plain = batch.select(rows)
@@ -178,7 +200,11 @@ class MicroBatch:
         for members in bins:
             local.append(list(range(start, start + len(members))))
             start += len(members)
-        placement = RowPlacement.of(plain.lengths.cpu(), local)
+        skip_lender = None
+        if share_prompts:
+            sizes, prompts = plain.lengths.tolist(), plain.prompt_lengths.tolist()
+            skip_lender = shared_prompt_plan(sizes, prompts, prompt_groups(plain), local)
+        placement = RowPlacement.of(plain.lengths.cpu(), local, *(skip_lender or (None, None)))
         return cls(rows, merge_rows(plain.to("cpu"), placement), plain.width, placement)
 
     def to_part(self, values: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
@@ -203,6 +229,8 @@ def stand_in_row(pad_token_id: int, device: torch.device) -> PackedBatch:
         visible_trunk=zeros,
         prev_index=torch.tensor([[-1, 0]], device=device),
         doc_ids=zeros,
+        shared_start=zeros,
+        shared_end=zeros,
         trainable_mask=torch.tensor([[False, True]], device=device),
         advantages=zeros.float(),
         rollout_logprobs=torch.full((1, 2), float("nan"), device=device),
@@ -224,16 +252,17 @@ def compute_old_logprobs(
     temperature: float = 1.0,
     runtime: Runtime | None = None,
     multi_tree: bool = False,
+    share_prompts: bool = True,
 ) -> torch.Tensor:
     """Log-probs of the trainable tokens under the current weights, no grad → float32 ``[N, T]`` (CPU)."""
     runtime = runtime or Runtime(device=_device_of(model))
     old_logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32)  # [N, T]
-    for bins in micro_batch_plan(batch, max_token_len, runtime, multi_tree, _wide_rows(model, attention)):
+    for bins in micro_batch_plan(batch, max_token_len, runtime, multi_tree, _wide_rows(model, attention), share_prompts):
         if not bins:
             with compute_weights(model, runtime.cast_dtype):
                 packed_logprobs(model, stand_in_row(0, runtime.device), attention=attention, chunk_size=chunk_size)
             continue
-        micro = MicroBatch.of(batch, bins)
+        micro = MicroBatch.of(batch, bins, share_prompts)
         part = micro.part.to(runtime.device)
         with compute_weights(model, runtime.cast_dtype):
             logprobs = packed_logprobs(
@@ -325,6 +354,7 @@ def accumulate_gradients(
     token_weights: torch.Tensor | None = None,
     multi_tree: bool = False,
     record_old: torch.Tensor | None = None,
+    share_prompts: bool = True,
 ) -> float:
     """Backward the PPO loss of one mini-batch (this rank's rows of it), micro-batch by
     micro-batch; returns the loss of these rows.
@@ -338,14 +368,14 @@ def accumulate_gradients(
     runtime = runtime or Runtime(device=_device_of(model))
     device = runtime.device
     total = 0.0
-    for bins in micro_batch_plan(batch, max_token_len, runtime, multi_tree, _wide_rows(model, attention)):
+    for bins in micro_batch_plan(batch, max_token_len, runtime, multi_tree, _wide_rows(model, attention), share_prompts):
         # forward and backward on the compute casts of the weights (one process; FSDP2 casts its own)
         with compute_weights(model, runtime.cast_dtype):
             if not bins:  # other ranks fill this micro-batch: a collective forward/backward of zero loss
                 stand_in = packed_logprobs(model, stand_in_row(0, device), attention=attention, chunk_size=chunk_size)
                 (stand_in.sum() * 0.0).backward()
                 continue
-            micro = MicroBatch.of(batch, bins)
+            micro = MicroBatch.of(batch, bins, share_prompts)
             loss, metrics, n_tokens = _micro_loss(
                 model, micro, old_logprobs, token_weights, record_old, normalizer, clip_eps, clip_eps_high,
                 attention=attention, chunk_size=chunk_size, temperature=temperature, device=device,
@@ -445,6 +475,7 @@ def ppo_update(
                 temperature=temperature,
                 runtime=runtime,
                 multi_tree=ppo_cfg.multi_tree_rows,
+                share_prompts=ppo_cfg.share_prompts,
             )  # [n, t]
             old_logprobs[todo, : computed.shape[1]] = computed
     else:
@@ -477,6 +508,7 @@ def ppo_update(
                 token_weights=token_weights[rows.cpu()] if token_weights is not None else None,
                 multi_tree=ppo_cfg.multi_tree_rows,
                 record_old=record,
+                share_prompts=ppo_cfg.share_prompts,
             )
             if record is not None:
                 old_logprobs[rows.cpu()] = record
