@@ -39,6 +39,8 @@ def test_every_stage_passes_on_the_cpu():
     # one mini-batch in one process: no old-log-prob pass, so train + recompute forwards, 8·P·T FLOPs
     assert float(figures["forwards_per_step"]) == 2 and float(figures["flops_per_token_parameter"]) == 8
     assert float(figures["logprob_mean_abs_diff"]) < 0.05  # bf16 autocast; exact in float32 (tests/train)
+    # a question's 3 trees in one row hold its prompt once: 2 copies of 16 tokens fewer, the same log-probs
+    assert float(figures["shared_prompt_tokens_saved"]) == 2 * 16 and "check shared_prompts_equal_own_prompts: PASS" in out
     if HAS_VLLM:  # CI's vLLM environment: the external launcher and the engine following an update
         assert any(line.startswith("-- 3. torchrun") and ": PASS" in line for line in out.splitlines())
         assert "check engine_follows_the_trainer: PASS" in out and "check update_moves_the_logprobs: PASS" in out
