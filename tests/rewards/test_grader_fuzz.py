@@ -26,6 +26,7 @@ and no example database is written; ``scripts/fuzz_grader.py --seed`` explores f
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import math
 import os
@@ -53,6 +54,7 @@ from anytime_reasoner.rewards.fuzz import (
 )
 
 TIMEOUT = 0.5  # per answer in a worker; garbage is wrong whether it times out or not
+WARM_UP_TIMEOUT = 10.0  # the workers' first answers, before anything is timed
 WORKERS = 2
 ROUND_MARGIN = 0.5  # per round of tasks: replacing a killed worker (~0.1 s) and the pool's 0.1 s poll
 CALL_MARGIN = 3.0  # per call: extracting megabyte responses, the pipes, a machine shared with other jobs
@@ -74,10 +76,13 @@ def trapped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MathVeri
     """Workers with the traps installed, and the file the traps report to."""
     report = tmp_path_factory.mktemp("traps") / "report.txt"
     init = functools.partial(install_traps, str(report))
-    with MathVerifier(timeout=TIMEOUT, workers=WORKERS, worker_initializer=init) as verifier:
-        # start the workers before anything is timed; the traps let real grading through
+    with MathVerifier(timeout=WARM_UP_TIMEOUT, workers=WORKERS, worker_initializer=init) as verifier:
+        # start the workers and their first parse before anything is timed, under a timeout a cold worker
+        # meets on a loaded machine (a first parse once took past 0.5 s in CI beside pip installs; a worker
+        # killed at the timeout is replaced by a cold one); the traps let real grading through
         ok = verifier.match(["\\frac{1}{2}", "x+1", "2.0", "\\sqrt{4}"], ["0.5", "1+x", "2", "2"])
         assert [v.correct for v in ok] == [True] * 4
+        verifier.settings = dataclasses.replace(verifier.settings, timeout=TIMEOUT)  # the timed batches' timeout
         yield verifier, report
     assert read_trap_report(report) == []
 
