@@ -490,7 +490,8 @@ def first_fit_bins(
 def prompt_groups(batch: PackedBatch) -> list[int]:
     """A group number per row (in order of first appearance): rows with the same prompt ids (their
     first ``prompt_lengths`` tokens) share a group. Rows of one question normally form one group."""
-    ids = batch.input_ids.cpu().tolist()  # [N][T]
+    longest = int(batch.prompt_lengths.max()) if batch.n_rows else 0
+    ids = batch.input_ids[:, :longest].cpu().tolist()  # [N][longest prompt]: the prompts only
     numbers: dict[tuple[int, ...], int] = {}
     return [numbers.setdefault(tuple(row[:p]), len(numbers)) for row, p in zip(ids, batch.prompt_lengths.tolist(), strict=True)]
 
