@@ -48,7 +48,7 @@ import torch
 import torch.distributed as dist
 
 from anytime_reasoner.rollout.types import RolloutBatch, Summary, Thinking
-from anytime_reasoner.train.packing import pack_rollouts, unpack_rollouts
+from anytime_reasoner.train.packing import RowPlacement, merge_rows, pack_rollouts, unpack_rollouts
 
 SHAPES = {
     # DeepSeek-R1-Distill-Qwen-1.5B (its config.json); the vocabulary is the padded embedding size
@@ -292,7 +292,6 @@ def check_shared_prompts(model, args: argparse.Namespace, device: torch.device, 
     """Log-probs of one question's three trees in one row holding the prompt once (``ppo.share_prompts``:
     the tree rule's shared-prompt clause in FlexAttention's mask) vs each tree in a row of its own, float32."""
     from anytime_reasoner.train.logprobs import packed_logprobs
-    from anytime_reasoner.train.packing import RowPlacement, first_fit_bins, merge_rows, prompt_groups, shared_prompt_plan
 
     base = random_rollouts(args, args.check_thinking, 3, model.config.vocab_size, seed=2)  # three questions ...
     thinkings = [per[0] for per in base.thinkings]
@@ -301,9 +300,7 @@ def check_shared_prompts(model, args: argparse.Namespace, device: torch.device, 
     batch = RolloutBatch(budgets=base.budgets, thinkings=[thinkings])
     _, G, S, A = batch.shape
     packed = pack_rollouts(batch, torch.zeros(1, G, S), torch.ones(1, G, S, A))
-    sizes, prompts, groups = packed.lengths.tolist(), packed.prompt_lengths.tolist(), prompt_groups(packed)
-    bins = first_fit_bins(sizes, sum(sizes), groups, prompts)
-    placement = RowPlacement.of(packed.lengths, bins, *shared_prompt_plan(sizes, prompts, groups, bins))
+    placement = RowPlacement.sharing(packed, [list(range(packed.n_rows))])  # one row
     shared = merge_rows(packed, placement)
     with torch.no_grad():  # float32: a random model's log-probs barely depend on context, bf16 noise would hide a wrong mask
         own = packed_logprobs(model, packed.to(device)).float().cpu()  # [3, T]

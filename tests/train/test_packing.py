@@ -284,9 +284,7 @@ def shared_hand_batch() -> RolloutBatch:
 def shared_hand_rows():
     """The three trees of :func:`shared_hand_batch` in one row, the prompt once."""
     p = pack_rollouts(shared_hand_batch(), torch.zeros(1, 3, 2), torch.zeros(1, 3, 2, 1))
-    sizes, prompts = p.lengths.tolist(), p.prompt_lengths.tolist()
-    skip, lender = shared_prompt_plan(sizes, prompts, prompt_groups(p), [[0, 1, 2]])
-    return merge_rows(p, RowPlacement.of(p.lengths, [[0, 1, 2]], skip, lender))
+    return merge_rows(p, RowPlacement.sharing(p, [[0, 1, 2]]))
 
 
 def test_shared_prompt_by_hand():

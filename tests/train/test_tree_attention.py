@@ -14,7 +14,6 @@ from anytime_reasoner.train.packing import (
     merge_rows,
     pack_rollouts,
     prompt_groups,
-    shared_prompt_plan,
 )
 from anytime_reasoner.train.tree_attention import IMPLEMENTATION, TreeLayout, buckets, register
 
@@ -136,9 +135,8 @@ def test_attention_setting_picks_the_path():
 def _shared(packed):
     """All rows into one row, each prompt once (its first tree's; the second question's lender is
     not at the start of the row)."""
-    sizes, prompts, groups = packed.lengths.tolist(), packed.prompt_lengths.tolist(), prompt_groups(packed)
-    bins = first_fit_bins(sizes, sum(sizes), groups, prompts)
-    placement = RowPlacement.of(packed.lengths, bins, *shared_prompt_plan(sizes, prompts, groups, bins))
+    sizes, groups = packed.lengths.tolist(), prompt_groups(packed)
+    placement = RowPlacement.sharing(packed, first_fit_bins(sizes, sum(sizes), groups, packed.prompt_lengths.tolist()), groups)
     return merge_rows(packed, placement), placement
 
 

@@ -569,6 +569,15 @@ class RowPlacement:
             width=width,
         )
 
+    @classmethod
+    def sharing(cls, batch: PackedBatch, bins: Sequence[Sequence[int]], groups: Sequence[int] | None = None) -> RowPlacement:
+        """The placement of ``batch``'s rows into ``bins`` holding each prompt once a bin: a row whose
+        prompt group (``groups``, default :func:`prompt_groups` of ``batch``) already has a row in its
+        bin skips its prompt (:func:`shared_prompt_plan`)."""
+        groups = prompt_groups(batch) if groups is None else groups
+        skip, lender = shared_prompt_plan(batch.lengths.tolist(), batch.prompt_lengths.tolist(), groups, bins)
+        return cls.of(batch.lengths.cpu(), bins, skip, lender)
+
     def place(self, values: torch.Tensor, fill: float | int | bool) -> torch.Tensor:
         """Source ``[n, t]`` → merged ``[n_bins, width]`` (``fill`` where no token lands)."""
         out = torch.full((self.n_bins, self.width), fill, dtype=values.dtype, device=values.device)  # [n_bins, W]

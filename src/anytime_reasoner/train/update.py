@@ -71,7 +71,6 @@ from anytime_reasoner.train.packing import (
     first_fit_bins,
     merge_rows,
     prompt_groups,
-    shared_prompt_plan,
 )
 from anytime_reasoner.train.runtime import Runtime, compute_weights
 
@@ -159,13 +158,13 @@ def micro_batch_plan(
     runtime: Runtime | None,
     multi_tree: bool = False,
     wide: bool = False,
-    share_prompts: bool = False,
+    groups: list[int] | None = None,
 ) -> list[list[list[int]]]:
     """The micro-batches of ``batch`` as bins of row positions (a bin is one row of the model's
     input; one position per bin without ``multi_tree``; ``wide``: see
-    :func:`multi_tree_micro_batches`; ``share_prompts``: rows of one prompt packed together, the
-    prompt once a row), padded with empty entries to the most any rank needs."""
-    prompts = (prompt_groups(batch), batch.prompt_lengths.tolist()) if multi_tree and share_prompts else None
+    :func:`multi_tree_micro_batches`; ``groups``: each row's prompt group, to pack a group's rows
+    together and count its prompt once a row), padded with empty entries to the most any rank needs."""
+    prompts = (groups, batch.prompt_lengths.tolist()) if multi_tree and groups is not None else None
 
     def plan(min_count: int = 0) -> list[list[list[int]]]:
         if multi_tree:
@@ -181,7 +180,7 @@ def micro_batch_plan(
 @dataclass
 class MicroBatch:
     """The model input of one micro-batch: ``rows`` of a mini-batch as ``part`` (several trees per
-    row when ``placement`` is set, a prompt once per row with ``share_prompts``), with the maps
+    row when ``placement`` is set, a prompt once per row with prompt ``groups``), with the maps
     between both layouts."""
 
     rows: torch.Tensor  # [n] positions in the mini-batch
@@ -190,7 +189,8 @@ class MicroBatch:
     placement: RowPlacement | None
 
     @classmethod
-    def of(cls, batch: PackedBatch, bins: list[list[int]], share_prompts: bool = False) -> MicroBatch:
+    def of(cls, batch: PackedBatch, bins: list[list[int]], groups: list[int] | None = None) -> MicroBatch:
+        """``bins`` of ``batch``'s rows; with ``groups`` (each row's prompt group), a prompt once a row."""
         flat = [i for members in bins for i in members]
         rows = torch.tensor(flat, dtype=torch.long)  # [n]
         plain = batch.select(rows)
@@ -200,11 +200,10 @@ class MicroBatch:
         for members in bins:
             local.append(list(range(start, start + len(members))))
             start += len(members)
-        skip_lender = None
-        if share_prompts:
-            sizes, prompts = plain.lengths.tolist(), plain.prompt_lengths.tolist()
-            skip_lender = shared_prompt_plan(sizes, prompts, prompt_groups(plain), local)
-        placement = RowPlacement.of(plain.lengths.cpu(), local, *(skip_lender or (None, None)))
+        if groups is None:
+            placement = RowPlacement.of(plain.lengths.cpu(), local)
+        else:
+            placement = RowPlacement.sharing(plain, local, [groups[i] for i in flat])
         return cls(rows, merge_rows(plain.to("cpu"), placement), plain.width, placement)
 
     def to_part(self, values: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
@@ -257,12 +256,13 @@ def compute_old_logprobs(
     """Log-probs of the trainable tokens under the current weights, no grad → float32 ``[N, T]`` (CPU)."""
     runtime = runtime or Runtime(device=_device_of(model))
     old_logprobs = torch.zeros(batch.input_ids.shape, dtype=torch.float32)  # [N, T]
-    for bins in micro_batch_plan(batch, max_token_len, runtime, multi_tree, _wide_rows(model, attention), share_prompts):
+    groups = prompt_groups(batch) if multi_tree and share_prompts else None  # once for all micro-batches
+    for bins in micro_batch_plan(batch, max_token_len, runtime, multi_tree, _wide_rows(model, attention), groups):
         if not bins:
             with compute_weights(model, runtime.cast_dtype):
                 packed_logprobs(model, stand_in_row(0, runtime.device), attention=attention, chunk_size=chunk_size)
             continue
-        micro = MicroBatch.of(batch, bins, share_prompts)
+        micro = MicroBatch.of(batch, bins, groups)
         part = micro.part.to(runtime.device)
         with compute_weights(model, runtime.cast_dtype):
             logprobs = packed_logprobs(
@@ -368,14 +368,15 @@ def accumulate_gradients(
     runtime = runtime or Runtime(device=_device_of(model))
     device = runtime.device
     total = 0.0
-    for bins in micro_batch_plan(batch, max_token_len, runtime, multi_tree, _wide_rows(model, attention), share_prompts):
+    groups = prompt_groups(batch) if multi_tree and share_prompts else None  # once for all micro-batches
+    for bins in micro_batch_plan(batch, max_token_len, runtime, multi_tree, _wide_rows(model, attention), groups):
         # forward and backward on the compute casts of the weights (one process; FSDP2 casts its own)
         with compute_weights(model, runtime.cast_dtype):
             if not bins:  # other ranks fill this micro-batch: a collective forward/backward of zero loss
                 stand_in = packed_logprobs(model, stand_in_row(0, device), attention=attention, chunk_size=chunk_size)
                 (stand_in.sum() * 0.0).backward()
                 continue
-            micro = MicroBatch.of(batch, bins, share_prompts)
+            micro = MicroBatch.of(batch, bins, groups)
             loss, metrics, n_tokens = _micro_loss(
                 model, micro, old_logprobs, token_weights, record_old, normalizer, clip_eps, clip_eps_high,
                 attention=attention, chunk_size=chunk_size, temperature=temperature, device=device,
