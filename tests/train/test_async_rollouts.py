@@ -2,7 +2,7 @@
 a rollout worker process at lag 0 computes what the trainer computes in-process, bit for bit; lags
 1 and 2 are deterministic and resume exactly (a run stopped and resumed is a second run, which
 ends with the same weights as an uninterrupted one); weights sent by gloo broadcast equal weights
-sent by file; a worker killed mid-run is restarted and the run ends identical, and past
+sent by file; a worker killed mid-run is restarted (over a resume) and the run ends identical, and past
 ``trainer.max_worker_restarts`` the run stops with one line; two ``torchrun`` ranks sharing one
 worker train as one process does."""
 
@@ -21,7 +21,6 @@ from anytime_reasoner.config import TrainConfig, build_config
 from anytime_reasoner.train.async_rollouts import ProcessRollouts, RolloutWorkerError
 from anytime_reasoner.train.build import build_trainer
 from anytime_reasoner.train.loggers import read_metrics
-from tests.conftest import processes_lock
 
 pytestmark = [
     pytest.mark.slow,
@@ -61,47 +60,6 @@ def _same_weights(a, b) -> bool:
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
-@pytest.fixture(scope="session")  # session: once per xdist worker, however the module's tests are dealt out
-def lag_one(tmp_path_factory):
-    """3 steps at lag 1, weights by file: the reference of this module's lag-1 runs."""
-    with processes_lock(tmp_path_factory):
-        return _fit(tmp_path_factory.mktemp("lag1") / "run", 3, "trainer.async_level=1")
-
-
-def test_a_worker_at_lag_zero_samples_what_the_trainer_samples(tmp_path):
-    inline = _fit(tmp_path / "inline", 2)
-    worker = _fit(tmp_path / "worker", 2, "trainer.rollout_placement=process")
-    assert _same_weights(inline, worker)
-    assert [h["loss"] for h in inline.history] == [h["loss"] for h in worker.history]
-    assert [h["policy_lag"] for h in worker.history] == [0.0, 0.0]
-    assert not (tmp_path / "worker" / "rollout_weights").exists()  # the worker's files go with it
-
-
-def test_lag_one_is_deterministic_resumes_exactly_and_broadcast_equals_file(lag_one, tmp_path):
-    # step t samples with the policy after step max(0, t − 2): versions 0, 0, 1, lags 0, 1, 1
-    assert [h["policy_version"] for h in lag_one.history] == [0.0, 0.0, 1.0]
-    assert [h["policy_lag"] for h in lag_one.history] == [0.0, 1.0, 1.0]
-    assert lag_one.cfg.ppo.tis_cap == 2.0 and all("rollout_corrected_share" in h for h in lag_one.history)
-    out = tmp_path / "resumed"
-    _fit(out, 1, "trainer.async_level=1", "trainer.weight_transfer=broadcast")
-    assert sorted(p.name for p in (out / "checkpoints" / "step_1" / "rollout_policy").iterdir()) == ["v0.safetensors"]
-    resumed = _fit(out, 3, "trainer.async_level=1", "trainer.weight_transfer=broadcast")
-    assert resumed.start_step == 1 and _same_weights(lag_one, resumed)
-    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in lag_one.history[1:]]
-
-
-def test_lag_two_resumes_exactly(tmp_path):
-    straight = _fit(tmp_path / "straight", 4, "trainer.async_level=2")
-    assert [h["policy_version"] for h in straight.history] == [0.0, 0.0, 0.0, 1.0]
-    out = tmp_path / "resumed"
-    _fit(out, 2, "trainer.async_level=2")
-    saved = sorted(p.name for p in (out / "checkpoints" / "step_2" / "rollout_policy").iterdir())
-    assert saved == ["v0.safetensors", "v1.safetensors"]  # steps 3 and 4 sample with policies 0 and 1
-    resumed = _fit(out, 4, "trainer.async_level=2")
-    assert _same_weights(straight, resumed)
-    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history[2:]]
-
-
 def _kill_worker_before(step: int, monkeypatch) -> list[int]:
     """Kill the worker with SIGKILL when the trainer first asks for ``step``; the killed pids."""
     take, killed = ProcessRollouts.take, []
@@ -117,12 +75,50 @@ def _kill_worker_before(step: int, monkeypatch) -> list[int]:
     return killed
 
 
-def test_a_killed_worker_is_restarted_and_the_run_ends_identical(lag_one, tmp_path, monkeypatch, caplog):
+def test_a_worker_at_lag_zero_samples_what_the_trainer_samples(tmp_path):
+    inline = _fit(tmp_path / "inline", 2)
+    worker = _fit(tmp_path / "worker", 2, "trainer.rollout_placement=process")
+    assert _same_weights(inline, worker)
+    assert [h["loss"] for h in inline.history] == [h["loss"] for h in worker.history]
+    assert [h["policy_lag"] for h in worker.history] == [0.0, 0.0]
+    assert not (tmp_path / "worker" / "rollout_weights").exists()  # the worker's files go with it
+
+
+def test_lag_one_is_deterministic_resumes_exactly_and_survives_a_killed_worker(tmp_path, monkeypatch, caplog):
+    """Lag 1 by file, 3 steps, against the same run stopped after step 1 and resumed, weights
+    by gloo broadcast, its worker killed with SIGKILL before step 2: the trainer starts a new one
+    (and a new broadcast group) and asks it again for what the dead one owed; the run ends with the
+    first run's weights and losses."""
+    lag_one = _fit(tmp_path / "lag1", 3, "trainer.async_level=1")
+    # step t samples with the policy after step max(0, t − 2): versions 0, 0, 1, lags 0, 1, 1
+    assert [h["policy_version"] for h in lag_one.history] == [0.0, 0.0, 1.0]
+    assert [h["policy_lag"] for h in lag_one.history] == [0.0, 1.0, 1.0]
+    assert lag_one.cfg.ppo.tis_cap == 2.0 and all("rollout_corrected_share" in h for h in lag_one.history)
+    out = tmp_path / "resumed"
+    _fit(out, 1, "trainer.async_level=1", "trainer.weight_transfer=broadcast")
+    assert sorted(p.name for p in (out / "checkpoints" / "step_1" / "rollout_policy").iterdir()) == ["v0.safetensors"]
+    # what a SIGKILL leaves besides a checkpoint: a half-written policy file and the dead worker's pid
+    (out / "rollout_weights").mkdir()
+    (out / "rollout_weights" / "v1.safetensors").write_bytes(b"\x00" * 10)
+    (out / "rollout_worker.pid").write_text("999999999")
     killed = _kill_worker_before(2, monkeypatch)
-    run = _fit(tmp_path / "run", 3, "trainer.async_level=1")
+    resumed = _fit(out, 3, "trainer.async_level=1", "trainer.weight_transfer=broadcast")
     assert killed and "rollout worker died (exit code -9)" in caplog.text
-    assert _same_weights(lag_one, run)
-    assert [h["step"] for h in run.history] == [1, 2, 3]
+    assert resumed.start_step == 1 and _same_weights(lag_one, resumed)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in lag_one.history[1:]]
+    assert not (out / "rollout_weights").exists() and not (out / "rollout_worker.pid").exists()
+
+
+def test_lag_two_resumes_exactly(tmp_path):
+    straight = _fit(tmp_path / "straight", 4, "trainer.async_level=2")
+    assert [h["policy_version"] for h in straight.history] == [0.0, 0.0, 0.0, 1.0]
+    out = tmp_path / "resumed"
+    _fit(out, 2, "trainer.async_level=2")
+    saved = sorted(p.name for p in (out / "checkpoints" / "step_2" / "rollout_policy").iterdir())
+    assert saved == ["v0.safetensors", "v1.safetensors"]  # steps 3 and 4 sample with policies 0 and 1
+    resumed = _fit(out, 4, "trainer.async_level=2")
+    assert _same_weights(straight, resumed)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history[2:]]
 
 
 def test_worker_deaths_past_the_limit_stop_the_run_with_one_line(tmp_path, monkeypatch):

@@ -51,14 +51,15 @@ from safetensors.torch import save_file
 
 from anytime_reasoner.config import TrainConfig, dump
 from anytime_reasoner.errors import UserError
-from anytime_reasoner.train import rollout_worker
-from anytime_reasoner.train.rollout_worker import WeightChannel, WorkerSpec
+from anytime_reasoner.train.rollout_worker import WeightChannel
 from anytime_reasoner.train.sampler import Sampled
+from anytime_reasoner.train.worker_process import WorkerSpec, run_watched
 
 log = logging.getLogger(__name__)
 
 Weights = dict[str, torch.Tensor]  # one policy version: Hugging Face names → CPU tensors
 WEIGHTS_DIR = "rollout_weights"
+WORKER_MAIN = "anytime_reasoner.train.rollout_worker:main"  # imported by the worker once it watches the trainer
 POLL_SECONDS = 0.2
 
 
@@ -153,7 +154,7 @@ class ProcessRollouts:
             store, port = WeightChannel.host()
         spec = WorkerSpec(dump(self.cfg), self.device, self.threads, os.getpid(), port, backend)
         self.proc = ctx.Process(
-            target=rollout_worker.main, args=(spec, self.requests, self.results), daemon=False
+            target=run_watched, args=(WORKER_MAIN, spec, self.requests, self.results), daemon=False
         )  # it starts grading workers
         self.proc.start()
         (self.out / "rollout_worker.pid").write_text(str(self.proc.pid), encoding="utf-8")

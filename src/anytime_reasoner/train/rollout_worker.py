@@ -18,7 +18,8 @@ over them, exactly as the trainer's own, so a step's rollouts are the same funct
 Because the trainer sends the weights of version v before the steps that v samples, and messages
 are served in order, the version behind every step is fixed by the trainer, not by timing: runs
 are deterministic. An error is sent back as ``("error", one line)``; the worker exits within half a
-second of the trainer's process being gone (:func:`exit_with`), whatever it is doing.
+second of the trainer's process being gone, whatever it is doing, from its first line on
+(``train.worker_process``: the spawn target starts that watch before this module is imported).
 """
 
 from __future__ import annotations
@@ -27,10 +28,8 @@ import datetime
 import logging
 import os
 import queue
-import threading
 import time
 import traceback
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,22 +43,9 @@ from anytime_reasoner.train.logprobs import PolicyScorer
 from anytime_reasoner.train.runtime import Runtime, check_train_dtype
 from anytime_reasoner.train.sampler import Sampler
 from anytime_reasoner.train.weight_sync import WeightLoadingEngine
+from anytime_reasoner.train.worker_process import POLL_SECONDS, WorkerSpec
 
 log = logging.getLogger(__name__)
-
-POLL_SECONDS = 0.5  # how often the worker checks that the trainer is alive (and an idle one wakes)
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """What a worker process is started with (picklable)."""
-
-    config: dict[str, Any]  # the run's config, dumped
-    device: str  # where it samples: "cpu", "cuda", "cuda:1"
-    threads: int  # torch threads (CPU: the worker's share of the cores)
-    parent_pid: int  # the trainer's process: the worker exits when it is gone
-    store_port: int | None = None  # weight_transfer=broadcast: the trainer's TCPStore on 127.0.0.1
-    backend: str = "gloo"  # the broadcast group's backend (nccl between GPUs)
 
 
 class WeightChannel:
@@ -123,24 +109,9 @@ def own_gpu(device: str, env: dict[str, str]) -> str:
     return "cuda"
 
 
-def exit_with(parent_pid: int) -> threading.Thread:
-    """A daemon thread that ends this process when ``parent_pid`` is no longer its parent (the
-    trainer died, even by SIGKILL): checked every ``POLL_SECONDS``, while the worker loads a model
-    or samples a step as well as while it waits."""
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(POLL_SECONDS)
-        os._exit(0)  # nothing to save: the trainer's checkpoints are the run's state
-
-    watcher = threading.Thread(target=watch, name="parent-watch", daemon=True)
-    watcher.start()
-    return watcher
-
-
 def main(spec: WorkerSpec, requests: Any, results: Any) -> None:
-    """The worker process's entry point (``multiprocessing`` spawn target)."""
-    exit_with(spec.parent_pid)
+    """The worker process's entry point, called by :func:`~anytime_reasoner.train.worker_process.run_watched`
+    (the spawn target), which already watches the trainer."""
     torch.set_num_threads(spec.threads)
     try:
         device = own_gpu(spec.device, os.environ)  # type: ignore[arg-type]
