@@ -16,16 +16,18 @@ pytest.importorskip("vllm")
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def vllm_server(embedded_model):
+def test_the_server_on_vllm(embedded_model):
+    """One server (its start is ~20 s of vLLM's; a module fixture would start it once per xdist
+    worker its tests were dealt to), three checks."""
     overrides = ("summary_max_tokens=16", "engine.backend=vllm", "engine.enforce_eager=true", "engine.kv_cache_gib=0.25")
-    with serving(embedded_model, *overrides) as served:
-        yield served
+    with serving(embedded_model, *overrides) as (url, state):
+        assert state.backend.name == "vllm"
+        _chat_enforces_the_thinking_budget(url)
+        _anytime_answers_every_budget_and_honours_seeds(url, state)
+        _a_disconnected_stream_is_aborted(url, state)
 
 
-def test_chat_through_vllm_enforces_the_thinking_budget(vllm_server):
-    url, state = vllm_server
-    assert state.backend.name == "vllm"
+def _chat_enforces_the_thinking_budget(url):
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
     messages = [{"role": "user", "content": QUESTION}]
     cut = client.chat.completions.create(model="tiny", messages=messages, temperature=0, extra_body={"thinking_token_budget": 10})
@@ -35,8 +37,7 @@ def test_chat_through_vllm_enforces_the_thinking_budget(vllm_server):
     assert free.choices[0].message.model_extra["reasoning"].startswith("a=45")
 
 
-def test_anytime_through_vllm_answers_every_budget_and_honours_seeds(vllm_server):
-    url, state = vllm_server
+def _anytime_answers_every_budget_and_honours_seeds(url, state):
     with httpx.stream("POST", url + "/v1/anytime", json=anytime_body("12:60:12", seed=3), timeout=60) as resp:
         events = list(sse_events(resp.iter_lines()))
     answers = {d["budget"]: d for k, d in events if k == "answer"}
@@ -47,8 +48,7 @@ def test_anytime_through_vllm_answers_every_budget_and_honours_seeds(vllm_server
     assert state.backend.running() == 0
 
 
-def test_a_disconnected_stream_is_aborted_in_vllm(vllm_server):
-    url, state = vllm_server
+def _a_disconnected_stream_is_aborted(url, state):
     body = {"messages": [{"role": "user", "content": QUESTION}], "stream": True, "temperature": 2.0, "thinking_token_budget": 900}
     with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as resp:
         for n, _ in enumerate(resp.iter_lines()):

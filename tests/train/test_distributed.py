@@ -23,7 +23,7 @@ import torch
 from anytime_reasoner.algo.advantages import summary_advantages, thinking_advantages
 from anytime_reasoner.rollout.types import RolloutBatch
 from anytime_reasoner.train.loggers import read_metrics
-from tests.conftest import make_tiny_qwen2, make_tokenizer, processes_lock
+from tests.conftest import make_tiny_qwen2, make_tokenizer, once_per_run, processes_lock
 from tests.train.test_trainer_smoke import _build, _config, _overrides
 
 pytestmark = [
@@ -79,24 +79,30 @@ def _plan(root: Path) -> list[dict[str, object]]:
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
-    """The tiny model and tokenizer the 2-process runs and their one-process references start from."""
-    path = tmp_path_factory.mktemp("distributed") / "base"
-    make_tiny_qwen2(seed=0).save_pretrained(path)
-    make_tokenizer().save_pretrained(path)
-    return path
+    """The tiny model and tokenizer the 2-process runs and their one-process references start from
+    (one folder for the test run: a run resumed in one process names it in its config)."""
+
+    def save(path: Path) -> None:
+        make_tiny_qwen2(seed=0).save_pretrained(path)
+        make_tokenizer().save_pretrained(path)
+
+    return once_per_run(tmp_path_factory, "distributed-base", save)
 
 
-@pytest.fixture(scope="session")  # session: once per xdist worker, however the module's tests are dealt out
+@pytest.fixture(scope="session")
 def launched(model_dir, tmp_path_factory) -> Path:
-    """One ``torchrun`` launch of 2 ranks running every run of :func:`_plan` → the folder of their outputs."""
-    root = tmp_path_factory.mktemp("two-processes")
-    plan = root / "plan.json"
-    plan.write_text(json.dumps({"model": str(model_dir), "runs": _plan(root)}))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD}", str(WORKER), str(plan)]
-    with processes_lock(tmp_path_factory):
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-4000:]
-    return root
+    """One ``torchrun`` launch of 2 ranks running every run of :func:`_plan`, once per test run
+    however xdist deals out the module's tests → the folder of their outputs."""
+
+    def launch(root: Path) -> None:
+        plan = root / "plan.json"
+        plan.write_text(json.dumps({"model": str(model_dir), "runs": _plan(root)}))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD}", str(WORKER), str(plan)]
+        with processes_lock(tmp_path_factory):
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr[-4000:]
+
+    return once_per_run(tmp_path_factory, "two-processes", launch)
 
 
 def _final_weights(out: Path) -> dict[str, torch.Tensor]:
