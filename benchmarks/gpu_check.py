@@ -176,7 +176,11 @@ def run_resume(args: argparse.Namespace) -> int:
 
 def run_async(args: argparse.Namespace) -> int:
     """The CLI ran ``steps`` steps at ``trainer.async_level=1``: one metrics line per step, policies
-    0, 0, 1, … (a lag of 1 after the first step), the worker's timings logged, and its files gone."""
+    0, 0, 1, … (a lag of 1 after the first step), the worker's timings logged, its files gone, and a
+    log-prob from the worker's engine for every trained token. In float32 (the CPU run) also: step 1
+    samples with the weights the trainer starts from, so the engine's log-probs agree with the
+    trainer's (max |Δ| < 1e-3: the worker's engine holds the trainer's weights). Later steps are
+    not checked against a lag: the random model answers nothing right, so its updates are zero."""
     check = Checks()
     out = Path(args.out)
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -186,6 +190,12 @@ def run_async(args: argparse.Namespace) -> int:
     check("fixed_lag_of_one", versions == want, f"policy versions {versions}, want {want}")
     check("worker_timings_logged", all("worker_sample_seconds" in m for m in lines), "worker_sample_seconds")
     check("worker_files_removed", not (out / "rollout_weights").exists(), "rollout_weights/")
+    tokens = [(m.get("rollout_logprob_tokens"), m.get("tokens")) for m in lines]
+    check("engine_logprob_per_trained_token", all(a == b for a, b in tokens), f"(with log-prob, trained) per step {tokens}")
+    diffs = [float(m.get("rollout_logprob_diff_max", float("nan"))) for m in lines]
+    figure("rollout_logprob_diff_max_per_step", " ".join(f"{d:.3g}" for d in diffs))
+    if json.loads((out / "config.json").read_text())["model"]["dtype"] == "float32":
+        check("same_weights_at_step_1", diffs[0] < 1e-3, f"max |Δ| {diffs[0]:.3g} < 1e-3")
     figure("worker_sample_seconds_last", float(lines[-1].get("worker_sample_seconds", float("nan"))))
     figure("trainer_wait_seconds_last", float(lines[-1].get("time_wait_rollouts", float("nan"))))
     figure("weight_sync_seconds_last", float(lines[-1].get("time_weight_sync", float("nan"))))

@@ -18,7 +18,8 @@
 #      FSDP2 update tokens/s and MFU;
 #   5. asynchronous rollouts (trainer.async_level=1): a rollout worker process on its own GPU (cuda:1,
 #      weights by NCCL broadcast) when there are two, else beside the trainer (weights by file; the
-#      CPU: by gloo broadcast), 3 steps; the lag and the worker's timings checked in the metrics.
+#      CPU: by gloo broadcast, in float32), 3 steps; the lag, the worker's timings and its engine's
+#      log-probs (against the trainer's, exactly in float32) checked in the metrics.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=cuda
@@ -95,8 +96,8 @@ fi
 
 wanted 4 && stage "4. the 1.5B-shape step" 420 $PY -u benchmarks/gpu_check.py step --device "$DEVICE" "${SHAPE[@]}" "${STEP_ARGS[@]}"
 
-if [[ $DEVICE == cpu ]]; then
-  ASYNC=(trainer.weight_transfer=broadcast)
+if [[ $DEVICE == cpu ]]; then  # float32: 5b then checks the engine's log-probs against the trainer's exactly
+  ASYNC=(trainer.weight_transfer=broadcast model.dtype=float32)
 elif [[ $($PY -c 'import torch; print(torch.cuda.device_count())') -ge 2 ]]; then
   ASYNC=(trainer.rollout_device=cuda:1 trainer.weight_transfer=broadcast)
 else
