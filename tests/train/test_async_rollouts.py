@@ -9,9 +9,11 @@ worker train as one process does."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,6 +62,19 @@ def _same_weights(a, b) -> bool:
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
+def _stopped_after(run: Path, step: int, out: Path) -> Path:
+    """``run``'s folder as the same run stopped after ``step`` leaves it → ``out``: its checkpoints
+    through ``step``, not the later ones nor the final model (``metrics.jsonl``'s later lines stay:
+    a resume drops them, as after a kill). A checkpoint does not depend on how far its run went on
+    (runs are deterministic), so resuming this is resuming a stopped run, without running one."""
+    shutil.copytree(run, out)
+    for checkpoint in (out / "checkpoints").glob("step_*"):
+        if int(checkpoint.name.removeprefix("step_")) > step:
+            shutil.rmtree(checkpoint)
+    shutil.rmtree(out / "final")
+    return out
+
+
 def _kill_worker_before(step: int, monkeypatch) -> list[int]:
     """Kill the worker with SIGKILL when the trainer first asks for ``step``; the killed pids."""
     take, killed = ProcessRollouts.take, []
@@ -85,7 +100,7 @@ def test_a_worker_at_lag_zero_samples_what_the_trainer_samples(tmp_path):
 
 
 def test_lag_one_is_deterministic_resumes_exactly_and_survives_a_killed_worker(tmp_path, monkeypatch, caplog):
-    """Lag 1 by file, 3 steps, against the same run stopped after step 1 and resumed, weights
+    """Lag 1 by file, 3 steps, against the same run stopped after step 1 and resumed with weights
     by gloo broadcast, its worker killed with SIGKILL before step 2: the trainer starts a new one
     (and a new broadcast group) and asks it again for what the dead one owed; the run ends with the
     first run's weights and losses."""
@@ -94,8 +109,7 @@ def test_lag_one_is_deterministic_resumes_exactly_and_survives_a_killed_worker(t
     assert [h["policy_version"] for h in lag_one.history] == [0.0, 0.0, 1.0]
     assert [h["policy_lag"] for h in lag_one.history] == [0.0, 1.0, 1.0]
     assert lag_one.cfg.ppo.tis_cap == 2.0 and all("rollout_corrected_share" in h for h in lag_one.history)
-    out = tmp_path / "resumed"
-    _fit(out, 1, "trainer.async_level=1", "trainer.weight_transfer=broadcast")
+    out = _stopped_after(tmp_path / "lag1", 1, tmp_path / "resumed")
     assert sorted(p.name for p in (out / "checkpoints" / "step_1" / "rollout_policy").iterdir()) == ["v0.safetensors"]
     # what a SIGKILL leaves besides a checkpoint: a half-written policy file and the dead worker's pid
     (out / "rollout_weights").mkdir()
@@ -112,12 +126,11 @@ def test_lag_one_is_deterministic_resumes_exactly_and_survives_a_killed_worker(t
 def test_lag_two_resumes_exactly(tmp_path):
     straight = _fit(tmp_path / "straight", 4, "trainer.async_level=2")
     assert [h["policy_version"] for h in straight.history] == [0.0, 0.0, 0.0, 1.0]
-    out = tmp_path / "resumed"
-    _fit(out, 2, "trainer.async_level=2")
+    out = _stopped_after(tmp_path / "straight", 2, tmp_path / "resumed")
     saved = sorted(p.name for p in (out / "checkpoints" / "step_2" / "rollout_policy").iterdir())
     assert saved == ["v0.safetensors", "v1.safetensors"]  # steps 3 and 4 sample with policies 0 and 1
     resumed = _fit(out, 4, "trainer.async_level=2")
-    assert _same_weights(straight, resumed)
+    assert resumed.start_step == 2 and _same_weights(straight, resumed)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history[2:]]
 
 
