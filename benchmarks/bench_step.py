@@ -13,7 +13,10 @@ of each, then step 2 of each, …) so every variant sees the same machine load. 
     generate   tree+rows sampling with transformers' ``model.generate`` instead of the engine's own loop
                (engine/decode.py: the same tokens, a KV cache reserved up front)
     re-encode  tree+rows with every summary prefix encoded anew (engine.prefix_caching=false) instead
-               of forked from the thinking's held cache (engine/prefix_cache.py)
+               of taken from the thinking's held cache (engine/prefix_cache.py)
+    row-forks  tree+rows with the summaries' heads forked row by row from the held cache (each row its
+               own copy, the engine's held_attention=False) instead of read in place, once per
+               thinking (engine/held_attention.py)
     full-batch tree+rows with finished rows kept in the model's batch to the end of a sampling call
                (the engine's shrink_at=None) instead of leaving it
     one-bucket tree+rows with every trunk (and every summary block) of a micro-batch in one
@@ -31,14 +34,15 @@ of each, then step 2 of each, …) so every variant sees the same machine load. 
 Prints per run the median seconds of each phase over the steps, its share of the median step, the
 update's padding share (pad tokens / tokens run through the model), and per preset the ratios of
 update time (old log-probs + forward/backward) and step time of ``dense`` to each variant, and of
-generation (thinking + summary phases) of ``two-phase`` to ``one-pass``, of ``re-encode``, ``generate``, ``full-batch`` and ``multinomial`` to ``tree+rows``,
+generation (thinking + summary phases) of ``two-phase`` to ``one-pass``, of ``re-encode``, ``row-forks``, ``generate``, ``full-batch`` and ``multinomial`` to ``tree+rows``,
 and of the update and the tokens it runs of ``unshared`` to ``tree+rows``.
 
     python benchmarks/bench_step.py                        # ar-uniform and grpo, 4 steps each, ~6 min
     python benchmarks/bench_step.py --presets ar-uniform --steps 2
     python benchmarks/bench_step.py --variants one-pass,two-phase --steps 5   # generation with and without one pass
     python benchmarks/bench_step.py --variants tree+rows,generate --steps 5   # the engine's loop against generate()
-    python benchmarks/bench_step.py --presets ar-uniform --variants tree+rows,re-encode --steps 5   # summaries forked vs re-encoded
+    python benchmarks/bench_step.py --presets ar-uniform --variants tree+rows,re-encode --steps 5   # summaries held vs re-encoded
+    python benchmarks/bench_step.py --presets ar-uniform --variants tree+rows,row-forks --steps 5   # heads read in place vs forked per row
 
 One thread per process, as the demo runs its jobs (``OMP_NUM_THREADS=1``).
 """
@@ -62,6 +66,7 @@ VARIANTS = {  # attention, several trees per row, rollout.one_pass, engine decod
     "two-phase": ("tree", True, False, "loop", True),
     "generate": ("tree", True, "auto", "generate", True),
     "re-encode": ("tree", True, "auto", "loop", False),
+    "row-forks": ("tree", True, "auto", "loop", True),
     "full-batch": ("tree", True, "auto", "loop", True),
     "multinomial": ("tree", True, "auto", "loop", True),
     "one-bucket": ("tree", True, "auto", "loop", True),
@@ -71,6 +76,7 @@ PPO = {"unshared": {"share_prompts": False}}  # update settings of the variants 
 ENGINE = {  # engine settings of the variants that change the sampling loop only (engine/decode.py)
     "full-batch": {"shrink_at": None},  # finished rows stay in the model's batch to the end
     "multinomial": {"draw": "multinomial"},  # generate's draw (an exponential variate per vocabulary entry)
+    "row-forks": {"held_attention": False},  # each summary row its own copy of its head (engine/prefix_cache.fork)
 }
 
 
@@ -199,13 +205,14 @@ def main() -> None:
                 f"{p}: two-phase ÷ one pass: generation (thinking + summary) {two['generation']:.2f} s ÷ "
                 f"{one['generation']:.2f} s = {two['generation'] / one['generation']:.2f}×, step {two['step'] / one['step']:.2f}×"
             )
-        if "re-encode" in variants and "tree+rows" in variants and rows[(p, "tree+rows")]["summary"] > 0.01:
-            again, forked = rows[(p, "re-encode")], rows[(p, "tree+rows")]  # (GRPO has no summary phase: one pass)
-            print(
-                f"{p}: re-encoded ÷ forked summaries: summary phase {again['summary']:.2f} s ÷ {forked['summary']:.2f} s = "
-                f"{again['summary'] / forked['summary']:.2f}×, generation {again['generation'] / forked['generation']:.2f}×, "
-                f"step {again['step'] / forked['step']:.2f}×"
-            )
+        for v in [v for v in ("re-encode", "row-forks") if v in variants and "tree+rows" in variants]:
+            if rows[(p, "tree+rows")]["summary"] > 0.01:  # (GRPO has no summary phase: one pass)
+                other, held = rows[(p, v)], rows[(p, "tree+rows")]
+                print(
+                    f"{p}: {v} ÷ tree+rows: summary phase {other['summary']:.2f} s ÷ {held['summary']:.2f} s = "
+                    f"{other['summary'] / held['summary']:.2f}×, generation {other['generation'] / held['generation']:.2f}×, "
+                    f"step {other['step'] / held['step']:.2f}×"
+                )
         for v in [v for v in ("generate", "full-batch", "multinomial") if v in variants and "tree+rows" in variants]:
             other, loop = rows[(p, v)], rows[(p, "tree+rows")]
             print(

@@ -33,11 +33,13 @@ def _summary_prefixes(thinkings):
 
 
 @pytest.mark.parametrize("rows", [128, 2])  # one held decoding call; three (a chunk's prefixes then come from several)
-def test_summaries_from_the_held_cache_equal_reencoded_ones(tiny_model, rows):
+@pytest.mark.parametrize("in_place", [True, False])  # heads read in place (engine/held_attention.py); forked row by row
+def test_summaries_from_the_held_cache_equal_reencoded_ones(tiny_model, rows, in_place):
     """Greedy summaries after 13 prefixes: the same tokens and log-probs (1e-4: the held keys were
     computed a token at a time, the re-encoded ones in one forward) as a fresh engine re-encoding
     every prefix; only the rests ran through the model (the held head of each is counted as reused)."""
-    held_engine, fresh_engine = TransformersEngine(tiny_model, PAD, max_batch_rows=rows), TransformersEngine(tiny_model, PAD)
+    held_engine = TransformersEngine(tiny_model, PAD, max_batch_rows=rows, held_attention=in_place)
+    fresh_engine = TransformersEngine(tiny_model, PAD)
     thinkings = _thinkings(held_engine, keep_cache=True)
     assert held_engine._held  # kept for the next call
     prefixes = _summary_prefixes(thinkings)
@@ -65,6 +67,29 @@ def test_summaries_from_the_held_cache_equal_reencoded_ones(tiny_model, rows):
     assert held_engine.stats.reused_prefix_tokens == reused
     total = sum(len(p) for p in prefixes)  # what re-encoding runs: the prefill, then each last token
     assert held_engine.stats.prefill_tokens - before == total - reused
+    assert held_engine.stats.held_rows == (len(prefixes) if in_place else 0)
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+def test_summaries_that_stop_leave_the_batch_and_equal_reencoded_ones(tiny_model, in_place):
+    """Greedy summaries with stop tokens (the 2nd token of one re-encoded summary, the 3rd of another),
+    3 samples per prefix, rows leaving the batch as soon as one has stopped: the same tokens and
+    log-probs (1e-4) as re-encoding, rows ending on a stop before the cap."""
+    held_engine = TransformersEngine(tiny_model, PAD, held_attention=in_place, shrink_at=0.01)
+    prefixes = _summary_prefixes(_thinkings(held_engine, keep_cache=True))
+    fresh = TransformersEngine(tiny_model, PAD)
+    free = fresh.sample(prefixes, 1, SamplingParams(max_new_tokens=8, temperature=0.0))
+    stops = (free[0][0].token_ids[1], free[5][0].token_ids[2])
+    params = SamplingParams(max_new_tokens=8, temperature=0.0, stop_token_ids=stops, logprobs=True)
+    held, reencoded = held_engine.sample(prefixes, 3, params), fresh.sample(prefixes, 3, params)
+    stopped = 0
+    for a_row, b_row in zip(held, reencoded, strict=True):
+        for a, b in zip(a_row, b_row, strict=True):
+            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
+            assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4)
+            stopped += a.finish_reason == "stop" and len(a.token_ids) < 8
+    assert stopped >= 6  # rows 0 and 5 stop early, 3 samples each
+    assert held_engine.stats.held_rows == (3 * len(prefixes) if in_place else 0)
 
 
 def test_sampled_summaries_follow_the_same_distribution(tiny_model):

@@ -42,6 +42,7 @@ from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogit
 from transformers.cache_utils import Cache, DynamicLayer
 
 from anytime_reasoner.engine.base import SamplingParams
+from anytime_reasoner.engine.held_attention import HeldPrefix
 
 
 class ReservedLayer(DynamicLayer):
@@ -264,6 +265,8 @@ def decode(
     *,
     shrink_at: float | None = SHRINK_AT,
     draw: Draw = "cdf",
+    position_offset: torch.Tensor | None = None,
+    held: HeldPrefix | None = None,
 ) -> tuple[torch.Tensor, Cache]:
     """Sample after the left-padded prefixes ``ids [R, T]`` (``mask [R, T]``) as ``generate`` would;
     returns ``[R, T + new]`` and the cache, which then holds every position but the last
@@ -275,6 +278,8 @@ def decode(
     warpers = sampling_warpers(params)
     stops = torch.tensor(list(params.stop_token_ids), dtype=ids.dtype, device=ids.device)  # [s]
     positions = position_ids(mask)  # [R, T]
+    if position_offset is not None:
+        positions = positions + position_offset[:, None]  # [R, T]
     inputs, step_positions = (ids, positions) if cache is None else (ids[:, -1:], positions[:, -1:])
     capacity = ids.shape[1] + params.max_new_tokens
     unfinished = torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)  # [R]
@@ -282,6 +287,8 @@ def decode(
     kwargs = forward_kwargs(model)
     name = cache_kwarg(model)
     for step in range(params.max_new_tokens):
+        if held is not None:
+            kwargs["held_prefix"] = held
         out = model(input_ids=inputs, attention_mask=mask, position_ids=step_positions, use_cache=True, **{name: cache}, **kwargs)
         if step == 0:
             cache = reserve(output_cache(out), capacity)
@@ -301,6 +308,7 @@ def decode(
         keep = batch.shrink(cast(Cache, cache), ran_out, shrink_at)  # [A'] of the batch's rows, or None
         if keep is not None:
             mask, step_positions = mask[keep], step_positions[keep]  # [A', T + step], [A', 1]
+            held = held.select(keep) if held is not None else None
         inputs, step_positions = tokens[batch.rows, None], step_positions[:, -1:] + 1  # [A, 1]
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)  # [A, T + step + 1]
     return ids, batch.restore(cast(Cache, cache))

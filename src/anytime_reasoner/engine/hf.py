@@ -63,7 +63,8 @@ from anytime_reasoner.engine.decode import (
     output_cache,
     position_ids,
 )
-from anytime_reasoner.engine.prefix_cache import HeldIndex, HeldRows, Hit, fork
+from anytime_reasoner.engine.held_attention import HeldPrefix, attending_held, supports_held_attention
+from anytime_reasoner.engine.prefix_cache import HeldIndex, HeldRows, Hit, fork, held_heads
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class EngineStats:
     prefill_tokens: int = 0  # prefix tokens run through the model (excluding left padding)
     padded_prefill_tokens: int = 0  # the same including left padding
     reused_prefix_tokens: int = 0  # prefix tokens taken from the previous call's held cache (not run again)
+    held_rows: int = 0  # sampled rows that read their held heads in place (engine/held_attention.py)
     prefill_seconds: float = 0.0  # in the shared-prefix prefill forwards (and the forks from a held cache)
     generate_seconds: float = 0.0  # in the sampling calls (decoding, plus any prefix they encode themselves)
 
@@ -109,6 +111,9 @@ class TransformersEngine:
     shrink_at: float | None = SHRINK_AT  # finished rows leave the decoding batch at this share of it (None: never)
     draw: Draw = "cdf"  # the loop's draw: inverse CDF, or generate's torch.multinomial (the same tokens as generate)
     max_held_bytes: int = 2 * 2**30  # KV cache kept for the next call at most; past it a decoding call's cache is dropped
+    held_attention: bool = True  # summaries read their held heads in place (engine/held_attention.py); False: forked row by row
+    max_held_rows: int = 2048  # sampled rows per call reading held heads in place (each row's own cache is short)
+    max_held_scores: int = 2**26  # held-part attention scores per layer and call (query heads × queries × held positions)
     stats: EngineStats = field(default_factory=EngineStats)
     _reuse_ok: bool | None = field(default=None, init=False, repr=False)  # learned at first prefill
     _held: list[HeldRows] = field(default_factory=list, init=False, repr=False)  # from a keep_cache call, for the next
@@ -141,12 +146,90 @@ class TransformersEngine:
         longest = params.max_new_tokens if answer is None else answer.longest(params.max_new_tokens)
         held, self._held = self._held, []  # consumed by this call, hit or miss
         index = HeldIndex(held) if held else None
+        hits = self._held_hits(index, prefixes, answer)
         with torch.no_grad(), _eval_mode(self.model), _seeded(params.seed, self.device):
+            if index is not None and hits is not None:
+                return self._sample_held(prefixes, counts, params, index, hits)
             for group in plan_chunks(lengths, counts, longest, self.max_batch_rows, self.max_batch_tokens):
                 done = self._sample_chunk([prefixes[i] for i in group], [counts[i] for i in group], params, answer, index)
                 for i, completions in zip(group, done, strict=False):
                     out[i] = completions
         return out
+
+    # -- prefixes whose heads are held: read in place ------------------------------------------
+
+    def _held_hits(
+        self, index: HeldIndex | None, prefixes: Sequence[Sequence[int]], answer: ForcedAnswer | None
+    ) -> list[Hit] | None:
+        """Every prefix's held head, when the call can read them in place (engine/held_attention.py):
+        all held, the engine's own loop, no answer forced, a model whose attention can be switched."""
+        if index is None or answer is not None or not self.held_attention or not self.prefix_caching:
+            return None
+        if self.decoder != "loop" or self._reuse_ok is False or not supports_held_attention(self.model):
+            return None
+        hits = [index.find(p) for p in prefixes]
+        return None if any(h is None for h in hits) else [h for h in hits if h is not None]
+
+    def _sample_held(
+        self, prefixes: Sequence[Sequence[int]], counts: list[int], params: SamplingParams, index: HeldIndex, hits: list[Hit]
+    ) -> list[list[Completion]]:
+        """:meth:`sample` of prefixes all held, in chunks of whole thinkings (``plan_held_chunks``)."""
+        out: list[list[Completion]] = [[] for _ in prefixes]
+        heads = [self.model.config.num_attention_heads * h.kept for h in hits]  # scores per query of each prefix
+        for group in plan_held_chunks(hits, counts, heads, self.max_held_rows, self.max_held_scores):
+            done = self._held_chunk(
+                [prefixes[i] for i in group], [counts[i] for i in group], [hits[i] for i in group], params, index
+            )
+            for i, completions in zip(group, done, strict=True):
+                out[i] = completions
+        return out
+
+    def _held_chunk(
+        self, prefixes: list[Sequence[int]], counts: list[int], hits: list[Hit], params: SamplingParams, index: HeldIndex
+    ) -> list[list[Completion]]:
+        """Sample ``counts`` rows after each prefix, reading its held head in place: the heads gathered once
+        per thinking, the rests (the inserted text) but their last tokens run once per prefix and added to
+        their thinking's entry, then the rows decoded from the rests' last tokens."""
+        start = time.perf_counter()
+        ids, mask = left_pad([p[h.reused :] for p, h in zip(prefixes, hits, strict=True)], self.pad_token_id, self.device)
+        kv, entry = held_heads(index.held, hits, self.device)  # the thinkings' heads; [k] each prefix's
+        seen = kv.seen(entry, torch.tensor([h.kept for h in hits], device=self.device))  # [k, P]
+        offset = torch.tensor([h.reused for h in hits], device=self.device)  # [k] the head's length
+        counts_at = torch.tensor(counts, device=self.device)
+        rows = torch.repeat_interleave(torch.arange(len(prefixes), device=self.device), counts_at)  # [R]
+        with attending_held(self.model):
+            if ids.shape[1] > 1:
+                run = mask[:, :-1]  # [k, U - 1] the rests but their last tokens
+                out = self.model(
+                    input_ids=ids[:, :-1],
+                    attention_mask=run,
+                    position_ids=position_ids(run) + offset[:, None],
+                    use_cache=True,
+                    held_prefix=HeldPrefix.of(kv, entry, seen),
+                    **forward_kwargs(self.model),
+                )
+                cache = output_cache(out)
+                if cache is None:
+                    raise RuntimeError("held-prefix attention: the model's forward returned no cache")
+                kv, seen = kv.with_rests(entry, seen, [(layer.keys, layer.values) for layer in cache.layers], run)
+                self.stats.prefill_tokens += int(run.sum())
+                self.stats.padded_prefill_tokens += run.numel()
+            self.stats.prefill_seconds += time.perf_counter() - start
+            self.stats.reused_prefix_tokens += int(offset.sum())
+            self.stats.prefill_tokens += len(rows)  # each row's last token runs in the sampling call
+            self.stats.padded_prefill_tokens += len(rows)
+            self.stats.held_rows += len(rows)
+            last = ids[rows, -1:]  # [R, 1]
+            held = ((offset + mask.sum(1) - 1)[rows], HeldPrefix.of(kv, entry[rows], seen[rows]))
+            out_ids, logprobs, _ = self._generate(last, torch.ones_like(last), None, params, held=held)  # [R, 1 + new], [R, new]
+        sampled = []
+        for r, row in enumerate(out_ids[:, 1:].cpu().tolist()):
+            done = finish(row, params.stop_token_ids)
+            if logprobs is not None:
+                done = replace(done, logprobs=tuple(logprobs[r].tolist()[: len(done.token_ids)]))
+            sampled.append(done)
+        starts = [0] + torch.cumsum(counts_at.cpu(), 0).tolist()
+        return [sampled[a:b] for a, b in zip(starts[:-1], starts[1:], strict=False)]
 
     # -- one chunk of prefixes ---------------------------------------------------------------
 
@@ -247,12 +330,19 @@ class TransformersEngine:
         return cache if self._reuse_ok else None
 
     def _generate(
-        self, ids: torch.Tensor, mask: torch.Tensor, cache: Any | None, params: SamplingParams, forcer: AnswerForcer | None = None
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        cache: Any | None,
+        params: SamplingParams,
+        forcer: AnswerForcer | None = None,
+        held: tuple[torch.Tensor, HeldPrefix] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, Any | None]:
         """The prefix and the tokens sampled after it, ``[rows, T + new]`` (finished rows padded after
         their stop), their log-probs ``[rows, new]`` when ``params.logprobs``, and the sampling loop's
         cache (None under ``generate``). With ``forcer``: the thinking, its forced text and its answer
-        in one pass (``forcer.split`` reads each row)."""
+        in one pass (``forcer.split`` reads each row). With ``held`` (each row's head length ``[rows]``
+        and where it reads the head): ``ids`` are what follows the held heads (the loop only)."""
         if forcer is not None:
             params = replace(params, max_new_tokens=forcer.longest, stop_token_ids=forcer.answer.stop_ids)
         recorder = LogprobRecorder(params.temperature) if params.logprobs else None
@@ -264,8 +354,19 @@ class TransformersEngine:
         if self.decoder == "generate" or self._reuse_ok is False:  # a cache of another kind: generate() knows it
             out = self._generate_by_transformers(ids, mask, cache, params, processors)  # [rows, T + new]
         else:
+            offset, prefix = held if held is not None else (None, None)
             out, kept = decode(
-                self.model, ids, mask, cache, params, processors, self.pad_token_id, shrink_at=self.shrink_at, draw=self.draw
+                self.model,
+                ids,
+                mask,
+                cache,
+                params,
+                processors,
+                self.pad_token_id,
+                shrink_at=self.shrink_at,
+                draw=self.draw,
+                position_offset=offset,
+                held=prefix,
             )  # [rows, T + new]
         self.stats.generate_seconds += time.perf_counter() - start
         self.stats.generate_calls += 1
@@ -435,6 +536,30 @@ def plan_chunks(
             groups.append([i])
             rows = counts[i]
     return groups
+
+
+def plan_held_chunks(
+    hits: Sequence[Hit], counts: Sequence[int], scores: Sequence[int], max_rows: int, max_scores: int
+) -> list[list[int]]:
+    """Group prefix indices by the held row they read (a thinking's cuts stay together), then whole
+    thinkings into chunks of ≤ ``max_rows`` sampled rows and ≤ ``max_scores`` held-part scores (a
+    prefix's rows × its ``scores`` per query); a thinking over either cap is a chunk alone."""
+    trees: dict[tuple[int, int], list[int]] = {}
+    for i, h in enumerate(hits):
+        if counts[i] > 0:
+            trees.setdefault((h.source, h.row), []).append(i)
+    chunks: list[list[int]] = []
+    rows = size = 0
+    for members in (trees[key] for key in sorted(trees)):
+        tree_rows = sum(counts[i] for i in members)
+        tree_size = sum(counts[i] * scores[i] for i in members)
+        if chunks and rows + tree_rows <= max_rows and size + tree_size <= max_scores:
+            chunks[-1].extend(members)
+            rows, size = rows + tree_rows, size + tree_size
+        else:
+            chunks.append(list(members))
+            rows, size = tree_rows, tree_size
+    return chunks
 
 
 def left_pad(prefixes: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

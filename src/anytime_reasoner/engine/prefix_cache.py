@@ -32,6 +32,7 @@ import torch
 from transformers import DynamicCache
 
 from anytime_reasoner.engine.decode import ReservedLayer, cache_kwarg, position_ids
+from anytime_reasoner.engine.held_attention import HeldKV
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,10 @@ class Hit:
 
 class HeldIndex:
     """Look prefixes up among held rows: by prompt first (a dict), then by the longest common
-    continuation among that prompt's rows (a tensor comparison)."""
+    continuation among that prompt's rows (a tensor comparison). Among rows sharing as much with a
+    prefix, the one found least often so far is taken: thinkings that begin alike then still each serve
+    their own cuts, so every held row is read by about as many summaries (``engine/held_attention``
+    stacks a row's readers)."""
 
     def __init__(self, held: Sequence[HeldRows]) -> None:
         self.held = held
@@ -78,6 +82,7 @@ class HeldIndex:
                 self.rows.setdefault(prefix, []).append((s, r))
         self.lengths = sorted({len(p) for p in self.rows}, reverse=True)
         self.host_ids = [h.ids.cpu() for h in held]  # [r, W] each, for matching without device syncs
+        self.found = [torch.zeros(len(h.prefixes), dtype=torch.long) for h in held]  # [r] each: hits so far per row
 
     def find(self, query: Sequence[int]) -> Hit | None:
         """The held row sharing the longest head with ``query`` (at least its prompt), keeping at
@@ -87,7 +92,10 @@ class HeldIndex:
                 continue
             candidates = self.rows.get(tuple(query[:length]))
             if candidates:
-                return max((self._best(s, rows, query, length) for s, rows in _by_source(candidates)), key=lambda h: h.reused)
+                hits = [self._best(s, rows, query, length) for s, rows in _by_source(candidates)]
+                hit = max(hits, key=lambda h: (h.reused, -int(self.found[h.source][h.row])))
+                self.found[hit.source][hit.row] += 1
+                return hit
         return None
 
     def _best(self, source: int, rows: list[int], query: Sequence[int], prompt: int) -> Hit:
@@ -96,7 +104,8 @@ class HeldIndex:
         sampled = self.host_ids[source][rows, h.width : h.filled]  # [c, filled - T] the held continuations
         rest = torch.tensor(query[prompt : prompt + sampled.shape[1]], dtype=sampled.dtype)  # [m]
         common = (sampled[:, : rest.numel()] == rest).long().cumprod(1).sum(1)  # [c]
-        best = int(common.argmax())
+        found = self.found[source][rows]  # [c]
+        best = int((common * (int(found.max()) + 1) - found).argmax())  # the longest head, then the least found
         reused = min(prompt + int(common[best]), len(query) - 1)
         return Hit(source, rows[best], reused, h.width - prompt + reused)
 
@@ -167,3 +176,28 @@ def _gather(
                 index = where[:, None, :, None].expand(-1, held_kv.shape[1], -1, held_kv.shape[3])  # [k_s, H, W, D]
                 out[rows_at, :, :width] = held_kv[rows].gather(2, index)
     return ids, mask, layers
+
+
+def held_heads(held: Sequence[HeldRows], hits: Sequence[Hit], device: torch.device) -> tuple[HeldKV, torch.Tensor]:
+    """The held rows ``hits`` read, each gathered once (``engine/held_attention``: the summaries then
+    read them in place), and each hit's entry among them ``[k]``."""
+    rows = sorted({(h.source, h.row) for h in hits})
+    entry_of = {row: i for i, row in enumerate(rows)}
+    entry = torch.tensor([entry_of[(h.source, h.row)] for h in hits], device=device)  # [k]
+    width = max(h.kept for h in hits)  # P
+    start = torch.tensor([held[s].width - len(held[s].prefixes[r]) for s, r in rows], device=device)  # [n] left padding
+    layers = []
+    for n in range(len(held[rows[0][0]].cache.layers)):
+        pair = []
+        for side in ("keys", "values"):
+            first = getattr(held[rows[0][0]].cache.layers[n], side)  # [r, H_kv, filled, D]
+            out = first.new_zeros(len(rows), first.shape[1], width, first.shape[3])  # [n, H_kv, P, D]
+            for s in sorted({s for s, _ in rows}):
+                at = [i for i, (source, _) in enumerate(rows) if source == s]
+                tensor = getattr(held[s].cache.layers[n], side)  # [r_s, H_kv, filled_s, D]
+                filled = min(width, tensor.shape[2])
+                picked = torch.tensor([rows[i][1] for i in at], device=device)
+                out[torch.tensor(at, device=device), :, :filled] = tensor[:, :, :filled].index_select(0, picked)
+            pair.append(out)
+        layers.append((pair[0], pair[1]))
+    return HeldKV(tuple(layers), start), entry
