@@ -175,7 +175,7 @@ class TransformersEngine:
     ) -> list[list[Completion]]:
         """:meth:`sample` of prefixes all held, in chunks of whole thinkings (``plan_held_chunks``)."""
         out: list[list[Completion]] = [[] for _ in prefixes]
-        heads = [self.model.config.num_attention_heads * h.kept for h in hits]  # scores per query of each prefix
+        heads = [getattr(self.model.config, "num_attention_heads", 1) * h.kept for h in hits]  # scores per query of each prefix
         for group in plan_held_chunks(hits, counts, heads, self.max_held_rows, self.max_held_scores):
             done = self._held_chunk(
                 [prefixes[i] for i in group], [counts[i] for i in group], [hits[i] for i in group], params, index
