@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from anytime_reasoner.engine.base import SamplingParams
-from anytime_reasoner.engine.hf import TransformersEngine
-from anytime_reasoner.engine.prefix_cache import HeldIndex
+from anytime_reasoner.engine.hf import TransformersEngine, plan_held_chunks
+from anytime_reasoner.engine.prefix_cache import HeldIndex, Hit
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -156,3 +156,30 @@ def test_held_cache_stays_within_its_byte_cap(tiny_model):
     nothing = TransformersEngine(tiny_model, PAD, max_held_bytes=0)
     _thinkings(nothing, keep_cache=True)
     assert not nothing._held
+
+
+def test_held_chunks_keep_a_thinking_whole():
+    """Five prefixes reading three held rows (source, row): (0, 1) by prefixes 0 and 3, (0, 0) by 1,
+    (1, 0) by 2 and 4 (prefix 4 with no rows). Chunks take whole thinkings in (source, row) order:
+    (0, 0) 2 rows, (0, 1) 2 + 3 = 5 rows, (1, 0) 4 rows. At 7 rows a chunk: [(0, 0), (0, 1)] (7),
+    then [(1, 0)]; at 6 rows: each alone (2 + 5 > 6; 5 + 4 > 6). With 10 held scores a query and a cap
+    of 80 scores: (0, 0) 2·10 = 20, (0, 1) 50 → 70 ≤ 80 together; (1, 0) 40 apart."""
+    hits = [Hit(0, 1, 3, 3), Hit(0, 0, 3, 3), Hit(1, 0, 3, 3), Hit(0, 1, 4, 4), Hit(1, 0, 2, 2)]
+    counts = [2, 2, 4, 3, 0]
+    assert plan_held_chunks(hits, counts, [10] * 5, max_rows=7, max_scores=10**6) == [[1, 0, 3], [2]]
+    assert plan_held_chunks(hits, counts, [10] * 5, max_rows=6, max_scores=10**6) == [[1], [0, 3], [2]]
+    assert plan_held_chunks(hits, counts, [10] * 5, max_rows=100, max_scores=80) == [[1, 0, 3], [2]]
+    assert plan_held_chunks(hits, counts, [10] * 5, max_rows=100, max_scores=60) == [[1], [0, 3], [2]]
+
+
+def test_equal_heads_go_to_the_row_found_least(tiny_model):
+    """Two greedy samples of one prompt (the same tokens): a prefix sharing their first 3 tokens with
+    both is given to each in turn (the row found fewer times so far), not always to the first."""
+    engine = TransformersEngine(tiny_model, PAD)
+    row = engine.sample([PROMPTS[0]], 2, SamplingParams(max_new_tokens=6, temperature=0.0, keep_cache=True))[0]
+    assert row[0].token_ids == row[1].token_ids  # greedy: the two samples are the same
+    index = HeldIndex(engine._held)
+    query = list(PROMPTS[0]) + list(row[0].token_ids[:3]) + [250]
+    found = [index.find(query) for _ in range(4)]
+    assert all(h is not None and h.reused == 7 + 3 for h in found)
+    assert [h.row for h in found if h is not None] == [0, 1, 0, 1]
