@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from anytime_reasoner.engine import held_attention
-from anytime_reasoner.engine.held_attention import HeldKV, HeldPrefix, attending_held, held_attention_forward
+from anytime_reasoner.engine.held_attention import (
+    HeldKV,
+    HeldPrefix,
+    attending_held,
+    held_attention_forward,
+    supports_held_attention,
+)
 
 H, H_KV, D = 4, 2, 8  # query heads, key heads (2 queries per key head), head size
 
@@ -152,3 +158,12 @@ def test_attending_held_switches_the_model_and_back(tiny_model_factory):
             assert model.config._attn_implementation == "anytime_held"
             raise RuntimeError("inside")
     assert model.config._attn_implementation == before
+
+
+def test_only_full_attention_models_read_in_place(tiny_model_factory):
+    """A Qwen2 of full-attention layers reads held heads in place; one with a sliding-window layer
+    (``layer_types``) keeps the row-by-row fork."""
+    model = tiny_model_factory()
+    assert supports_held_attention(model)
+    model.config.layer_types = ["full_attention", "sliding_attention"]
+    assert not supports_held_attention(model)

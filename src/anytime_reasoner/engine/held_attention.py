@@ -258,10 +258,16 @@ def _by_row(stacked: torch.Tensor, held: HeldPrefix, gq: int) -> torch.Tensor:
 
 def supports_held_attention(model: Any) -> bool:
     """True when the model's attention layers run through transformers' attention registry (so the
-    implementation can be switched per call) and declare no sliding window."""
+    implementation can be switched per call) and all attend over the whole sequence (no sliding
+    window, by ``layer_types`` where the config names them)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = base.config
-    return bool(getattr(base, "_supports_attention_backend", False)) and not getattr(config, "use_sliding_window", False)
+    if not getattr(base, "_supports_attention_backend", False):
+        return False
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        return all(kind == "full_attention" for kind in layer_types)
+    return not getattr(config, "use_sliding_window", getattr(config, "sliding_window", None) is not None)
 
 
 def register() -> str:
