@@ -78,7 +78,8 @@ class HeldKV:
         ``i``'s, left-padded: ``mask [k, U]``) placed after entry ``entry[i]``'s positions, ``U`` a prefix
         (in its order among the entry's). Returns the extended keys and values ``[n, H_kv, P + m·U, D]``
         and what each prefix sees ``[k, P + m·U]``: ``seen [k, P]``, then its own rest."""
-        rank, per_entry = _ranks(entry, self.n)  # [k], m
+        rank, counts = _ranks(entry, self.n)  # [k], [n]
+        per_entry = int(counts.max())  # m
         k, U = mask.shape
         layers = []
         for (keys, values), rest in zip(self.layers, rests, strict=True):
@@ -104,14 +105,14 @@ def _stack_size(counts: torch.Tensor) -> int:
     return min(sizes, key=lambda m: (m * int(((used + m - 1) // m).sum()), -m))
 
 
-def _ranks(entry: torch.Tensor, n: int) -> tuple[torch.Tensor, int]:
-    """Each row's place among the rows of its entry ``[A]`` (in row order), and the most rows an entry has."""
+def _ranks(entry: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's place among the rows of its entry ``[A]`` (in row order), and each entry's row count ``[n]``."""
     counts = torch.bincount(entry, minlength=n)  # [n]
     order = torch.argsort(entry, stable=True)  # [A]
     first = torch.cumsum(counts, 0) - counts  # [n] each entry's first place in the order
     rank = torch.empty_like(entry)
     rank[order] = torch.arange(len(entry), device=entry.device) - first[entry[order]]  # [A]
-    return rank, max(int(counts.max()), 1)
+    return rank, counts
 
 
 @dataclass(frozen=True)
@@ -131,8 +132,7 @@ class HeldPrefix:
     @classmethod
     def of(cls, kv: HeldKV, entry: torch.Tensor, seen: torch.Tensor) -> HeldPrefix:
         """Rows reading held entry ``entry [A]`` at the positions ``seen [A, P]`` marks."""
-        rank, _ = _ranks(entry, kv.n)  # [A]
-        counts = torch.bincount(entry, minlength=kv.n)  # [n]
+        rank, counts = _ranks(entry, kv.n)  # [A], [n]
         per_entry = _stack_size(counts)
         stacks = (counts + per_entry - 1) // per_entry  # [n] stacks per entry
         first = torch.cumsum(stacks, 0) - stacks  # [n] each entry's first stack
@@ -157,8 +157,7 @@ class HeldPrefix:
             width = self.visible.shape[1]
             n = self.visible.shape[0] // self.per_entry
             visible = self.visible.view(n, 1, self.per_entry, 1, width).expand(-1, -1, -1, per_slot, -1)
-            bias = torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill_(~visible, float("-inf"))
-            self.biases[key] = bias.view(n, 1, self.per_entry * per_slot, width)
+            self.biases[key] = _bias(visible, dtype).view(n, 1, self.per_entry * per_slot, width)
         return self.biases[key]
 
 
@@ -234,7 +233,7 @@ def _own_mask(attention_mask: torch.Tensor | None, queries: int, keys: int, devi
     return allowed | itself
 
 
-def _held_part(held: HeldPrefix, layer: int, q: torch.Tensor, fused: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def _held_part(held: HeldPrefix, layer: int, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`_attend` of the rows' scaled queries ``q [A, H_kv, g·Q, D]`` over their held heads, back in
     row order: ``[A, H_kv, g·Q, D]`` and ``[A, H_kv, g·Q, 1]``."""
     keys, values = held.layers[layer]  # [n', H_kv, P, D]
@@ -243,9 +242,7 @@ def _held_part(held: HeldPrefix, layer: int, q: torch.Tensor, fused: bool = True
     M = held.per_entry
     stacked = q.new_zeros(n * M, heads_kv, gq, D).index_copy_(0, held.slot, q)  # [n·M, H_kv, g·Q, D]
     stacked = stacked.view(n, M, heads_kv, gq, D).transpose(1, 2).reshape(n, heads_kv, M * gq, D)
-    out, lse = _attend(
-        stacked, keys.to(q.dtype), values.to(q.dtype), held.bias(gq, q.dtype), fused=fused
-    )  # [n, H_kv, M·g·Q, D | 1]
+    out, lse = _attend(stacked, keys.to(q.dtype), values.to(q.dtype), held.bias(gq, q.dtype))  # [n, H_kv, M·g·Q, D | 1]
     return _by_row(out, held, gq), _by_row(lse, held, gq)
 
 
