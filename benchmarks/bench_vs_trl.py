@@ -320,6 +320,11 @@ def report(results: dict[str, list[list[dict[str, float]]]], args: argparse.Name
             f"sampled tokens {median(ar, 'sampled') / median(ours, 'sampled'):.2f}x, "
             f"trained tokens {median(ar, 'trained') / median(ours, 'trained'):.2f}x"
         )
+        per_rep = [
+            median(a[1:], "generation") / median(o[1:], "generation")
+            for o, a in zip(results["ours"], results["ar"], strict=False)
+        ]
+        print("ar-uniform / grpo (ours), generation, per repetition: " + ", ".join(f"{r:.2f}x" for r in per_rep))
 
 
 def main() -> None:

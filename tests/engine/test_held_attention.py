@@ -48,13 +48,15 @@ ROWS = {  # the entry each row reads, the end of what it sees, its own cache's m
 }
 
 
+@pytest.mark.parametrize("runs", [1, 3])  # the stacks in one call (those seeing fewer positions padded), or one per width
 @pytest.mark.parametrize("queries", [1, 2])  # a decoding step; the inserted text run at once (causal)
 @pytest.mark.parametrize("rows", ["split", "even"])
-def test_held_attention_equals_attention_over_the_whole_sequence(queries, rows):
+def test_held_attention_equals_attention_over_the_whole_sequence(queries, rows, runs, monkeypatch):
     """Rows reading held thinkings (``ROWS``), each with an own cache of 3 positions (left padding
     masked): each output equals sdpa over the row's whole sequence (its held head ``[start, end)``,
     then its own real keys; the queries are its last ``queries`` own positions, causal among
     themselves), to float rounding."""
+    monkeypatch.setattr(held_attention, "RUNS", runs)
     generator = torch.Generator().manual_seed(0)
     held = _held(generator)
     entry, end, own_mask = (torch.tensor(x) for x in ROWS[rows])
@@ -64,7 +66,8 @@ def test_held_attention_equals_attention_over_the_whole_sequence(queries, rows):
     causal = torch.arange(3)[None, :] <= torch.arange(3 - queries, 3)[:, None]  # [Q, L] query i is position L - Q + i
     mask = (own_mask.bool()[:, None, None, :] & causal[None, None]).expand(A, 1, queries, 3)  # [A, 1, Q, L] as sdpa's builder
     layout = HeldPrefix.of(held, entry, held.seen(entry, end))
-    assert (layout.per_entry, layout.layers[0][0].shape[0]) == ((1, 3) if rows == "split" else (2, 2))  # M, stacks
+    assert (layout.per_entry, sum(g.count for g in layout.groups)) == ((1, 3) if rows == "split" else (2, 2))  # M, stacks
+    assert len(layout.groups) == (1 if runs == 1 else 3 if rows == "split" else 2)  # "even": stacks seeing 4 and 6 positions
     module = SimpleNamespace(layer_idx=0, training=False)
     out, _ = held_attention_forward(
         module, query, own_keys, own_values, mask, scaling=D**-0.5, held_prefix=layout
@@ -121,21 +124,60 @@ def test_rests_join_their_thinking_entry():
     ]
 
 
-def test_rows_that_stay_keep_their_place():
-    """``select`` keeps each staying row's slot: the layout of rows 0 and 2 of three gives row 2 the
-    output it had among all three."""
+def test_a_stack_holds_the_positions_its_rows_see():
+    """Two stacks of one row: thinking 0's ``[0, 4)`` and thinking 1's ``[2, 5)``: K = 4, thinking 1's
+    three positions first, in order, then one position nobody sees."""
+    held = _held(torch.Generator().manual_seed(5))
+    keys, values = held.layers[0]  # [2, H_kv, 6, D]
+    seen = held.seen(torch.tensor([0, 1]), torch.tensor([4, 5]))[:, None]  # [2, M = 1, 6]
+    stacks = held_attention.Stacks.gather(held, torch.tensor([0, 1]), seen)
+    assert stacks.visible.int().tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    assert torch.equal(stacks.layers[0][0][0], keys[0, :, :4]) and torch.equal(stacks.layers[0][1][0], values[0, :, :4])
+    assert torch.equal(stacks.layers[0][0][1, :, :3], keys[1, :, 2:5]) and torch.equal(
+        stacks.layers[0][1][1, :, :3], values[1, :, 2:5]
+    )
+
+
+@pytest.mark.parametrize(
+    ("widths", "most", "ends"),
+    [
+        # runs [0, 2), [2, 4): 2·2 + 2·100 = 204, against [0, 1), [1, 4): 1 + 3·100 = 301 and one run: 4·100 = 400
+        ([1, 2, 100, 100], 2, [2, 4]),
+        ([1, 2, 100, 100], 3, [1, 2, 4]),  # 1 + 2 + 2·100 = 203
+        ([7, 7, 7], 3, [3]),  # one width: one run (more would attend as many positions)
+        ([1, 2, 100, 100], 1, [4]),
+    ],
+)
+def test_stacks_run_in_few_calls_of_few_positions(widths, most, ends):
+    assert held_attention._runs(torch.tensor(widths), most) == ends
+
+
+def test_stacks_in_runs_by_width_and_rows_that_stay_stacked_anew():
+    """Stacks are ordered by the positions their rows see and run in calls of one width; ``select``
+    stacks the rows that stay anew (the stacks nobody reads are dropped) and each staying row gets
+    the output it had among all three."""
     generator = torch.Generator().manual_seed(1)
     held = _held(generator)
+    keys = held.layers[0][0]  # [2, H_kv, 6, D]
     entry, end = torch.tensor([0, 0, 1]), torch.tensor([4, 6, 5])
     layout = HeldPrefix.of(held, entry, held.seen(entry, end))
-    # stacks of 1 row (ROWS["split"]): rows 0, 1 in thinking 0's two stacks, row 2 in thinking 1's
-    assert layout.per_entry == 1 and layout.slot.tolist() == [0, 1, 2]
+    # stacks of 1 row (ROWS["split"]) seeing 4 (thinking 0's [0, 4)), 6 ([0, 6)) and 3 positions
+    # (thinking 1's [2, 5)): by that count row 2's stack, row 0's, row 1's, each a call of its own
+    # (3 + 4 + 6 = 13 positions against 3·6 = 18 in one)
+    assert layout.per_entry == 1 and layout.slot.tolist() == [1, 2, 0]
+    assert [g.visible.shape[1] for g in layout.groups] == [3, 4, 6]
+    assert torch.equal(layout.groups[0].layers[0][0][0], keys[1, :, 2:5]) and torch.equal(
+        layout.groups[2].layers[0][0][0], keys[0]
+    )
     own_keys, own_values = torch.randn(3, H_KV, 1, D, generator=generator), torch.randn(3, H_KV, 1, D, generator=generator)
     query = torch.randn(3, H, 1, D, generator=generator)
     module = SimpleNamespace(layer_idx=0, training=False)
     every, _ = held_attention_forward(module, query, own_keys, own_values, None, held_prefix=layout)
     stay = torch.tensor([0, 2])
-    some, _ = held_attention_forward(module, query[stay], own_keys[stay], own_values[stay], None, held_prefix=layout.select(stay))
+    some_layout = layout.select(stay)
+    # rows 0 and 2: row 2's stack (3 positions), then row 0's (4)
+    assert some_layout.slot.tolist() == [1, 0] and [g.visible.shape[1] for g in some_layout.groups] == [3, 4]
+    some, _ = held_attention_forward(module, query[stay], own_keys[stay], own_values[stay], None, held_prefix=some_layout)
     assert torch.allclose(some, every[stay], atol=1e-6)
 
 
@@ -167,3 +209,11 @@ def test_only_full_attention_models_read_in_place(tiny_model_factory):
     assert supports_held_attention(model)
     model.config.layer_types = ["full_attention", "sliding_attention"]
     assert not supports_held_attention(model)
+
+
+@pytest.mark.parametrize("own", [1, 8, 9])  # 8 · 2 · 24 = 384 < 400: padded to 9 positions; 9 · 2 · 24 = 432: as it is
+def test_own_keys_weighted_as_plain_products(own):
+    """``_weighted`` (the rows' own values, padded with zeros up to ATen's BLAS path) equals ``weights @ values``."""
+    generator = torch.Generator().manual_seed(6)
+    weights, values = torch.rand(5, 2, 2, own, generator=generator), torch.randn(5, 2, own, 24, generator=generator)
+    assert torch.allclose(held_attention._weighted(weights, values), weights @ values, atol=1e-6)

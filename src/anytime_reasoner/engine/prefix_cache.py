@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import DynamicCache
 
@@ -81,8 +82,8 @@ class HeldIndex:
             for r, prefix in enumerate(h.prefixes):
                 self.rows.setdefault(prefix, []).append((s, r))
         self.lengths = sorted({len(p) for p in self.rows}, reverse=True)
-        self.host_ids = [h.ids.cpu() for h in held]  # [r, W] each, for matching without device syncs
-        self.found = [torch.zeros(len(h.prefixes), dtype=torch.long) for h in held]  # [r] each: hits so far per row
+        self.host_ids = [h.ids.cpu().numpy() for h in held]  # [r, W] each, matched on the host (a few small arrays a prefix)
+        self.found = [np.zeros(len(h.prefixes), dtype=np.int64) for h in held]  # [r] each: hits so far per row
 
     def find(self, query: Sequence[int]) -> Hit | None:
         """The held row sharing the longest head with ``query`` (at least its prompt), keeping at
@@ -102,10 +103,10 @@ class HeldIndex:
         """The row of ``rows`` (of ``held[source]``, all with this prompt) whose continuation shares most with ``query``."""
         h = self.held[source]
         sampled = self.host_ids[source][rows, h.width : h.filled]  # [c, filled - T] the held continuations
-        rest = torch.tensor(query[prompt : prompt + sampled.shape[1]], dtype=sampled.dtype)  # [m]
-        common = (sampled[:, : rest.numel()] == rest).long().cumprod(1).sum(1)  # [c]
+        rest = np.asarray(query[prompt : prompt + sampled.shape[1]], dtype=sampled.dtype)  # [m]
+        common = np.cumprod(sampled[:, : rest.size] == rest, axis=1).sum(1)  # [c]
         found = self.found[source][rows]  # [c]
-        best = int((common * (int(found.max()) + 1) - found).argmax())  # the longest head, then the least found
+        best = int(np.argmax(common * (int(found.max()) + 1) - found))  # the longest head, then the least found
         reused = min(prompt + int(common[best]), len(query) - 1)
         return Hit(source, rows[best], reused, h.width - prompt + reused)
 
