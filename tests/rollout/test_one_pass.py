@@ -103,10 +103,10 @@ def test_one_pass_auto_is_on_where_it_leaves_no_second_phase(one_pass, budgets, 
 
 
 def test_summaries_forked_from_the_thinking_cache_equal_re_encoded_ones(embedded):
-    """Two phases, greedy: the summaries forked from the thinking call's held KV cache are those of
-    a rollout that encodes every summary prefix again (thinkings, summaries, rewards), while the
-    summary call runs at most the inserted text and one more token per prefix (the last thinking
-    token of the call's longest rows never ran while decoding)."""
+    """Two phases, greedy: the summaries read from the thinking call's held KV cache are those of a
+    rollout that encodes every summary prefix again (thinkings, summaries, rewards), while the summary
+    call runs at most the inserted text and one more token per prefix (the last thinking token of the
+    call's longest rows never ran while decoding), once per prefix, not once per summary row."""
     model, codec, prompts, truths, verifier = embedded
     plan = BudgetPlan.build(max_budget=48, budgets=(12, 30, 48))
     params = RolloutParams(n_thinking=2, n_summary=2, temperature=0.0, seed=0, one_pass=False)
@@ -118,11 +118,10 @@ def test_summaries_forked_from_the_thinking_cache_equal_re_encoded_ones(embedded
     inserted = AnytimeProtocol().inserted_ids(codec)
     requests = summary_requests(forked.thinkings, plan.budgets, inserted)
     thinking = sum(len(p) - 1 for p in prompts) + 12  # the thinking call: each prompt's prefill, each row's last prompt token
-    rows = again_engine.stats.sampled_rows - 12  # summary rows, one last prefix token run by each
-    assert forked_engine.stats.sampled_rows - 12 == rows
-    run_again = again_engine.stats.prefill_tokens - thinking - rows
-    run_forked = forked_engine.stats.prefill_tokens - thinking - rows
+    rows = again_engine.stats.sampled_rows - 12  # summary rows
+    assert forked_engine.stats.sampled_rows - 12 == rows == forked_engine.stats.held_rows  # all read their heads in place
+    run_again = again_engine.stats.prefill_tokens - thinking - rows  # the last prefix token is run by each row
     assert run_again == sum(len(r.prefix) - 1 for r in requests)  # every prefix prefilled again
-    # forked: at most the inserted text (one more where the head's last token never ran, one less for the last token)
-    assert 0 < run_forked <= sum(len(inserted.of(r.group.natural)) for r in requests)
-    assert forked_engine.stats.reused_prefix_tokens == run_again - run_forked  # the rest came from the held cache
+    run_forked = forked_engine.stats.prefill_tokens - thinking  # each prefix's rest once, its last token included
+    assert 0 < run_forked <= sum(len(inserted.of(r.group.natural)) + 1 for r in requests)
+    assert forked_engine.stats.reused_prefix_tokens + run_forked == sum(len(r.prefix) for r in requests)  # the rest held

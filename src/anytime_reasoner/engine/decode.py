@@ -267,6 +267,7 @@ def decode(
     draw: Draw = "cdf",
     position_offset: torch.Tensor | None = None,
     held: HeldPrefix | None = None,
+    first_logits: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Cache]:
     """Sample after the left-padded prefixes ``ids [R, T]`` (``mask [R, T]``) as ``generate`` would;
     returns ``[R, T + new]`` and the cache, which then holds every position but the last
@@ -274,26 +275,37 @@ def decode(
     through its stop token, zeros after). ``cache`` holds ``ids[:, :-1]`` already (only the last
     token is run) or is None (the whole prefix is run here). ``processors`` see ``(ids so far,
     float32 logits)`` of all ``R`` rows before the warpers. Once ``shrink_at`` of the rows in the
-    batch are finished, they leave it (see the module docstring)."""
+    batch are finished, they leave it (see the module docstring). ``first_logits [R, V]``: the logits
+    after ``ids``, computed by the caller (``ids`` have all run, their keys held in ``held``: a prefix
+    shared by several rows runs once); the loop then starts by sampling, and ``cache`` (None) holds
+    only the sampled tokens."""
     warpers = sampling_warpers(params)
     stops = torch.tensor(list(params.stop_token_ids), dtype=ids.dtype, device=ids.device)  # [s]
     positions = position_ids(mask)  # [R, T]
     if position_offset is not None:
         positions = positions + position_offset[:, None]  # [R, T]
     inputs, step_positions = (ids, positions) if cache is None else (ids[:, -1:], positions[:, -1:])
+    if first_logits is not None:  # ids ran already: the model's mask covers the sampled tokens only
+        step_positions, mask = positions[:, -1:], mask[:, :0]
     capacity = ids.shape[1] + params.max_new_tokens
     unfinished = torch.ones(ids.shape[0], dtype=torch.bool, device=ids.device)  # [R]
     batch = Batch(torch.arange(ids.shape[0], device=ids.device))
     kwargs = forward_kwargs(model)
     name = cache_kwarg(model)
+    reserved = False
     for step in range(params.max_new_tokens):
-        if held is not None:
-            kwargs["held_prefix"] = held
-        out = model(input_ids=inputs, attention_mask=mask, position_ids=step_positions, use_cache=True, **{name: cache}, **kwargs)
-        if step == 0:
-            cache = reserve(output_cache(out), capacity)
+        if step == 0 and first_logits is not None:
+            logits = first_logits.to(dtype=torch.float32)  # [R, V]
+        else:
+            if held is not None:
+                kwargs["held_prefix"] = held
+            out = model(
+                input_ids=inputs, attention_mask=mask, position_ids=step_positions, use_cache=True, **{name: cache}, **kwargs
+            )
+            if not reserved:
+                cache, reserved = reserve(output_cache(out), capacity), True
+            logits = batch.scatter(out.logits[:, -1].to(dtype=torch.float32), ids.shape[0])  # [R, V]
         seen = cast(torch.LongTensor, ids)  # [R, T + step]
-        logits = batch.scatter(out.logits[:, -1].to(dtype=torch.float32), ids.shape[0])  # [R, V]
         scores = warpers(seen, processors(seen, logits))  # [R, V]
         if params.temperature == 0:
             tokens = torch.argmax(scores, dim=-1)  # [R]

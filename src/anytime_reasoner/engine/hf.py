@@ -95,6 +95,17 @@ class EngineStats:
     generate_seconds: float = 0.0  # in the sampling calls (decoding, plus any prefix they encode themselves)
 
 
+@dataclass(frozen=True)
+class HeldStart:
+    """Rows that start after held heads (engine/held_attention.py): each row's head length but one
+    ``offset [R]`` (the position of its last token), where it reads its head ``layout``, and the logits
+    after its head ``first_logits [R, V]`` (the head's last token ran once per prefix)."""
+
+    offset: torch.Tensor  # [R]
+    layout: HeldPrefix
+    first_logits: torch.Tensor  # [R, V]
+
+
 @dataclass
 class TransformersEngine:
     """Sample from any HF causal LM; see the module docstring for how prefixes are reused."""
@@ -188,8 +199,8 @@ class TransformersEngine:
         self, prefixes: list[Sequence[int]], counts: list[int], hits: list[Hit], params: SamplingParams, index: HeldIndex
     ) -> list[list[Completion]]:
         """Sample ``counts`` rows after each prefix, reading its held head in place: the heads gathered once
-        per thinking, the rests (the inserted text) but their last tokens run once per prefix and added to
-        their thinking's entry, then the rows decoded from the rests' last tokens."""
+        per thinking, the rests (the inserted text) run once per prefix and added to their thinking's
+        entry, then each prefix's rows sampled from its rest's last logits and decoded from there."""
         start = time.perf_counter()
         ids, mask = left_pad([p[h.reused :] for p, h in zip(prefixes, hits, strict=True)], self.pad_token_id, self.device)
         kv, entry = held_heads(index.held, hits, self.device)  # the thinkings' heads; [k] each prefix's
@@ -198,29 +209,25 @@ class TransformersEngine:
         counts_at = torch.tensor(counts, device=self.device)
         rows = torch.repeat_interleave(torch.arange(len(prefixes), device=self.device), counts_at)  # [R]
         with attending_held(self.model):
-            if ids.shape[1] > 1:
-                run = mask[:, :-1]  # [k, U - 1] the rests but their last tokens
-                out = self.model(
-                    input_ids=ids[:, :-1],
-                    attention_mask=run,
-                    position_ids=position_ids(run) + offset[:, None],
-                    use_cache=True,
-                    held_prefix=HeldPrefix.of(kv, entry, seen),
-                    **forward_kwargs(self.model),
-                )
-                cache = output_cache(out)
-                if cache is None:
-                    raise RuntimeError("held-prefix attention: the model's forward returned no cache")
-                kv, seen = kv.with_rests(entry, seen, [(layer.keys, layer.values) for layer in cache.layers], run)
-                self.stats.prefill_tokens += int(run.sum())
-                self.stats.padded_prefill_tokens += run.numel()
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=position_ids(mask) + offset[:, None],
+                use_cache=True,
+                held_prefix=HeldPrefix.of(kv, entry, seen),
+                **forward_kwargs(self.model),
+            )  # the rests, once per prefix
+            cache = output_cache(out)
+            if cache is None:
+                raise RuntimeError("held-prefix attention: the model's forward returned no cache")
+            kv, seen = kv.with_rests(entry, seen, [(layer.keys, layer.values) for layer in cache.layers], mask)
+            self.stats.prefill_tokens += int(mask.sum())
+            self.stats.padded_prefill_tokens += mask.numel()
             self.stats.prefill_seconds += time.perf_counter() - start
             self.stats.reused_prefix_tokens += int(offset.sum())
-            self.stats.prefill_tokens += len(rows)  # each row's last token runs in the sampling call
-            self.stats.padded_prefill_tokens += len(rows)
             self.stats.held_rows += len(rows)
+            held = HeldStart((offset + mask.sum(1) - 1)[rows], HeldPrefix.of(kv, entry[rows], seen[rows]), out.logits[rows, -1])
             last = ids[rows, -1:]  # [R, 1]
-            held = ((offset + mask.sum(1) - 1)[rows], HeldPrefix.of(kv, entry[rows], seen[rows]))
             out_ids, logprobs, _ = self._generate(last, torch.ones_like(last), None, params, held=held)  # [R, 1 + new], [R, new]
         sampled = []
         for r, row in enumerate(out_ids[:, 1:].cpu().tolist()):
@@ -336,13 +343,13 @@ class TransformersEngine:
         cache: Any | None,
         params: SamplingParams,
         forcer: AnswerForcer | None = None,
-        held: tuple[torch.Tensor, HeldPrefix] | None = None,
+        held: HeldStart | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, Any | None]:
         """The prefix and the tokens sampled after it, ``[rows, T + new]`` (finished rows padded after
         their stop), their log-probs ``[rows, new]`` when ``params.logprobs``, and the sampling loop's
         cache (None under ``generate``). With ``forcer``: the thinking, its forced text and its answer
-        in one pass (``forcer.split`` reads each row). With ``held`` (each row's head length ``[rows]``
-        and where it reads the head): ``ids`` are what follows the held heads (the loop only)."""
+        in one pass (``forcer.split`` reads each row). With ``held``: ``ids`` are the last token of each
+        row's held head, which ran already (the loop only)."""
         if forcer is not None:
             params = replace(params, max_new_tokens=forcer.longest, stop_token_ids=forcer.answer.stop_ids)
         recorder = LogprobRecorder(params.temperature) if params.logprobs else None
@@ -354,7 +361,6 @@ class TransformersEngine:
         if self.decoder == "generate" or self._reuse_ok is False:  # a cache of another kind: generate() knows it
             out = self._generate_by_transformers(ids, mask, cache, params, processors)  # [rows, T + new]
         else:
-            offset, prefix = held if held is not None else (None, None)
             out, kept = decode(
                 self.model,
                 ids,
@@ -365,8 +371,9 @@ class TransformersEngine:
                 self.pad_token_id,
                 shrink_at=self.shrink_at,
                 draw=self.draw,
-                position_offset=offset,
-                held=prefix,
+                position_offset=held.offset if held is not None else None,
+                held=held.layout if held is not None else None,
+                first_logits=held.first_logits if held is not None else None,
             )  # [rows, T + new]
         self.stats.generate_seconds += time.perf_counter() - start
         self.stats.generate_calls += 1
