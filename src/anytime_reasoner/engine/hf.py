@@ -230,10 +230,11 @@ class TransformersEngine:
             last = ids[rows, -1:]  # [R, 1]
             out_ids, logprobs, _ = self._generate(last, torch.ones_like(last), None, params, held=held)  # [R, 1 + new], [R, new]
         sampled = []
+        every_logprobs = logprobs.tolist() if logprobs is not None else None  # one conversion, not one a row
         for r, row in enumerate(out_ids[:, 1:].cpu().tolist()):
             done = finish(row, params.stop_token_ids)
-            if logprobs is not None:
-                done = replace(done, logprobs=tuple(logprobs[r].tolist()[: len(done.token_ids)]))
+            if every_logprobs is not None:
+                done = replace(done, logprobs=tuple(every_logprobs[r][: len(done.token_ids)]))
             sampled.append(done)
         starts = [0] + torch.cumsum(counts_at.cpu(), 0).tolist()
         return [sampled[a:b] for a, b in zip(starts[:-1], starts[1:], strict=False)]
@@ -257,8 +258,9 @@ class TransformersEngine:
             if params.keep_cache and self.prefix_caching and kept is not None:
                 self._hold(out, ids.shape[1], [tuple(prefixes[i]) for i in sub.tolist()], kept)
             tokens = out[:, ids.shape[1] :].cpu()  # [r, new]
+            every_logprobs = logprobs.tolist() if logprobs is not None else None  # one conversion, not one a row
             for r, row in enumerate(tokens.tolist()):
-                row_logprobs = logprobs[r].tolist() if logprobs is not None else None
+                row_logprobs = every_logprobs[r] if every_logprobs is not None else None
                 if forcer is not None:
                     sampled.append(forcer.split(r, row, row_logprobs))
                     continue
