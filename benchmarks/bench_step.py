@@ -44,7 +44,11 @@ and of the update and the tokens it runs of ``unshared`` to ``tree+rows``.
     python benchmarks/bench_step.py --presets ar-uniform --variants tree+rows,re-encode --steps 5   # summaries held vs re-encoded
     python benchmarks/bench_step.py --presets ar-uniform --variants tree+rows,row-forks --steps 5   # heads read in place vs forked per row
 
-One thread per process, as the demo runs its jobs (``OMP_NUM_THREADS=1``).
+One thread per process by default, as the demo runs its jobs (``--threads`` sets torch's threads). With
+both presets and ``tree+rows``, it also prints an ``ar-uniform`` step's generation over a GRPO step's,
+as medians and step by step (the two run in turn, so each pair saw the same load):
+
+    python benchmarks/bench_step.py --presets grpo,ar-uniform --variants tree+rows --steps 12 --threads 2   # ~1.5 min
 """
 
 from __future__ import annotations
@@ -80,13 +84,13 @@ ENGINE = {  # engine settings of the variants that change the sampling loop only
 }
 
 
-def demo_base_model() -> Path:
-    """One torch thread (as the demo runs its jobs), and the demo's shipped base model (unpacked once)."""
+def demo_base_model(threads: int = 1) -> Path:
+    """``threads`` torch threads (one as the demo runs its jobs), and the demo's shipped base model (unpacked once)."""
     import torch
 
     from anytime_reasoner.tasks.bootstrap import ensure_base_model
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     return ensure_base_model(None, seed=0, progress=True)
 
 
@@ -149,15 +153,21 @@ def row(name: str, history: list[dict]) -> dict[str, float]:
     }
 
 
+def generation(history: dict) -> float:
+    """A step's generation: its thinking and summary phases."""
+    return history["time_thinking"] + history["time_summary"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="ar-uniform,grpo")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"a subset of {', '.join(VARIANTS)}")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: as the demo runs its jobs)")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
 
-    base = demo_base_model()
+    base = demo_base_model(args.threads)
     presets = [p for p in args.presets.split(",") if p]
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {(p, v): build(p, v, base, Path(tmp) / f"{p}-{v}", args.steps) for p in presets for v in variants}
@@ -177,6 +187,16 @@ def main() -> None:
     print("|" + "---|" * (len(PHASES) + 4))
     rows = {key: row(f"{key[0]}, {key[1]}", h) for key, h in histories.items()}
     print()
+    if ("ar-uniform", "tree+rows") in rows and ("grpo", "tree+rows") in rows:
+        ar, grpo = histories[("ar-uniform", "tree+rows")], histories[("grpo", "tree+rows")]
+        per_step = [generation(a) / generation(g) for a, g in zip(ar[1:], grpo[1:], strict=True)]  # step 1 (warm-up) dropped
+        print(
+            f"ar-uniform ÷ grpo (tree+rows): generation (thinking + summary) {rows[('ar-uniform', 'tree+rows')]['generation']:.2f} s ÷ "
+            f"{rows[('grpo', 'tree+rows')]['generation']:.2f} s = "
+            f"{rows[('ar-uniform', 'tree+rows')]['generation'] / rows[('grpo', 'tree+rows')]['generation']:.2f}×; "
+            f"step by step (steps 2–{args.steps}, the two run in turn): median {statistics.median(per_step):.2f}×, "
+            f"range {min(per_step):.2f}–{max(per_step):.2f}×"
+        )
     for p in presets:
         if "dense" in variants:
             base_row = rows[(p, "dense")]

@@ -57,6 +57,7 @@ def test_held_attention_equals_attention_over_the_whole_sequence(queries, rows, 
     then its own real keys; the queries are its last ``queries`` own positions, causal among
     themselves), to float rounding."""
     monkeypatch.setattr(held_attention, "RUNS", runs)
+    monkeypatch.setattr(held_attention, "STACK_COST", 0)  # stacks sized by their slots alone: the layouts ROWS describes
     generator = torch.Generator().manual_seed(0)
     held = _held(generator)
     entry, end, own_mask = (torch.tensor(x) for x in ROWS[rows])
@@ -65,7 +66,7 @@ def test_held_attention_equals_attention_over_the_whole_sequence(queries, rows, 
     query = torch.randn(A, H, queries, D, generator=generator)  # [A, H, Q, D]
     causal = torch.arange(3)[None, :] <= torch.arange(3 - queries, 3)[:, None]  # [Q, L] query i is position L - Q + i
     mask = (own_mask.bool()[:, None, None, :] & causal[None, None]).expand(A, 1, queries, 3)  # [A, 1, Q, L] as sdpa's builder
-    layout = HeldPrefix.of(held, entry, held.seen(entry, end))
+    layout = HeldPrefix.of(held, entry, held.seen(entry, end), 2 * queries)
     assert (layout.per_entry, sum(g.count for g in layout.groups)) == ((1, 3) if rows == "split" else (2, 2))  # M, stacks
     assert len(layout.groups) == (1 if runs == 1 else 3 if rows == "split" else 2)  # "even": stacks seeing 4 and 6 positions
     module = SimpleNamespace(layer_idx=0, training=False)
@@ -89,7 +90,7 @@ def test_plain_products_equal_the_fused_kernel(monkeypatch):
     generator = torch.Generator().manual_seed(3)
     held = _held(generator)
     entry, end = torch.tensor([0, 1, 1]), torch.tensor([5, 6, 4])
-    layout = HeldPrefix.of(held, entry, held.seen(entry, end))
+    layout = HeldPrefix.of(held, entry, held.seen(entry, end), 2)
     own_keys, own_values = torch.randn(3, H_KV, 2, D, generator=generator), torch.randn(3, H_KV, 2, D, generator=generator)
     query = torch.randn(3, H, 1, D, generator=generator)
     module = SimpleNamespace(layer_idx=0, training=False)
@@ -139,6 +140,23 @@ def test_a_stack_holds_the_positions_its_rows_see():
 
 
 @pytest.mark.parametrize(
+    ("queries", "size"),
+    [
+        # a decoding step (2 query rows a row): M = 8 costs 260 stacks · (8 + 8·2) = 6,240, M = 16 134 · (8 + 16·2)
+        # = 5,360 (the 96 empty slots cost less than 126 stacks more), M = 20 131 · 48 = 6,288, M = 24 128 · 56 = 7,168
+        (2, 16),
+        # the inserted text run at once (14 tokens: 28 query rows a row): M = 8 6,240 + 260 · 8·26 = 60,320, M = 16
+        # 5,360 + 134 · 16·26 = 61,104: slots matter more than stacks, and M = 8 wastes fewer
+        (28, 8),
+    ],
+)
+def test_stacks_sized_by_their_cost(queries, size):
+    """The row counts of one AR step's summary call: 2 thinkings read by 8 rows, 5 by 12, 115 by 16, 3 by 20, 3 by 24."""
+    counts = torch.tensor([8] * 2 + [12] * 5 + [16] * 115 + [20] * 3 + [24] * 3)
+    assert held_attention._stack_size(counts, queries) == size
+
+
+@pytest.mark.parametrize(
     ("widths", "most", "ends"),
     [
         # runs [0, 2), [2, 4): 2·2 + 2·100 = 204, against [0, 1), [1, 4): 1 + 3·100 = 301 and one run: 4·100 = 400
@@ -152,15 +170,16 @@ def test_stacks_run_in_few_calls_of_few_positions(widths, most, ends):
     assert held_attention._runs(torch.tensor(widths), most) == ends
 
 
-def test_stacks_in_runs_by_width_and_rows_that_stay_stacked_anew():
+def test_stacks_in_runs_by_width_and_rows_that_stay_stacked_anew(monkeypatch):
     """Stacks are ordered by the positions their rows see and run in calls of one width; ``select``
     stacks the rows that stay anew (the stacks nobody reads are dropped) and each staying row gets
     the output it had among all three."""
+    monkeypatch.setattr(held_attention, "STACK_COST", 0)  # stacks sized by their slots alone
     generator = torch.Generator().manual_seed(1)
     held = _held(generator)
     keys = held.layers[0][0]  # [2, H_kv, 6, D]
     entry, end = torch.tensor([0, 0, 1]), torch.tensor([4, 6, 5])
-    layout = HeldPrefix.of(held, entry, held.seen(entry, end))
+    layout = HeldPrefix.of(held, entry, held.seen(entry, end), 2)
     # stacks of 1 row (ROWS["split"]) seeing 4 (thinking 0's [0, 4)), 6 ([0, 6)) and 3 positions
     # (thinking 1's [2, 5)): by that count row 2's stack, row 0's, row 1's, each a call of its own
     # (3 + 4 + 6 = 13 positions against 3·6 = 18 in one)
@@ -183,7 +202,7 @@ def test_stacks_in_runs_by_width_and_rows_that_stay_stacked_anew():
 
 def test_held_prefix_refuses_a_sliding_window():
     held = _held(torch.Generator().manual_seed(2))
-    layout = HeldPrefix.of(held, torch.tensor([0]), held.seen(torch.tensor([0]), torch.tensor([3])))
+    layout = HeldPrefix.of(held, torch.tensor([0]), held.seen(torch.tensor([0]), torch.tensor([3])), 2)
     x = torch.zeros(1, H, 1, D)
     with pytest.raises(ValueError, match="sliding windows"):
         held_attention_forward(

@@ -208,13 +208,15 @@ class TransformersEngine:
         offset = torch.tensor([h.reused for h in hits], device=self.device)  # [k] the head's length
         counts_at = torch.tensor(counts, device=self.device)
         rows = torch.repeat_interleave(torch.arange(len(prefixes), device=self.device), counts_at)  # [R]
+        config = self.model.config
+        group = config.num_attention_heads // (getattr(config, "num_key_value_heads", None) or config.num_attention_heads)  # g
         with attending_held(self.model):
             out = self.model(
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=position_ids(mask) + offset[:, None],
                 use_cache=True,
-                held_prefix=HeldPrefix.of(kv, entry, seen),
+                held_prefix=HeldPrefix.of(kv, entry, seen, group * ids.shape[1]),
                 **forward_kwargs(self.model),
             )  # the rests, once per prefix
             cache = output_cache(out)
@@ -226,7 +228,8 @@ class TransformersEngine:
             self.stats.prefill_seconds += time.perf_counter() - start
             self.stats.reused_prefix_tokens += int(offset.sum())
             self.stats.held_rows += len(rows)
-            held = HeldStart((offset + mask.sum(1) - 1)[rows], HeldPrefix.of(kv, entry[rows], seen[rows]), out.logits[rows, -1])
+            layout = HeldPrefix.of(kv, entry[rows], seen[rows], group)  # one new token a step
+            held = HeldStart((offset + mask.sum(1) - 1)[rows], layout, out.logits[rows, -1])
             last = ids[rows, -1:]  # [R, 1]
             out_ids, logprobs, _ = self._generate(last, torch.ones_like(last), None, params, held=held)  # [R, 1 + new], [R, new]
         sampled = []
