@@ -176,7 +176,7 @@ class HeldPrefix:
     stacked queries of ``n'`` stacks of ``M``) and ``groups``, the stacks in runs of one key width
     (:class:`Stacks`), ordered by the positions they see. A stack holds rows of one entry; only the
     entries some row reads have stacks; an entry read by more rows than ``M`` fills several, its keys
-    and values repeated (``M`` is chosen so that the stacks waste the fewest slots: one entry read by
+    and values repeated (``M`` is chosen by the stacks' cost, :func:`_stack_size`: one entry read by
     twice the others' rows does not double them all). ``source``, ``entry [A]`` and ``seen [A, P]``
     are what it was made of (:meth:`of`), kept for :meth:`select`."""
 
